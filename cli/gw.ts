@@ -1,0 +1,190 @@
+#!/usr/bin/env node
+/**
+ * The gw command line (KrakenD's `krakend` commands): run, check, test-plugin, version.
+ */
+import { Command, Option } from 'commander';
+import process from 'node:process';
+import { buildGateway } from '../core/gateway.js';
+import { ConfigError, loadConfig } from '../core/config/load.js';
+import { formatDuration } from '../core/config/duration.js';
+import type { ServiceConfig } from '../core/config/types.js';
+import { createLogger, type Logger } from '../core/log.js';
+import { UwsLoadError } from '../core/router/uws.js';
+import { GW_VERSION, KRAKEND_COMPAT_VERSION } from '../core/version.js';
+import { addTestPluginCommand } from './test-plugin.js';
+
+const PROVIDE_CONFIG = 'Please, provide the path to the configuration file with --config or see all the options with --help';
+
+function isTTY(): boolean {
+  return !!process.stdout.isTTY;
+}
+
+function red(s: string): string {
+  return isTTY() ? `\x1b[31m${s}\x1b[0m` : s;
+}
+
+function green(s: string): string {
+  return isTTY() ? `\x1b[32m${s}\x1b[0m` : s;
+}
+
+interface RunFlags {
+  config?: string;
+  debug?: number;
+  port?: string;
+  logLevel?: string;
+  logFormat?: string;
+}
+
+function makeLogger(cfg: ServiceConfig | null, flags: RunFlags): Logger {
+  return createLogger({
+    level: flags.logLevel ?? cfg?.logging.level ?? 'DEBUG',
+    prefix: cfg?.logging.prefix ?? '',
+    format: flags.logFormat ?? 'auto',
+  });
+}
+
+async function run(flags: RunFlags): Promise<void> {
+  if (!flags.config) {
+    console.log(PROVIDE_CONFIG);
+    return;
+  }
+  let cfg: ServiceConfig;
+  try {
+    cfg = loadConfig(flags.config);
+  } catch (err) {
+    console.error(`ERROR parsing the configuration file: ${(err as Error).message}`);
+    process.exitCode = 255;
+    return;
+  }
+  const logger = makeLogger(cfg, flags);
+  logger.info(`Starting gw v${GW_VERSION} (KrakenD ${KRAKEND_COMPAT_VERSION} compatible)`);
+  logger.info(`Working directory is ${process.cwd()}`);
+  logger.info('Starting the KrakenD instance');
+  let gw;
+  try {
+    gw = await buildGateway(cfg, { logger, debug: (flags.debug ?? 0) > 0, port: flags.port ? Number(flags.port) : 0 });
+    await gw.listen();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`ERROR parsing the configuration file: ${err.message}`);
+      process.exitCode = 255;
+    } else if (err instanceof UwsLoadError) {
+      console.error(`ERROR starting the gateway: ${err.message}`);
+      process.exitCode = 1;
+    } else {
+      console.error(`ERROR starting the gateway: ${(err as Error).message}`);
+      process.exitCode = 1;
+    }
+    await gw?.close(0).catch(() => {});
+    return;
+  }
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn(`Signal intercepted again: ${signal}; exiting now`);
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info(`Signal intercepted: ${signal === 'SIGINT' ? 'interrupt' : 'terminated'}`);
+    gw.close(cfg.maxShutdownWaitMs || 10_000).then(
+      () => process.exit(0),
+      (err: Error) => {
+        logger.error(`shutdown: ${err.message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}
+
+interface CheckFlags {
+  config?: string;
+  debug?: number;
+  lint?: boolean;
+}
+
+async function check(flags: CheckFlags): Promise<void> {
+  if (!flags.config) {
+    console.log(PROVIDE_CONFIG);
+    return;
+  }
+  let cfg: ServiceConfig;
+  try {
+    cfg = loadConfig(flags.config, { lint: !!flags.lint });
+  } catch (err) {
+    const label = flags.lint && !(err as Error).message.startsWith('unsupported version') ? 'ERROR linting the configuration file:' : 'ERROR parsing the configuration file:';
+    console.log(red(`${label}\t${(err as Error).message}`));
+    process.exitCode = 1;
+    return;
+  }
+  if ((flags.debug ?? 0) > 0) dumpConfig(cfg);
+  // Build the pipes as `run` would (plugins are loaded and their factories called), without listening.
+  const logger = createLogger({ level: (flags.debug ?? 0) > 1 ? 'DEBUG' : 'ERROR', format: 'auto' });
+  try {
+    const gw = await buildGateway(cfg, { logger });
+    await gw.close(0);
+  } catch (err) {
+    console.log(red(`ERROR parsing the configuration file:\t${(err as Error).message}`));
+    process.exitCode = 1;
+    return;
+  }
+  console.log(green('Syntax OK!'));
+}
+
+function dumpConfig(cfg: ServiceConfig): void {
+  const out: string[] = ['Parsed configuration:', '\tGlobal settings', `\tName: ${cfg.name}`, `\tPort: ${cfg.port}`];
+  out.push(`\t${cfg.endpoints.length} API endpoints:`);
+  for (const e of cfg.endpoints) {
+    out.push(`\t\t- ${e.method} ${e.route}`, `\t\tTimeout: ${formatDuration(e.timeoutMs)}`, `\t\tConnecting to ${e.backends.length} backend(s):`);
+    for (const b of e.backends) {
+      out.push(`\t\t\t[+] ${b.method} ${b.urlPattern}`, `\t\t\tHosts: [${b.hosts.join(' ')}]`);
+    }
+  }
+  console.log(out.join('\n'));
+}
+
+function version(): void {
+  console.log(`gw Version: ${GW_VERSION}`);
+  console.log(`KrakenD Version: ${KRAKEND_COMPAT_VERSION} (compatible)`);
+  console.log(`Node Version: ${process.version}`);
+}
+
+const count = (_: string, prev: number) => prev + 1;
+
+export function program(): Command {
+  const p = new Command('gw')
+    .description('gw: a KrakenD-compatible API gateway')
+    .version(`gw Version: ${GW_VERSION}`, '-v, --version')
+    .showHelpAfterError();
+  p.exitOverride((err) => {
+    // commander's own help/version exits are fine; usage errors exit 255 as KrakenD's cobra does.
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0);
+    process.exit(255);
+  });
+  p.command('run')
+    .description('Runs the gateway')
+    .option('-c, --config <file>', 'Path to the configuration file')
+    .option('-d, --debug', 'Enables the /__debug/ endpoint (the log level is unchanged)', count, 0)
+    .option('-p, --port <port>', 'Listening port for the http service')
+    .addOption(new Option('--log-level <level>', 'Overrides telemetry/logging.level').choices(['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL', 'debug', 'info', 'warning', 'error', 'critical']))
+    .addOption(new Option('--log-format <format>', 'Log output format').choices(['auto', 'json', 'pretty']).default('auto'))
+    .action((flags: RunFlags) => run(flags));
+  p.command('check')
+    .alias('validate')
+    .description('Validates that the configuration file is valid')
+    .option('-c, --config <file>', 'Path to the configuration file')
+    .option('-d, --debug', 'Dumps the parsed configuration (-dd also shows the build log)', count, 0)
+    .option('-l, --lint', 'Rejects unknown keys (strict schema)')
+    .action((flags: CheckFlags) => check(flags));
+  p.command('version').description('Shows the version').action(version);
+  addTestPluginCommand(p);
+  return p;
+}
+
+program()
+  .parseAsync(process.argv)
+  .catch((err: Error) => {
+    console.error(err.message);
+    process.exitCode = 255;
+  });

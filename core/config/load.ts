@@ -1,0 +1,332 @@
+/**
+ * read → JSON.parse → schema validation (ajv) → KrakenD's start-up checks → defaults →
+ * normalised, deep-frozen {@link ServiceConfig}. Errors are {@link ConfigError}s whose message is
+ * what KrakenD prints after `ERROR parsing the configuration file: `.
+ */
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import type { ErrorObject, ValidateFunction } from 'ajv';
+import { normaliseNamespaces } from './aliases.js';
+import { parseDuration } from './duration.js';
+import { configSchema, lintSchema } from './schema.js';
+import type {
+  AllowList, BackendConfig, Encoding, EndpointConfig, LogLevel, Method, OutputEncoding, ServiceConfig,
+} from './types.js';
+
+const require = createRequire(import.meta.url);
+// ajv is CommonJS; its default export is the class.
+const Ajv = require('ajv') as typeof import('ajv').default;
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export const DEFAULT_PORT = 8080;
+export const DEFAULT_TIMEOUT_MS = 2000;
+export const DEFAULT_MAX_IDLE_CONNS_PER_HOST = 250;
+const SUPPORTED_METHODS: ReadonlySet<string> = new Set(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']);
+const ENCODINGS: ReadonlySet<string> = new Set(['json', 'safejson', 'string', 'xml', 'rss', 'no-op']);
+const OUTPUT_ENCODINGS: ReadonlySet<string> = new Set(['json', 'json-collection', 'string', 'xml', 'yaml', 'negotiate', 'no-op']);
+const INVALID_ENDPOINT = /^[^/]|\*|\/__(debug|echo|health)(\/.*)?$/;
+const ENDPOINT_PARAM = /^\{([a-zA-Z\-_0-9]+)\}$/;
+const URL_PATTERN_PARAM = /\{([\w\-.:/]+)\}/g;
+const HOST_PATTERN = /(https?:\/\/)?([a-zA-Z0-9._-]+)(:[0-9]{2,6})?\/?/g;
+
+let validator: ValidateFunction | undefined;
+let lintValidator: ValidateFunction | undefined;
+
+function compile(schema: object): ValidateFunction {
+  const ajv = new Ajv({ allErrors: true, strict: false });
+  return ajv.compile(schema);
+}
+
+/** Reads and parses a file. Error texts follow lura's config parser. */
+export function readConfigFile(file: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOENT') throw new ConfigError(`'${file}' (open): no such file or directory`);
+    throw new ConfigError(`'${file}' (open): ${e.message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`'${file}': ${describeJsonError(text, err as Error)}`);
+  }
+}
+
+function describeJsonError(text: string, err: Error): string {
+  const m = /position (\d+)/.exec(err.message);
+  if (!m) return err.message;
+  const offset = Number(m[1]);
+  const before = text.slice(0, offset);
+  const row = before.split('\n').length;
+  const col = offset - before.lastIndexOf('\n');
+  return `${err.message.replace(/ in JSON at position \d+.*$/, '')}, offset: ${offset}, row: ${row}, col: ${col}`;
+}
+
+function formatAjvErrors(errors: readonly ErrorObject[], file: string): string {
+  const lines = errors
+    .filter((e) => e.keyword !== 'anyOf' || errors.length === 1)
+    .map((e) => {
+      const where = e.instancePath === '' ? '$' : '$' + e.instancePath.replace(/\/(\d+)/g, '[$1]').replace(/\//g, '.');
+      if (e.keyword === 'additionalProperties') {
+        return `${where}: unknown key '${(e.params as { additionalProperty: string }).additionalProperty}'`;
+      }
+      if (e.keyword === 'required') return `${where}: missing required key '${(e.params as { missingProperty: string }).missingProperty}'`;
+      if (e.keyword === 'pattern' && e.instancePath.match(/timeout|ttl|time$/)) return `${where}: not a duration (e.g. "2s", "300ms", "1m30s")`;
+      return `${where}: ${e.message ?? e.keyword}`;
+    });
+  return `'${file}': invalid configuration:\n  ${[...new Set(lines)].join('\n  ')}`;
+}
+
+export interface LoadOptions {
+  /** Reject unknown keys (`gw check --lint`). */
+  lint?: boolean;
+}
+
+export function loadConfig(file: string, opts: LoadOptions = {}): ServiceConfig {
+  return normaliseConfig(readConfigFile(file), file, opts);
+}
+
+function isObject(v: unknown): v is Record<string, any> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptions = {}): ServiceConfig {
+  if (!isObject(raw)) throw new ConfigError(`'${file}': the configuration must be a JSON object`);
+  // KrakenD checks the version before anything else.
+  if (raw.version !== 3) throw new ConfigError(`unsupported version: ${JSON.stringify(raw.version ?? 0)} (want: 3)`);
+  const validate = opts.lint ? (lintValidator ??= compile(lintSchema())) : (validator ??= compile(configSchema));
+  if (!validate(raw)) throw new ConfigError(formatAjvErrors(validate.errors ?? [], file));
+
+  const extra = normaliseNamespaces(raw.extra_config);
+  const router = isObject(extra.router) ? extra.router : {};
+  const logging = isObject(extra['telemetry/logging']) ? extra['telemetry/logging'] : null;
+  const timeoutMs = parseDuration(raw.timeout) || DEFAULT_TIMEOUT_MS;
+  const cacheTtlS = Math.floor(parseDuration(raw.cache_ttl) / 1000);
+  const defaultHosts: readonly string[] = Array.isArray(raw.host) ? raw.host : [];
+  const outputDefault = typeof raw.output_encoding === 'string' && raw.output_encoding !== '' ? raw.output_encoding : 'json';
+
+  const endpoints: EndpointConfig[] = [];
+  const seen = new Map<string, { desc: string; index: number }>();
+  const list: unknown[] = Array.isArray(raw.endpoints) ? raw.endpoints : [];
+  list.forEach((e, index) => {
+    const ep = normaliseEndpoint(e as Record<string, any>, index, {
+      timeoutMs, cacheTtlS, outputDefault, defaultHosts,
+    });
+    if (!ep) return;
+    const key = `${ep.method} ${ep.route.replace(/:[^/]+/g, ':')}`;
+    const prev = seen.get(key);
+    const desc = `'${ep.method} ${ep.path}' (endpoints[${index}])`;
+    if (prev) {
+      throw new ConfigError(
+        `endpoints ${prev.desc} and ${desc} are the same route: the router cannot tell them apart`,
+      );
+    }
+    seen.set(key, { desc, index });
+    endpoints.push(ep);
+  });
+
+  const level = String(logging?.level ?? 'DEBUG').toUpperCase();
+  const cfg: ServiceConfig = {
+    name: typeof raw.name === 'string' ? raw.name : '',
+    port: raw.port || DEFAULT_PORT,
+    listenIp: checkIp(raw.listen_ip),
+    timeoutMs,
+    cacheTtlS,
+    debugEndpoint: raw.debug_endpoint === true,
+    echoEndpoint: raw.echo_endpoint === true,
+    maxHeaderBytes: raw.max_header_bytes || 1 << 20,
+    maxShutdownWaitMs: parseDuration(raw.max_shutdown_wait_time),
+    plugin: isObject(raw.plugin) ? { folder: raw.plugin.folder, pattern: raw.plugin.pattern } : null,
+    router: {
+      returnErrorMsg: router.return_error_msg === true,
+      hideVersionHeader: router.hide_version_header === true,
+      disableHealth: router.disable_health === true,
+      healthPath: typeof router.health_path === 'string' && router.health_path ? router.health_path : '/__health',
+      disableRedirectTrailingSlash: router.disable_redirect_trailing_slash === true,
+      disableRedirectFixedPath: router.disable_redirect_fixed_path === true,
+      disableHandleMethodNotAllowed: router.disable_handle_method_not_allowed === true,
+      disablePathDecoding: router.disable_path_decoding === true,
+      disableAccessLog: router.disable_access_log === true,
+      errorBody: isObject(router.error_body) ? router.error_body : null,
+    },
+    transport: {
+      maxConnectionsPerHost: raw.max_idle_connections_per_host || DEFAULT_MAX_IDLE_CONNS_PER_HOST,
+      idleConnectionTimeoutMs: parseDuration(raw.idle_connection_timeout),
+      responseHeaderTimeoutMs: parseDuration(raw.response_header_timeout),
+      dialerTimeoutMs: parseDuration(raw.dialer_timeout),
+      disableKeepAlives: raw.disable_keep_alives === true,
+      disableCompression: raw.disable_compression === true,
+    },
+    logging: {
+      level: (['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'].includes(level) ? level : 'DEBUG') as LogLevel,
+      prefix: typeof logging?.prefix === 'string' ? logging.prefix : '',
+      format: typeof logging?.format === 'string' ? logging.format : 'default',
+    },
+    extraConfig: extra,
+    endpoints,
+    file,
+  };
+  return deepFreeze(cfg);
+}
+
+function checkIp(v: unknown): string {
+  if (v === undefined || v === '') return '';
+  const s = String(v);
+  const v4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+  if (v4.test(s) || (s.includes(':') && /^[0-9a-fA-F:.]+$/.test(s))) return s;
+  throw new ConfigError(`invalid ip address ${s}`);
+}
+
+interface Inherited {
+  timeoutMs: number;
+  cacheTtlS: number;
+  outputDefault: string;
+  defaultHosts: readonly string[];
+}
+
+/** `{userId}` and `{UserId}` are the same parameter in KrakenD (the first letter is uppercased). */
+export function paramKey(name: string): string {
+  return name.charAt(0).toUpperCase() + name.slice(1);
+}
+
+function normaliseEndpoint(e: Record<string, any>, index: number, inh: Inherited): EndpointConfig | null {
+  let path: string = e.endpoint;
+  if (!path.startsWith('/')) path = '/' + path;
+  const rawMethod = typeof e.method === 'string' && e.method ? e.method.toUpperCase() : 'GET';
+  if (!SUPPORTED_METHODS.has(rawMethod)) {
+    throw new ConfigError(
+      `[ENDPOINT: ${path}] Unsupported method ${rawMethod} (endpoints[${index}]): gw routes GET, POST, PUT, PATCH and DELETE`,
+    );
+  }
+  const method = rawMethod as Method;
+  if (INVALID_ENDPOINT.test(path)) throw new ConfigError(`ignoring the '${method} ${path}' endpoint, since it is invalid!!!`);
+  const backendsRaw: Record<string, any>[] = e.backend;
+  if (backendsRaw.length === 0) {
+    throw new ConfigError(`ignoring the '${method} ${path}' endpoint, since it has 0 backends defined!`);
+  }
+
+  const params: string[] = [];
+  const route = path
+    .split('/')
+    .map((seg) => {
+      const m = ENDPOINT_PARAM.exec(seg);
+      if (!m) return seg;
+      params.push(m[1]!);
+      return ':' + m[1]!;
+    })
+    .join('/');
+  const keys = new Set(params.map(paramKey));
+  if (keys.size !== params.length) {
+    throw new ConfigError(`the '${method} ${path}' endpoint declares the same parameter twice`);
+  }
+
+  let outputEncoding = (typeof e.output_encoding === 'string' && e.output_encoding) || inh.outputDefault;
+  if (!OUTPUT_ENCODINGS.has(outputEncoding)) outputEncoding = 'json';
+  const noop = outputEncoding === 'no-op';
+  if (noop && backendsRaw.length > 1) {
+    throw new ConfigError('can not use NoOp encoding with more than one backends connected to the same endpoint');
+  }
+
+  const extra = normaliseNamespaces(e.extra_config);
+  const proxyCfg = (extra.proxy ?? {}) as Record<string, any>;
+  const sequential = proxyCfg.sequential === true;
+
+  const backends = backendsRaw.map((b, bi): BackendConfig => {
+    let urlPattern: string = b.url_pattern;
+    if (!urlPattern.startsWith('/')) urlPattern = '/' + urlPattern;
+    const hostsRaw: string[] = Array.isArray(b.host) && b.host.length ? b.host : [...inh.defaultHosts];
+    const hosts = b.disable_host_sanitize === true ? hostsRaw : hostsRaw.map(sanitizeHost);
+    // Every url_pattern placeholder must be an endpoint parameter (sequential `respN_` and JWT are exempt).
+    const outputs: string[] = [];
+    for (const m of urlPattern.matchAll(URL_PATTERN_PARAM)) {
+      const name = m[1]!;
+      if (/^resp\d+_/.test(name) || name.startsWith('JWT.')) continue;
+      if (sequential && /^resp\d+$/.test(name)) continue;
+      if (!outputs.includes(name)) outputs.push(name);
+    }
+    for (const name of outputs) {
+      if (!keys.has(paramKey(name))) {
+        throw new ConfigError(
+          `undefined output param '${name}'! endpoint: ${method} ${path}, backend: ${bi}. input: [${params.join(' ')}], output: [${outputs.join(' ')}]`,
+        );
+      }
+    }
+    let encoding = (typeof b.encoding === 'string' && b.encoding) || 'json';
+    if (!ENCODINGS.has(encoding)) encoding = 'json';
+    if (noop) encoding = 'no-op';
+    return {
+      index: bi,
+      hosts,
+      urlPattern,
+      method: typeof b.method === 'string' && b.method ? b.method.toUpperCase() : method,
+      encoding: encoding as Encoding,
+      isCollection: b.is_collection === true,
+      target: b.target ?? '',
+      allow: b.allow ?? [],
+      deny: b.deny ?? [],
+      mapping: b.mapping ?? {},
+      group: b.group ?? '',
+      inputHeaders: Array.isArray(b.input_headers) && b.input_headers.length ? allowList(b.input_headers, true) : null,
+      inputQueryStrings:
+        Array.isArray(b.input_query_strings) && b.input_query_strings.length ? allowList(b.input_query_strings, false) : null,
+      extraConfig: normaliseNamespaces(b.extra_config),
+    };
+  });
+
+  return {
+    index,
+    path,
+    route,
+    method,
+    params,
+    timeoutMs: parseDuration(e.timeout) || inh.timeoutMs,
+    cacheTtlS: Math.floor(parseDuration(e.cache_ttl) / 1000) || inh.cacheTtlS,
+    outputEncoding: outputEncoding as OutputEncoding,
+    inputHeaders: allowList(e.input_headers ?? [], true),
+    inputQueryStrings: allowList(e.input_query_strings ?? [], false),
+    concurrentCalls: e.concurrent_calls || 1,
+    backends,
+    extraConfig: extra,
+  };
+}
+
+function allowList(list: readonly string[], headers: boolean): AllowList {
+  if (list.includes('*')) return '*';
+  return headers ? [...new Set(list.map(canonicalHeader))] : [...new Set(list)];
+}
+
+/** Go's `http.CanonicalHeaderKey`: `x-foo-bar` → `X-Foo-Bar`; names with non-token bytes are kept. */
+export function canonicalHeader(name: string): string {
+  if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name)) return name;
+  let out = '';
+  let upper = true;
+  for (const ch of name) {
+    out += upper ? ch.toUpperCase() : ch.toLowerCase();
+    upper = ch === '-';
+  }
+  return out;
+}
+
+/** lura's host sanitiser: the pattern must match exactly once; the scheme defaults to http. */
+export function sanitizeHost(host: string): string {
+  const matches = [...host.matchAll(HOST_PATTERN)].filter((m) => m[0] !== '');
+  if (matches.length !== 1) throw new ConfigError(`host ${host} not valid: invalid host`);
+  const m = matches[0]!;
+  return `${m[1] ?? 'http://'}${m[2]}${m[3] ?? ''}`;
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}

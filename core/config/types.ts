@@ -1,0 +1,102 @@
+/**
+ * Runtime configuration: the KrakenD v3 file after validation, defaults and normalisation.
+ * Everything here is built once at start-up and frozen; the hot path only reads it.
+ */
+export type Encoding = 'json' | 'safejson' | 'string' | 'xml' | 'rss' | 'no-op';
+export type OutputEncoding = 'json' | 'json-collection' | 'string' | 'xml' | 'yaml' | 'negotiate' | 'no-op';
+export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+/** `"*"` means "all"; otherwise an allow-list. */
+export type AllowList = '*' | readonly string[];
+
+export interface BackendConfig {
+  /** Position in the endpoint's `backend` array. */
+  readonly index: number;
+  /** Sanitised origins (`http://host:port`), balanced per request. */
+  readonly hosts: readonly string[];
+  /** `url_pattern` as written (with `{param}` placeholders), with a leading `/`. */
+  readonly urlPattern: string;
+  readonly method: string;
+  readonly encoding: Encoding;
+  readonly isCollection: boolean;
+  readonly target: string;
+  readonly allow: readonly string[];
+  readonly deny: readonly string[];
+  readonly mapping: Readonly<Record<string, string>>;
+  readonly group: string;
+  /** Per-backend second filter (applied after the endpoint's), or null when absent. */
+  readonly inputHeaders: AllowList | null;
+  readonly inputQueryStrings: AllowList | null;
+  readonly extraConfig: Readonly<Record<string, unknown>>;
+}
+
+export interface EndpointConfig {
+  readonly index: number;
+  /** The path as written in the config, with a leading `/` (`/users/{id}`). */
+  readonly path: string;
+  /** The router path (`/users/:id`). */
+  readonly route: string;
+  readonly method: Method;
+  /** Parameter names in path order, as written (`id`). */
+  readonly params: readonly string[];
+  readonly timeoutMs: number;
+  readonly cacheTtlS: number;
+  readonly outputEncoding: OutputEncoding;
+  readonly inputHeaders: AllowList;
+  readonly inputQueryStrings: AllowList;
+  readonly concurrentCalls: number;
+  readonly backends: readonly BackendConfig[];
+  readonly extraConfig: Readonly<Record<string, unknown>>;
+}
+
+export interface RouterOptions {
+  readonly returnErrorMsg: boolean;
+  readonly hideVersionHeader: boolean;
+  readonly disableHealth: boolean;
+  readonly healthPath: string;
+  readonly disableRedirectTrailingSlash: boolean;
+  readonly disableRedirectFixedPath: boolean;
+  readonly disableHandleMethodNotAllowed: boolean;
+  readonly disablePathDecoding: boolean;
+  readonly disableAccessLog: boolean;
+  /** CE `error_body`: JSON bodies that replace the 404/405 texts. */
+  readonly errorBody: Readonly<Record<string, unknown>> | null;
+}
+
+export interface TransportOptions {
+  /** Keep-alive connections per backend origin (`max_idle_connections_per_host`, default 250). */
+  readonly maxConnectionsPerHost: number;
+  readonly idleConnectionTimeoutMs: number;
+  readonly responseHeaderTimeoutMs: number;
+  readonly dialerTimeoutMs: number;
+  readonly disableKeepAlives: boolean;
+  readonly disableCompression: boolean;
+}
+
+export type LogLevel = 'DEBUG' | 'INFO' | 'WARNING' | 'ERROR' | 'CRITICAL';
+
+export interface LoggingOptions {
+  readonly level: LogLevel;
+  readonly prefix: string;
+  readonly format: string;
+}
+
+export interface ServiceConfig {
+  readonly name: string;
+  readonly port: number;
+  readonly listenIp: string;
+  readonly timeoutMs: number;
+  readonly cacheTtlS: number;
+  readonly debugEndpoint: boolean;
+  readonly echoEndpoint: boolean;
+  readonly maxHeaderBytes: number;
+  readonly maxShutdownWaitMs: number;
+  readonly plugin: { readonly folder: string; readonly pattern: string } | null;
+  readonly router: RouterOptions;
+  readonly transport: TransportOptions;
+  readonly logging: LoggingOptions;
+  readonly extraConfig: Readonly<Record<string, unknown>>;
+  readonly endpoints: readonly EndpointConfig[];
+  /** The file the configuration came from (for messages). */
+  readonly file: string;
+}

@@ -1,0 +1,213 @@
+/**
+ * createGateway(config) → { listen(), close() }.
+ * Start-up order: pools → plugins → per-backend pipes (client plugin or pooled client) →
+ * per-endpoint proxies → uWS routes (+ special endpoints and the 404/405/redirect fallback).
+ */
+import type { ServiceConfig } from './config/types.js';
+import type { Logger } from './log.js';
+import { loadPlugins } from './plugin/loader.js';
+import type { PluginRegistry } from './plugin/registry.js';
+import { pluginClient, resolveClientPlugin } from './plugin/client.js';
+import { buildBackendPipe, type BackendPipe, type Client } from './proxy/backend.js';
+import { composeMerge } from './proxy/merge.js';
+import type { OutboundRequest, Proxy } from './proxy/types.js';
+import { makeEndpointHandler, type EndpointRuntime, type ServerState } from './router/endpoint.js';
+import { FallbackRouter } from './router/fallback.js';
+import { debugHandler, echoHandler, healthHandler } from './router/special.js';
+import { goJson } from './router/json.js';
+import { loadUws, type HttpRequest, type HttpResponse, type TemplatedApp, type us_listen_socket } from './router/uws.js';
+import { send } from './transport/client.js';
+import { Pools } from './transport/pools.js';
+import { VERSION_HEADER_VALUE } from './version.js';
+
+export interface GatewayOptions {
+  logger: Logger;
+  /** `-d`: enables /__debug/ (the log level is not changed, as in KrakenD). */
+  debug?: boolean;
+  /** `-p`: overrides the config port when non-zero. */
+  port?: number;
+  /** Folder plugin paths are relative to (default: cwd). */
+  baseDir?: string;
+}
+
+export interface Gateway {
+  readonly endpoints: readonly EndpointRuntime[];
+  readonly plugins: PluginRegistry | null;
+  /** Resolves with the bound port. */
+  listen(): Promise<number>;
+  /** Stops accepting, waits for in-flight requests up to `waitMs`, closes the pools. */
+  close(waitMs?: number): Promise<void>;
+}
+
+const METHOD_REGISTER: Record<string, 'get' | 'post' | 'put' | 'patch' | 'del'> = {
+  GET: 'get',
+  POST: 'post',
+  PUT: 'put',
+  PATCH: 'patch',
+  DELETE: 'del',
+};
+
+/**
+ * Builds every pipe (this also runs plugin factories). Used by `gw run` and `gw check`;
+ * the uWS binding is only loaded by `listen()`.
+ */
+export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Promise<Gateway> {
+  const logger = opts.logger;
+  const pools = new Pools(cfg.transport);
+  const shutdown = new AbortController();
+  let registry: PluginRegistry | null = null;
+  if (cfg.plugin !== null) {
+    registry = (await loadPlugins(cfg.plugin, logger, opts.baseDir)).registry;
+  }
+  const defaultClient: Client = (r: OutboundRequest) => send(pools, r.origin, r.path, r.method, r.headers, r.body as never, r.signal);
+
+  const endpoints: EndpointRuntime[] = [];
+  for (const ep of cfg.endpoints) {
+    logger.debug(`[ENDPOINT: ${ep.path}] Building the proxy pipe`);
+    const pipes: BackendPipe[] = [];
+    for (const b of ep.backends) {
+      logger.debug(`[BACKEND: ${b.urlPattern}] Building the backend pipe`);
+      for (const h of b.hosts) {
+        try {
+          pools.get(h);
+        } catch {
+          /* hosts with disable_host_sanitize may not be valid origins; they fail per request */
+        }
+      }
+      let client = defaultClient;
+      const plugin = await resolveClientPlugin(ep, b, registry, logger, shutdown.signal);
+      if (plugin !== null) {
+        client = pluginClient(plugin.name, plugin.handler, defaultClient, logger, `[BACKEND: ${b.method} ${ep.route} -> ${b.urlPattern}]`);
+      }
+      pipes.push(buildBackendPipe(ep, b, client, cfg.transport.disableCompression));
+    }
+    let proxy: Proxy | null = null;
+    let noop: BackendPipe | null = null;
+    if (ep.outputEncoding === 'no-op') noop = pipes[0]!;
+    else {
+      const decoding = pipes.map((p) => p.proxy!);
+      proxy = decoding.length === 1 ? decoding[0]! : composeMerge(decoding, ep.timeoutMs);
+    }
+    logger.debug(`[ENDPOINT: ${ep.path}] Building the http handler`);
+    const bodyReaders = ep.backends.length;
+    endpoints.push({ config: ep, proxy, noop, bodyReaders });
+  }
+
+  const state: ServerState = { router: cfg.router, logger, inflight: 0, onIdle: null };
+  let listenSocket: us_listen_socket | null = null;
+  let app: TemplatedApp | null = null;
+  const port = opts.port || cfg.port;
+
+  return {
+    endpoints,
+    plugins: registry,
+    async listen() {
+      const { uws, name } = loadUws();
+      logger.info(`[SERVICE: uWS] Using ${name}`);
+      app = uws.App();
+      registerRoutes(app, cfg, endpoints, state, !!opts.debug || cfg.debugEndpoint);
+      const host = cfg.listenIp || '0.0.0.0';
+      return new Promise<number>((resolve, reject) => {
+        app!.listen(host, port, (ls) => {
+          if (!ls) {
+            reject(new Error(`listen ${host}:${port} failed (port in use or not permitted)`));
+            return;
+          }
+          listenSocket = ls;
+          const bound = uws.us_socket_local_port(ls as never);
+          logger.info(`[SERVICE: Gin] Listening on port: ${bound}`);
+          resolve(bound);
+        });
+      });
+    },
+    async close(waitMs = 10_000) {
+      shutdown.abort();
+      if (listenSocket !== null) {
+        loadUws().uws.us_listen_socket_close(listenSocket);
+        listenSocket = null;
+      }
+      if (state.inflight > 0) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, waitMs || 2_147_000_000);
+          state.onIdle = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+      }
+      await pools.close();
+      logger.info('[SERVICE: Gin] Router execution ended');
+    },
+  };
+}
+
+function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints: readonly EndpointRuntime[], state: ServerState, debug: boolean): void {
+  const router = cfg.router;
+  const fallback = new FallbackRouter({
+    redirectTrailingSlash: !router.disableRedirectTrailingSlash,
+    redirectFixedPath: !router.disableRedirectFixedPath,
+    handleMethodNotAllowed: !router.disableHandleMethodNotAllowed,
+  });
+  for (const rt of endpoints) {
+    const ep = rt.config;
+    app[METHOD_REGISTER[ep.method]!](ep.route, makeEndpointHandler(rt, state));
+    fallback.add(ep.method, ep.route);
+  }
+  if (!router.disableHealth) {
+    app.get(router.healthPath, healthHandler);
+    fallback.add('GET', router.healthPath);
+  }
+  if (debug) {
+    const h = debugHandler(state.logger);
+    app.any('/__debug', h);
+    app.any('/__debug/*', h);
+  }
+  if (cfg.echoEndpoint) {
+    const h = echoHandler();
+    app.any('/__echo', h);
+    app.any('/__echo/*', h);
+  }
+  const notFound = router.errorBody?.['404'];
+  const notAllowed = router.errorBody?.['405'];
+  app.any('/*', (res: HttpResponse, req: HttpRequest) => {
+    const method = req.getCaseSensitiveMethod().toUpperCase();
+    const d = fallback.decide(method, req.getUrl(), req.getQuery() ?? '');
+    switch (d.kind) {
+      case 'redirect':
+        res.cork(() => {
+          res.writeStatus(d.status === 301 ? '301 Moved Permanently' : '307 Temporary Redirect');
+          res.writeHeader('Location', d.location);
+          res.end();
+        });
+        return;
+      case 'method-not-allowed':
+        if (notAllowed !== undefined) return writeJson(res, 405, notAllowed);
+        res.cork(() => {
+          res.writeStatus('405 Method Not Allowed');
+          res.writeHeader('Allow', d.allow.join(', '));
+          res.writeHeader('Content-Type', 'text/plain');
+          res.writeHeader('X-Krakend', VERSION_HEADER_VALUE);
+          res.writeHeader('X-Krakend-Completed', 'false');
+          res.end('405 method not allowed');
+        });
+        return;
+      default:
+        if (notFound !== undefined) return writeJson(res, 404, notFound);
+        res.cork(() => {
+          res.writeStatus('404 Not Found');
+          res.writeHeader('Content-Type', 'text/plain');
+          res.writeHeader('X-Krakend', VERSION_HEADER_VALUE);
+          res.writeHeader('X-Krakend-Completed', 'false');
+          res.end('404 page not found');
+        });
+    }
+  });
+}
+
+function writeJson(res: HttpResponse, status: number, body: unknown): void {
+  res.cork(() => {
+    res.writeStatus(status === 404 ? '404 Not Found' : '405 Method Not Allowed');
+    res.writeHeader('Content-Type', 'application/json; charset=utf-8');
+    res.end(goJson(body));
+  });
+}

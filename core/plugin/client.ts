@@ -1,0 +1,121 @@
+/**
+ * Client plugins in the backend pipe: resolves `extra_config["plugin/http-client"]` per backend at
+ * start-up (unknown names and factory failures are start-up errors, stricter than KrakenD), and
+ * wraps the handler so that `next()` reaches gw's pooled client. A response returned from `next()`
+ * keeps its UpstreamBody, so delegation stays on the zero-copy path.
+ */
+import type { BackendConfig, EndpointConfig } from '../config/types.js';
+import { ConfigError } from '../config/load.js';
+import type { Logger } from '../log.js';
+import type { Client } from '../proxy/backend.js';
+import { OutboundRequest } from '../proxy/types.js';
+import type { BackendRequest, BackendResponse, ClientFactory, ClientHandler, NextClient } from './types.js';
+import { pluginLogger } from './logger.js';
+import type { PluginRegistry } from './registry.js';
+
+export const CLIENT_NAMESPACE = 'plugin/http-client';
+
+export class PluginError extends Error {
+  constructor(
+    readonly plugin: string,
+    message: string,
+    override readonly cause?: unknown,
+  ) {
+    super(message);
+    this.name = 'PluginError';
+  }
+}
+
+function backendTag(e: EndpointConfig, b: BackendConfig): string {
+  return `[BACKEND: ${b.method} ${e.route} -> ${b.urlPattern}]`;
+}
+
+/** Returns the plugin name a backend asks for, or null. */
+export function clientPluginName(b: BackendConfig): string | null {
+  const extra = b.extraConfig[CLIENT_NAMESPACE] as Record<string, unknown> | undefined;
+  if (!extra || typeof extra !== 'object') return null;
+  return typeof extra.name === 'string' && extra.name !== '' ? extra.name : null;
+}
+
+/** Builds the handler for one backend, or null when it names no plugin. Throws ConfigError. */
+export async function resolveClientPlugin(
+  e: EndpointConfig,
+  b: BackendConfig,
+  registry: PluginRegistry | null,
+  logger: Logger,
+  signal: AbortSignal,
+): Promise<{ name: string; handler: ClientHandler } | null> {
+  const extra = b.extraConfig[CLIENT_NAMESPACE] as Record<string, unknown> | undefined;
+  if (extra === undefined) return null;
+  const where = `endpoint '${e.method} ${e.path}', backend ${b.index} (${b.urlPattern})`;
+  const name = clientPluginName(b);
+  if (name === null) {
+    throw new ConfigError(`${where}: extra_config["${CLIENT_NAMESPACE}"] has no "name" (a string naming a client plugin)`);
+  }
+  const reg = registry?.get('client', name) as { factory: ClientFactory; file: string } | undefined;
+  if (!reg) {
+    const known = registry?.names('client') ?? [];
+    throw new ConfigError(
+      `${where}: client plugin '${name}' is not registered` +
+        (registry === null
+          ? ' (the configuration has no "plugin": {"folder", "pattern"} to load plugins from)'
+          : known.length
+            ? ` (registered: ${known.join(', ')})`
+            : ' (no client plugin was loaded; see the plugin loader lines above)'),
+    );
+  }
+  const tag = backendTag(e, b);
+  let handler: ClientHandler;
+  try {
+    handler = await reg.factory(
+      {
+        endpoint: e.path,
+        method: e.method,
+        backend: { index: b.index, urlPattern: b.urlPattern, hosts: b.hosts },
+        signal,
+        logger: pluginLogger(logger, name),
+      },
+      extra as Record<string, unknown>,
+    );
+  } catch (err) {
+    throw new ConfigError(`${where}: client plugin '${name}' (${reg.file}) failed to start: ${(err as Error)?.message ?? String(err)}`);
+  }
+  if (typeof handler !== 'function') {
+    throw new ConfigError(`${where}: client plugin '${name}' (${reg.file}): the factory returned ${typeof handler}, not a handler function`);
+  }
+  logger.debug(`${tag} Injecting plugin ${name}`);
+  return { name, handler };
+}
+
+/** Wraps a plugin handler as the backend's client. */
+export function pluginClient(name: string, handler: ClientHandler, next: Client, logger: Logger, tag: string): Client {
+  const toOutbound = (orig: OutboundRequest, r: BackendRequest): OutboundRequest => {
+    if (r === orig) return orig.urlChanged() ? orig.rebased() : orig;
+    // A new request object from the plugin.
+    const u = new URL(r.url);
+    return new OutboundRequest(
+      r.method, u.origin, u.pathname + u.search, r.url, r.headers, r.body, r.signal ?? orig.signal, [], [],
+    );
+  };
+  const fail = (err: unknown): never => {
+    const msg = err instanceof Error ? err.message : String(err);
+    logger.error(`${tag} [PLUGIN: ${name}] ${msg}`);
+    throw new PluginError(name, `plugin ${name}: ${msg}`, err);
+  };
+  return (r: OutboundRequest): Promise<BackendResponse> => {
+    const nextFn: NextClient = (req) => next(toOutbound(r, req ?? r));
+    let out: BackendResponse | Promise<BackendResponse>;
+    try {
+      out = handler(r, nextFn);
+    } catch (err) {
+      return Promise.reject(fail(err));
+    }
+    return Promise.resolve(out).then((resp) => {
+      if (resp === null || typeof resp !== 'object' || typeof resp.status !== 'number') {
+        fail(new Error('the handler returned no response ({ status, headers, body })'));
+      }
+      if (resp.headers === undefined || resp.headers === null) resp.headers = {};
+      return resp;
+    }, fail);
+  };
+}

@@ -1,0 +1,76 @@
+/**
+ * What the plugin loader registered, by kind and name. Built once at start-up, read while the
+ * pipes are built; never touched on the request path.
+ *
+ * Only the `client` kind is loaded today; `server` and `modifier` have their slots so the loader and
+ * `gw test-plugin` can grow into them without changing this class's shape.
+ */
+import type { Logger } from '../log.js';
+import type { ClientFactory } from './types.js';
+
+export type PluginKind = 'client' | 'server' | 'modifier';
+
+/** KrakenD's log tag for each kind (`[SERVICE: Executor Plugin] ...`). */
+export const KIND_TAG: Readonly<Record<PluginKind, string>> = {
+  client: '[SERVICE: Executor Plugin]',
+  server: '[SERVICE: Handler Plugin]',
+  modifier: '[SERVICE: Modifier Plugin]',
+};
+
+export interface Registered<T> {
+  readonly factory: T;
+  /** The plugin file (as the loader names it: `<folder>/<file>`) that registered it. */
+  readonly file: string;
+}
+
+export class PluginRegistry {
+  readonly #kinds = new Map<PluginKind, Map<string, Registered<unknown>>>();
+  readonly #logger: Logger | undefined;
+
+  constructor(logger?: Logger) {
+    this.#logger = logger;
+  }
+
+  /**
+   * Records `factory` under `name` for `kind`. A name registered twice keeps the first registration
+   * (files load in name order, so the winner is deterministic) and logs a WARNING naming both files.
+   * Returns false when the name was already taken.
+   */
+  register(kind: PluginKind, name: string, factory: unknown, file: string): boolean {
+    let byName = this.#kinds.get(kind);
+    if (!byName) {
+      byName = new Map();
+      this.#kinds.set(kind, byName);
+    }
+    const prev = byName.get(name);
+    if (prev) {
+      this.#logger?.warn(
+        `${KIND_TAG[kind]} plugin name "${name}" registered by ${file} is already registered by ${prev.file}; keeping the one from ${prev.file}`,
+      );
+      return false;
+    }
+    byName.set(name, { factory, file });
+    return true;
+  }
+
+  get(kind: PluginKind, name: string): Registered<unknown> | undefined {
+    return this.#kinds.get(kind)?.get(name);
+  }
+
+  names(kind: PluginKind): string[] {
+    return [...(this.#kinds.get(kind)?.keys() ?? [])];
+  }
+
+  registerClient(name: string, factory: ClientFactory, file: string): boolean {
+    return this.register('client', name, factory, file);
+  }
+
+  getClient(name: string): { factory: ClientFactory; file: string } | undefined {
+    const r = this.get('client', name);
+    return r ? { factory: r.factory as ClientFactory, file: r.file } : undefined;
+  }
+
+  clientNames(): string[] {
+    return this.names('client');
+  }
+}

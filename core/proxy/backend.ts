@@ -1,0 +1,200 @@
+/**
+ * The per-backend proxy for decoding encodings: build the backend request (url_pattern, balanced
+ * host, query and header filters) → client (default pooled client or a client plugin) → status
+ * check (200/201) → decompress → decode → formatter. The no-op path shares `buildOutbound` and the
+ * client but streams instead of decoding (router/noop.ts).
+ */
+import { promisify } from 'node:util';
+import zlib from 'node:zlib';
+import { Readable } from 'node:stream';
+import type { BackendConfig, EndpointConfig } from '../config/types.js';
+import type { BackendResponse, Headers } from '../plugin/types.js';
+import { isUpstreamBody } from '../transport/body.js';
+import { compileFormatter } from './formatter.js';
+import { compileHeaderBuilder, compileQueryFilter, compileUrlPattern } from './request.js';
+import { OutboundRequest, StatusError, type ProxyRequest, type ProxyResponse } from './types.js';
+
+export type Client = (r: OutboundRequest) => Promise<BackendResponse>;
+
+export interface BackendPipe {
+  readonly config: BackendConfig;
+  /** Builds the backend request for one client request (host balanced round-robin). */
+  buildOutbound(req: ProxyRequest): OutboundRequest;
+  readonly client: Client;
+  /** Decoding proxy (not composed for no-op backends). */
+  readonly proxy: ((req: ProxyRequest) => Promise<ProxyResponse>) | null;
+}
+
+const gunzip = promisify(zlib.gunzip);
+const inflate = promisify(zlib.inflate);
+const brotli = promisify(zlib.brotliDecompress);
+
+/** Largest backend body gw decodes into memory (the no-op path has no limit). */
+const MAX_DECODE_BYTES = 64 * 1024 * 1024;
+
+export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, client: Client, disableCompression: boolean): BackendPipe {
+  const tpl = compileUrlPattern(b.urlPattern, endpoint.params);
+  const queryFilter = compileQueryFilter(endpoint.inputQueryStrings, b.inputQueryStrings);
+  const buildHeaders = compileHeaderBuilder(b.inputHeaders, disableCompression);
+  const hosts = b.hosts;
+  const nHosts = hosts.length;
+  let rr = nHosts > 1 ? Math.floor(Math.random() * nHosts) : 0;
+  const method = b.method;
+
+  const buildOutbound = (req: ProxyRequest): OutboundRequest => {
+    if (nHosts === 0) throw new Error('no hosts available');
+    const origin = hosts[rr]!;
+    if (nHosts > 1) rr = (rr + 1) % nHosts;
+    let path = tpl.render(req.params);
+    const q = queryFilter(req.query);
+    if (q !== '') path += (tpl.hasQuery ? '&' : '?') + q;
+    return new OutboundRequest(
+      method, origin, path, origin + path, buildHeaders(req.client), req.body, req.signal, req.params, req.paramNames,
+    );
+  };
+
+  const pipe: BackendPipe = {
+    config: b,
+    buildOutbound,
+    client,
+    proxy: endpoint.outputEncoding === 'no-op' ? null : b.encoding === 'no-op' ? buildDiscardingProxy(buildOutbound, client) : buildDecodingProxy(endpoint, b, buildOutbound, client),
+  };
+  return pipe;
+}
+
+/**
+ * A no-op backend inside a decoding endpoint (lura's NoOpHTTPResponseParser): it is called, its
+ * status is not checked, and it contributes no data to the merge.
+ */
+function buildDiscardingProxy(
+  buildOutbound: (req: ProxyRequest) => OutboundRequest,
+  client: Client,
+): (req: ProxyRequest) => Promise<ProxyResponse> {
+  return async (req) => {
+    const res = await client(buildOutbound(req));
+    discard(res.body);
+    return { data: Object.create(null), isComplete: true, errors: null };
+  };
+}
+
+function buildDecodingProxy(
+  endpoint: EndpointConfig,
+  b: BackendConfig,
+  buildOutbound: (req: ProxyRequest) => OutboundRequest,
+  client: Client,
+): (req: ProxyRequest) => Promise<ProxyResponse> {
+  const decode = compileDecoder(b);
+  const format = compileFormatter(b);
+  const httpOpts = (b.extraConfig['backend/http'] ?? {}) as Record<string, unknown>;
+  const detailsAlias = typeof httpOpts.return_error_details === 'string' && httpOpts.return_error_details ? httpOpts.return_error_details : null;
+  const returnCode = httpOpts.return_error_code === true;
+  const needBody = detailsAlias !== null || returnCode;
+  const label = `[${b.method} ${b.urlPattern}]`;
+
+  return async (req) => {
+    const out = buildOutbound(req);
+    const res = await client(out);
+    if (res.status !== 200 && res.status !== 201) {
+      let body: string | null = null;
+      if (needBody) body = (await readBody(res, MAX_DECODE_BYTES)).toString('utf8');
+      else discard(res.body);
+      const ct = headerValue(res.headers, 'content-type');
+      if (detailsAlias !== null) {
+        const data: Record<string, unknown> = Object.create(null);
+        data['error_' + detailsAlias] = { http_status_code: res.status, http_body: body, http_body_encoding: ct ?? '' };
+        return { data, isComplete: false, errors: null };
+      }
+      const err = new StatusError('invalid status code', res.status, body, ct, returnCode);
+      (err as { detail?: string }).detail = `invalid status code ${res.status} ${label}: ${out.url}`;
+      throw err;
+    }
+    const buf = await readBody(res, MAX_DECODE_BYTES);
+    let data = decode(buf);
+    if (format !== null) data = format(data);
+    return { data, isComplete: true, errors: null };
+  };
+}
+
+function headerValue(h: Headers, name: string): string | null {
+  for (const k in h) {
+    if (k.length === name.length && k.toLowerCase() === name) {
+      const v = h[k];
+      return Array.isArray(v) ? (v[0] ?? null) : (v ?? null);
+    }
+  }
+  return null;
+}
+
+function discard(body: unknown): void {
+  if (isUpstreamBody(body)) body.dump();
+  else if (body instanceof Readable) body.destroy();
+}
+
+/** Reads any supported body shape into one buffer, decompressing per Content-Encoding. */
+export async function readBody(res: BackendResponse, limit: number): Promise<Buffer> {
+  const b = res.body;
+  let buf: Buffer;
+  if (b === null || b === undefined) buf = Buffer.alloc(0);
+  else if (isUpstreamBody(b)) buf = await b.bytes(limit);
+  else if (typeof b === 'string') buf = Buffer.from(b);
+  else if (b instanceof Uint8Array) buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  else if (typeof (b as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === 'function') {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const c of b as AsyncIterable<Uint8Array>) {
+      size += c.byteLength;
+      if (size > limit) throw new Error(`response body larger than ${limit} bytes`);
+      chunks.push(Buffer.from(c));
+    }
+    buf = Buffer.concat(chunks, size);
+  } else buf = Buffer.from(JSON.stringify(b));
+  const enc = headerValue(res.headers, 'content-encoding');
+  if (enc === null || enc === '' || enc === 'identity') return buf;
+  switch (enc.toLowerCase()) {
+    case 'gzip':
+    case 'x-gzip':
+      return gunzip(buf);
+    case 'deflate':
+      return inflate(buf);
+    case 'br':
+      return brotli(buf);
+    default:
+      throw new Error(`unsupported Content-Encoding ${enc}`);
+  }
+}
+
+type Decoder = (buf: Buffer) => Record<string, unknown>;
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function compileDecoder(b: BackendConfig): Decoder {
+  switch (b.encoding) {
+    case 'string':
+      return (buf) => ({ content: buf.toString('utf8') });
+    case 'safejson':
+      return (buf) => {
+        const v = JSON.parse(buf.toString('utf8'));
+        if (isPlainObject(v)) return v;
+        if (Array.isArray(v)) return { collection: v };
+        return { content: v };
+      };
+    default:
+      if (b.isCollection) {
+        return (buf) => {
+          const v = JSON.parse(buf.toString('utf8'));
+          if (!Array.isArray(v)) throw new Error('json: cannot unmarshal object into Go value of type []interface {}');
+          return { collection: v };
+        };
+      }
+      return (buf) => {
+        const v = JSON.parse(buf.toString('utf8'));
+        if (v === null) return {};
+        if (!isPlainObject(v)) {
+          throw new Error(`json: cannot unmarshal ${Array.isArray(v) ? 'array' : typeof v} into Go value of type map[string]interface {}`);
+        }
+        return v;
+      };
+  }
+}

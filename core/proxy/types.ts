@@ -1,0 +1,104 @@
+/**
+ * The proxy pipeline's shapes (lura's): a Proxy is `(request) → Promise<response>`; stacks are
+ * composed once per endpoint from config, and absent stages are simply not composed.
+ */
+import type { Readable } from 'node:stream';
+import type { BackendRequest, Headers } from '../plugin/types.js';
+import type { ClientInfo } from './request.js';
+
+/** What the endpoint handler captured from the client, in a fixed shape. */
+export class ProxyRequest {
+  constructor(
+    /** Decoded path parameter values, in endpoint order. */
+    readonly params: string[],
+    readonly paramNames: readonly string[],
+    /** Raw query string, without `?`. */
+    readonly query: string,
+    readonly client: ClientInfo,
+    /** Client body: a stream, or a Buffer once it was buffered for several backends. */
+    public body: Readable | Buffer | null,
+    readonly signal: AbortSignal,
+    readonly method: string,
+  ) {}
+}
+
+export interface ProxyResponse {
+  data: Record<string, unknown>;
+  isComplete: boolean;
+  /** Errors of a partial answer (logged by the endpoint). */
+  errors: Error[] | null;
+}
+
+export type Proxy = (req: ProxyRequest) => Promise<ProxyResponse>;
+
+/** A backend request as the client layer (default client or plugin) sees it. */
+export class OutboundRequest implements BackendRequest {
+  private paramsObj: Record<string, string> | null = null;
+  constructor(
+    public method: string,
+    /** Origin and path+query kept apart for the pool; `url` joins them. */
+    readonly origin: string,
+    readonly path: string,
+    /** The URL as built; a plugin may replace it. */
+    public url: string,
+    public headers: Headers,
+    public body: BackendRequest['body'],
+    readonly signal: AbortSignal,
+    private readonly paramValues: readonly string[],
+    private readonly paramNames: readonly string[],
+  ) {}
+
+  /** True when a plugin replaced `url`. */
+  urlChanged(): boolean {
+    return this.url.length !== this.origin.length + this.path.length || !this.url.startsWith(this.origin) || !this.url.endsWith(this.path);
+  }
+
+  /** A copy whose origin/path follow the (changed) `url`. */
+  rebased(): OutboundRequest {
+    const u = new URL(this.url);
+    return new OutboundRequest(
+      this.method, u.origin, u.pathname + u.search, this.url, this.headers, this.body, this.signal, this.paramValues, this.paramNames,
+    );
+  }
+
+  get params(): Readonly<Record<string, string>> {
+    if (this.paramsObj === null) {
+      const o: Record<string, string> = {};
+      for (let i = 0; i < this.paramNames.length; i++) o[this.paramNames[i]!] = this.paramValues[i] ?? '';
+      this.paramsObj = o;
+    }
+    return this.paramsObj;
+  }
+}
+
+/** A backend answered with a status that is not a success for a decoding backend. */
+export class StatusError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    /** Backend body and content type, when `return_error_code`/`return_error_details` need them. */
+    readonly body: string | null,
+    readonly contentType: string | null,
+    /** When set, the endpoint answers with this status (`backend/http.return_error_code`). */
+    readonly returnCode: boolean,
+  ) {
+    super(message);
+    this.name = 'StatusError';
+  }
+}
+
+/** The endpoint timeout fired. */
+export class DeadlineError extends Error {
+  constructor() {
+    super('context deadline exceeded');
+    this.name = 'DeadlineError';
+  }
+}
+
+/** The client went away. */
+export class CanceledError extends Error {
+  constructor() {
+    super('context canceled');
+    this.name = 'CanceledError';
+  }
+}

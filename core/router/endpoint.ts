@@ -1,0 +1,431 @@
+/**
+ * One uWS handler per endpoint, built once at start-up. Per request it:
+ *  1. reads what it needs from uWS's HttpRequest synchronously (it dies when the handler returns):
+ *     path params (checked), raw query, the allow-listed headers, Host and the client IP;
+ *  2. registers onAborted before any async work, and the body reader when there is a body;
+ *  3. runs the endpoint's proxy (decoding encodings) or the no-op stream, bounded by one timer;
+ *  4. writes status, headers and body inside one cork (streamed bodies: see stream.ts).
+ */
+import { Readable } from 'node:stream';
+import zlib from 'node:zlib';
+import type { EndpointConfig, RouterOptions } from '../config/types.js';
+import { canonicalHeader } from '../config/load.js';
+import type { Logger } from '../log.js';
+import type { BackendResponse, Headers } from '../plugin/types.js';
+import type { BackendPipe } from '../proxy/backend.js';
+import { HOP_BY_HOP, type CapturedHeaders, type ClientInfo } from '../proxy/request.js';
+import { CanceledError, DeadlineError, ProxyRequest, StatusError, type Proxy, type ProxyResponse } from '../proxy/types.js';
+import { isUpstreamBody, UpstreamBody } from '../transport/body.js';
+import { VERSION_HEADER_VALUE } from '../version.js';
+import { goJson } from './json.js';
+import { decodeParam, ParamError } from './params.js';
+import { statusLine } from './status.js';
+import { ClientSink, pumpIterable, type StreamOwner } from './stream.js';
+import type { HttpRequest, HttpResponse } from './uws.js';
+
+export interface EndpointRuntime {
+  readonly config: EndpointConfig;
+  /** Decoding pipeline (json, string, ...), or null for no-op endpoints. */
+  readonly proxy: Proxy | null;
+  /** The single backend of a no-op endpoint. */
+  readonly noop: BackendPipe | null;
+  /** How many backends will read the request body (>1 → it is buffered once and shared). */
+  readonly bodyReaders: number;
+}
+
+export interface ServerState {
+  readonly router: RouterOptions;
+  readonly logger: Logger;
+  /** Requests in flight, for graceful shutdown. */
+  inflight: number;
+  onIdle: (() => void) | null;
+}
+
+const TEXT_PLAIN = 'text/plain; charset=utf-8';
+const APPLICATION_JSON = 'application/json; charset=utf-8';
+
+/** Builds the header capture for an endpoint's `input_headers`. */
+function compileCapture(list: EndpointConfig['inputHeaders']): (req: HttpRequest) => CapturedHeaders {
+  if (list === '*') {
+    return (req) => {
+      const m: CapturedHeaders = new Map();
+      let connection = '';
+      req.forEach((k, v) => {
+        if (HOP_BY_HOP.has(k)) {
+          if (k === 'connection') connection += (connection ? ',' : '') + v;
+          return;
+        }
+        const name = canonicalCached(k);
+        const prev = m.get(name);
+        if (prev) prev.push(v);
+        else m.set(name, [v]);
+      });
+      if (connection !== '') {
+        // Headers named by Connection are hop-by-hop too.
+        for (const t of connection.split(',')) m.delete(canonicalHeader(t.trim()));
+      }
+      return m;
+    };
+  }
+  const names = list.length === 0 ? ['Content-Type'] : list.filter((n) => !HOP_BY_HOP.has(n.toLowerCase()));
+  const lower = names.map((n) => n.toLowerCase());
+  const n = names.length;
+  return (req) => {
+    const m: CapturedHeaders = new Map();
+    for (let i = 0; i < n; i++) {
+      const v = req.getHeader(lower[i]!);
+      if (v !== '') m.set(names[i]!, [v]);
+    }
+    return m;
+  };
+}
+
+const canonicalCache = new Map<string, string>();
+function canonicalCached(lower: string): string {
+  let c = canonicalCache.get(lower);
+  if (c === undefined) {
+    c = canonicalHeader(lower);
+    if (canonicalCache.size < 4096) canonicalCache.set(lower, c);
+  }
+  return c;
+}
+
+const textDecoder = new TextDecoder();
+
+/** The client's address as text; IPv4-mapped IPv6 addresses are reported as IPv4. */
+export function clientIp(res: HttpResponse): string {
+  const ip = textDecoder.decode(res.getRemoteAddressAsText());
+  if (ip.startsWith('0000:0000:0000:0000:0000:ffff:')) {
+    const h = ip.slice(30).replace(':', '');
+    const n = parseInt(h, 16);
+    return `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+  }
+  if (ip.startsWith('::ffff:')) return ip.slice(7);
+  return ip;
+}
+
+/** Per-request state: one fixed-shape object, its methods are the uWS/undici callbacks. */
+class Inflight implements StreamOwner {
+  aborted = false;
+  done = false;
+  timer: NodeJS.Timeout | null = null;
+  readonly controller = new AbortController();
+  body: RequestBodyStream | null = null;
+  upstream: UpstreamBody | null = null;
+
+  constructor(
+    readonly res: HttpResponse,
+    readonly rt: EndpointRuntime,
+    readonly server: ServerState,
+  ) {
+    server.inflight++;
+  }
+
+  readonly onAborted = (): void => {
+    this.aborted = true;
+    const err = new CanceledError();
+    this.body?.destroy(err);
+    this.upstream?.abort(err);
+    this.controller.abort(err);
+    this.finish();
+  };
+
+  finish(): void {
+    if (this.done) return;
+    this.done = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    const s = this.server;
+    if (--s.inflight === 0 && s.onIdle !== null) s.onIdle();
+  }
+
+  streamDone(err: Error | null): void {
+    if (err !== null && !this.aborted) {
+      this.server.logger.error(`[ENDPOINT: ${this.rt.config.path}] ${err.message}`);
+    }
+    this.finish();
+  }
+
+  // ---- decoding encodings ----
+
+  renderOk(resp: ProxyResponse): void {
+    if (this.aborted || this.done) return;
+    const ep = this.rt.config;
+    if (resp.errors !== null) logErrors(this.server.logger, ep.path, resp.errors);
+    const data = resp.data;
+    let hasData = false;
+    for (const _ in data) {
+      hasData = true;
+      break;
+    }
+    const complete = hasData && resp.isComplete;
+    let body: string;
+    let contentType = APPLICATION_JSON;
+    switch (ep.outputEncoding) {
+      case 'string':
+        contentType = TEXT_PLAIN;
+        body = typeof data.content === 'string' ? data.content : data.content === undefined ? '' : goJson(data.content);
+        break;
+      case 'json-collection':
+        body = Array.isArray(data.collection) ? goJson(data.collection) : '[]';
+        break;
+      default:
+        body = goJson(data);
+    }
+    const res = this.res;
+    const router = this.server.router;
+    res.cork(() => {
+      res.writeStatus('200 OK');
+      res.writeHeader('Content-Type', contentType);
+      res.writeHeader('X-Krakend', router.hideVersionHeader ? 'Version undefined' : VERSION_HEADER_VALUE);
+      res.writeHeader('X-Krakend-Completed', complete ? 'true' : 'false');
+      if (complete && ep.cacheTtlS > 0) res.writeHeader('Cache-Control', `public, max-age=${ep.cacheTtlS}`);
+      res.end(body);
+    });
+    this.finish();
+  }
+
+  renderError(err: Error): void {
+    if (this.aborted || this.done) return;
+    const ep = this.rt.config;
+    const timedOut = this.controller.signal.aborted && this.controller.signal.reason instanceof DeadlineError;
+    const e = timedOut && !(err instanceof StatusError) ? (this.controller.signal.reason as Error) : err;
+    logErrors(this.server.logger, ep.path, (e as { all?: Error[] }).all ?? [e]);
+    const router = this.server.router;
+    let status = 500;
+    let body = '';
+    let contentType = TEXT_PLAIN;
+    if (e instanceof StatusError && e.returnCode) {
+      status = e.status;
+      if (router.returnErrorMsg) {
+        body = e.body ?? '';
+        if (e.contentType) contentType = e.contentType;
+      }
+    } else if (router.returnErrorMsg) {
+      body = e.message;
+    }
+    const res = this.res;
+    res.cork(() => {
+      res.writeStatus(statusLine(status));
+      res.writeHeader('X-Krakend', router.hideVersionHeader ? 'Version undefined' : VERSION_HEADER_VALUE);
+      res.writeHeader('X-Krakend-Completed', 'false');
+      if (body !== '') res.writeHeader('Content-Type', contentType);
+      res.end(body);
+    });
+    this.finish();
+  }
+
+  // ---- no-op ----
+
+  acceptsGzip = false;
+  sentAcceptEncoding = true;
+
+  stream(resp: BackendResponse): void {
+    if (this.timer !== null) {
+      // The endpoint timeout bounds the wait for the backend's answer; a streamed body is then
+      // bounded by the pool's body (idle) timeout, so large transfers are not cut at `timeout`.
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    const b = resp.body;
+    if (this.aborted || this.done) {
+      if (isUpstreamBody(b)) b.abort(new CanceledError());
+      return;
+    }
+    const res = this.res;
+    const headers = resp.headers;
+    let total = -1;
+    let gunzip = false;
+    let source: unknown = b;
+    if (isUpstreamBody(b)) {
+      this.upstream = b;
+      total = b.length;
+      const ce = headers['content-encoding'];
+      if (ce === 'gzip' && !this.acceptsGzip && !this.sentAcceptEncoding) gunzip = true;
+    } else if (typeof b === 'string' || b instanceof Uint8Array) {
+      total = typeof b === 'string' ? Buffer.byteLength(b) : b.byteLength;
+    } else if (b !== null && typeof b === 'object' && !(b instanceof Readable) && typeof (b as AsyncIterable<unknown>)[Symbol.asyncIterator] !== 'function') {
+      source = goJson(b);
+      total = Buffer.byteLength(source as string);
+    }
+    if (gunzip) total = -1;
+    const status = resp.status;
+    const noBody = status === 204 || status === 304 || (status >= 100 && status < 200);
+    res.cork(() => {
+      res.writeStatus(statusLine(status));
+      for (const k in headers) {
+        const lk = k.toLowerCase();
+        if (HOP_BY_HOP.has(lk) || lk === 'content-length' || lk === 'date' || lk === 'uwebsockets') continue;
+        if (gunzip && lk === 'content-encoding') continue;
+        const v = headers[k];
+        if (v === undefined) continue;
+        if (Array.isArray(v)) for (const x of v) res.writeHeader(k, x);
+        else res.writeHeader(k, v);
+      }
+      res.writeHeader('X-Krakend', this.server.router.hideVersionHeader ? 'Version undefined' : VERSION_HEADER_VALUE);
+      res.writeHeader('X-Krakend-Completed', 'false');
+      if (noBody || source === null || source === undefined) {
+        if (isUpstreamBody(source)) source.dump();
+        res.end();
+        this.finish();
+        return;
+      }
+      if (typeof source === 'string' || source instanceof Uint8Array) {
+        res.end(source);
+        this.finish();
+      }
+    });
+    if (this.done) return;
+    const sink = new ClientSink(res, this, total);
+    if (isUpstreamBody(source) && !gunzip) {
+      sink.source = source;
+      source.pipe(sink);
+      return;
+    }
+    let it: AsyncIterable<Uint8Array> = isUpstreamBody(source) ? source.stream() : (source as AsyncIterable<Uint8Array>);
+    if (gunzip) it = (it as Readable).pipe(zlib.createGunzip());
+    void pumpIterable(it, sink);
+  }
+}
+
+function logErrors(logger: Logger, path: string, errors: readonly Error[]): void {
+  if (!logger.isLevelEnabled('error')) return;
+  if (errors.length === 1) {
+    const e = errors[0]!;
+    logger.error(`[ENDPOINT: ${path}] ${(e as { detail?: string }).detail ?? e.message}`);
+    return;
+  }
+  errors.forEach((e, i) => logger.error(`[ENDPOINT: ${path}] Error #${i}: ${(e as { detail?: string }).detail ?? e.message}`));
+}
+
+function onTimeout(f: Inflight): void {
+  f.timer = null;
+  const err = new DeadlineError();
+  f.controller.abort(err);
+  f.upstream?.abort(err);
+  f.body?.destroy(err);
+}
+
+/** The client's request body as a Readable fed by uWS onData, with backpressure (res.pause). */
+class RequestBodyStream extends Readable {
+  private paused = false;
+  constructor(private readonly res: HttpResponse) {
+    super();
+  }
+  override _read(): void {
+    if (this.paused) {
+      this.paused = false;
+      this.res.resume();
+    }
+  }
+  feed(ab: ArrayBuffer, isLast: boolean, f: Inflight): void {
+    // uWS reuses the ArrayBuffer after this callback: copy it.
+    if (ab.byteLength > 0 && !this.push(Buffer.from(ab.slice(0))) && !isLast && !f.aborted) {
+      this.paused = true;
+      this.res.pause();
+    }
+    if (isLast) this.push(null);
+  }
+}
+
+function readAll(s: Readable): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('end', () => resolve(Buffer.concat(chunks)));
+    s.on('error', reject);
+  });
+}
+
+export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (res: HttpResponse, req: HttpRequest) => void {
+  const ep = rt.config;
+  const nParams = ep.params.length;
+  const capture = compileCapture(ep.inputHeaders);
+  const timeoutMs = ep.timeoutMs;
+  const proxy = rt.proxy;
+  const noop = rt.noop;
+  const clientSendsAcceptEncoding =
+    ep.inputHeaders === '*' || (ep.inputHeaders as readonly string[]).includes('Accept-Encoding');
+  const method = ep.method;
+  const bufferBody = rt.bodyReaders > 1;
+
+  return (res, req) => {
+    // 1. Synchronous capture.
+    let params: string[];
+    if (nParams === 0) params = EMPTY;
+    else {
+      params = new Array<string>(nParams);
+      for (let i = 0; i < nParams; i++) {
+        const v = decodeParam(req.getParameter(i));
+        if (v instanceof ParamError) {
+          res.cork(() => {
+            res.writeStatus('400 Bad Request');
+            res.writeHeader('Content-Type', TEXT_PLAIN);
+            res.end(v.message);
+          });
+          return;
+        }
+        params[i] = v;
+      }
+    }
+    const f = new Inflight(res, rt, server);
+    res.onAborted(f.onAborted);
+    const client: ClientInfo = { headers: capture(req), host: req.getHeader('host'), ip: clientIp(res) };
+    const query = req.getQuery() ?? '';
+    const cl = req.getHeader('content-length');
+    let body: RequestBodyStream | null = null;
+    if ((cl !== '' && cl !== '0') || req.getHeader('transfer-encoding') !== '') {
+      body = new RequestBodyStream(res);
+      f.body = body;
+      const b = body;
+      res.onData((ab, isLast) => b.feed(ab, isLast, f));
+    }
+    if (noop !== null) {
+      f.acceptsGzip = req.getHeader('accept-encoding').includes('gzip');
+      f.sentAcceptEncoding = clientSendsAcceptEncoding;
+    }
+    // 2. The pipe, bounded by the endpoint timeout.
+    f.timer = setTimeout(onTimeout, timeoutMs, f);
+    const preq = new ProxyRequest(params, ep.params, query, client, body, f.controller.signal, method);
+    if (noop !== null) {
+      let out;
+      try {
+        out = noop.buildOutbound(preq);
+      } catch (err) {
+        f.renderError(err as Error);
+        return;
+      }
+      noop.client(out).then(
+        (r) => f.stream(r),
+        (err: Error) => f.renderError(err),
+      );
+      return;
+    }
+    if (bufferBody && body !== null) {
+      readAll(body).then(
+        (buf) => {
+          preq.body = buf;
+          return proxy!(preq);
+        },
+      ).then(
+        (r) => f.renderOk(r),
+        (err: Error) => f.renderError(err),
+      );
+      return;
+    }
+    proxy!(preq).then(
+      (r) => f.renderOk(r),
+      (err: Error) => f.renderError(err),
+    );
+  };
+}
+
+const EMPTY: string[] = [];
+
+export function writeText(res: HttpResponse, status: number, body: string, headers?: Headers): void {
+  res.cork(() => {
+    res.writeStatus(statusLine(status));
+    res.writeHeader('Content-Type', TEXT_PLAIN);
+    if (headers) for (const k in headers) res.writeHeader(k, String(headers[k]));
+    res.end(body);
+  });
+}

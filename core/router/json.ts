@@ -1,0 +1,57 @@
+/**
+ * JSON as KrakenD writes it (Go's encoding/json over maps): object keys sorted, `<`, `>`, `&`,
+ * U+2028 and U+2029 escaped. Objects whose keys are already in order (the usual case for Go
+ * backends) are not copied.
+ */
+const HTML_UNSAFE = /[<>&\u2028\u2029]/g;
+const ESCAPES: Record<string, string> = {
+  '<': '\\u003c',
+  '>': '\\u003e',
+  '&': '\\u0026',
+  '\u2028': '\\u2028',
+  '\u2029': '\\u2029',
+};
+
+function sorted(v: unknown): unknown {
+  if (typeof v !== 'object' || v === null) return v;
+  if (Array.isArray(v)) {
+    let copy: unknown[] | null = null;
+    for (let i = 0; i < v.length; i++) {
+      const s = sorted(v[i]);
+      if (s !== v[i]) (copy ??= v.slice())[i] = s;
+    }
+    return copy ?? v;
+  }
+  const o = v as Record<string, unknown>;
+  const keys = Object.keys(o);
+  let inOrder = true;
+  for (let i = 1; i < keys.length; i++) {
+    if (keys[i - 1]! > keys[i]!) {
+      inOrder = false;
+      break;
+    }
+  }
+  let changed = !inOrder;
+  const vals: unknown[] = new Array(keys.length);
+  for (let i = 0; i < keys.length; i++) {
+    const val = o[keys[i]!];
+    const s = sorted(val);
+    vals[i] = s;
+    if (s !== val) changed = true;
+  }
+  if (!changed) return o;
+  const order = inOrder ? keys.map((_, i) => i) : keys.map((_, i) => i).sort((a, b) => (keys[a]! < keys[b]! ? -1 : keys[a]! > keys[b]! ? 1 : 0));
+  const out: Record<string, unknown> = {};
+  for (const i of order) {
+    const k = keys[i]!;
+    if (k === '__proto__') Object.defineProperty(out, k, { value: vals[i], enumerable: true, writable: true, configurable: true });
+    else out[k] = vals[i];
+  }
+  return out;
+}
+
+export function goJson(v: unknown): string {
+  const s = JSON.stringify(sorted(v)) ?? 'null';
+  HTML_UNSAFE.lastIndex = 0;
+  return HTML_UNSAFE.test(s) ? s.replace(HTML_UNSAFE, (c) => ESCAPES[c]!) : s;
+}

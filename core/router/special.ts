@@ -1,0 +1,119 @@
+/**
+ * KrakenD's built-in endpoints: `/__health`, `/__debug/*` and `/__echo/*`.
+ */
+import type { Logger } from '../log.js';
+import { goJson } from './json.js';
+import type { HttpRequest, HttpResponse } from './uws.js';
+
+const APPLICATION_JSON = 'application/json; charset=utf-8';
+const START_NS = process.hrtime.bigint();
+
+/** Go's `time.Now().String()`: `2022-01-19 18:38:38.084402465 +0000 UTC m=+30.674738658`. */
+export function goNow(): string {
+  const now = new Date();
+  const pad = (n: number, w = 2) => String(n).padStart(w, '0');
+  const off = -now.getTimezoneOffset();
+  const sign = off >= 0 ? '+' : '-';
+  const ns = (process.hrtime.bigint() % 1_000_000n).toString().padStart(6, '0');
+  const mono = Number(process.hrtime.bigint() - START_NS) / 1e9;
+  const zone = off === 0 ? 'UTC' : Intl.DateTimeFormat('en', { timeZoneName: 'short' }).formatToParts(now).find((p) => p.type === 'timeZoneName')?.value ?? '';
+  return (
+    `${now.getFullYear()}-${pad(now.getMonth() + 1)}-${pad(now.getDate())} ` +
+    `${pad(now.getHours())}:${pad(now.getMinutes())}:${pad(now.getSeconds())}.${pad(now.getMilliseconds(), 3)}${ns} ` +
+    `${sign}${pad(Math.floor(Math.abs(off) / 60))}${pad(Math.abs(off) % 60)} ${zone} m=+${mono.toFixed(9)}`
+  );
+}
+
+export function healthHandler(res: HttpResponse): void {
+  const body = `{"agents":{},"now":${JSON.stringify(goNow())},"status":"ok"}`;
+  res.cork(() => {
+    res.writeStatus('200 OK');
+    res.writeHeader('Content-Type', APPLICATION_JSON);
+    res.end(body);
+  });
+}
+
+interface Snapshot {
+  method: string;
+  url: string;
+  query: string;
+  headers: Record<string, string[]>;
+}
+
+function snapshot(req: HttpRequest): Snapshot {
+  const headers: Record<string, string[]> = Object.create(null);
+  req.forEach((k, v) => (headers[k] ??= []).push(v));
+  const q = req.getQuery() ?? '';
+  return { method: req.getCaseSensitiveMethod().toUpperCase(), url: req.getUrl(), query: q, headers };
+}
+
+/** Reads the body (if any) then calls `done`; onAborted is registered first. */
+function withBody(res: HttpResponse, req: HttpRequest, done: (body: Buffer) => void): void {
+  let aborted = false;
+  res.onAborted(() => (aborted = true));
+  const cl = req.getHeader('content-length');
+  if ((cl === '' || cl === '0') && req.getHeader('transfer-encoding') === '') {
+    done(Buffer.alloc(0));
+    return;
+  }
+  const chunks: Buffer[] = [];
+  res.onData((ab, isLast) => {
+    chunks.push(Buffer.from(ab.slice(0)));
+    if (isLast && !aborted) done(Buffer.concat(chunks));
+  });
+}
+
+function parseQuery(q: string): Record<string, string[]> {
+  const out: Record<string, string[]> = Object.create(null);
+  for (const [k, v] of new URLSearchParams(q)) (out[k] ??= []).push(v);
+  return out;
+}
+
+export function debugHandler(logger: Logger): (res: HttpResponse, req: HttpRequest) => void {
+  return (res, req) => {
+    const snap = logger.isLevelEnabled('debug') ? snapshot(req) : null;
+    withBody(res, req, (body) => {
+      if (snap !== null) {
+        const tag = '[ENDPOINT: /__debug/*]';
+        logger.debug(`${tag} Method: ${snap.method}`);
+        logger.debug(`${tag} URL: ${snap.url}${snap.query ? '?' + snap.query : ''}`);
+        logger.debug(`${tag} Query: ${JSON.stringify(parseQuery(snap.query))}`);
+        logger.debug(`${tag} Headers: ${JSON.stringify(snap.headers)}`);
+        logger.debug(`${tag} Body: ${body.toString('utf8')}`);
+      }
+      res.cork(() => {
+        res.writeStatus('200 OK');
+        res.writeHeader('Content-Type', APPLICATION_JSON);
+        res.end('{"message":"pong"}');
+      });
+    });
+  };
+}
+
+export function echoHandler(): (res: HttpResponse, req: HttpRequest) => void {
+  return (res, req) => {
+    const snap = snapshot(req);
+    const host = req.getHeader('host');
+    withBody(res, req, (body) => {
+      const uri = snap.url + (snap.query ? '?' + snap.query : '');
+      const canonical: Record<string, string[]> = {};
+      for (const k of Object.keys(snap.headers).sort()) {
+        if (k === 'host') continue;
+        canonical[k.replace(/(^|-)([a-z])/g, (_, d: string, c: string) => d + c.toUpperCase())] = snap.headers[k]!;
+      }
+      // Key order as KrakenD writes it (a struct, not a map).
+      const out =
+        `{"req_uri":${goJson(uri)},` +
+        `"req_uri_details":${goJson({ fragment: '', host, path: snap.url, query: snap.query, user: '' })},` +
+        `"req_method":${goJson(snap.method)},` +
+        `"req_querystring":${goJson(parseQuery(snap.query))},` +
+        `"req_body":${goJson(body.toString('utf8'))},` +
+        `"req_headers":${goJson(canonical)}}`;
+      res.cork(() => {
+        res.writeStatus('200 OK');
+        res.writeHeader('Content-Type', APPLICATION_JSON);
+        res.end(out);
+      });
+    });
+  };
+}

@@ -1,0 +1,138 @@
+/**
+ * Writing a streamed body to a uWS response with backpressure both ways.
+ *
+ * Known length (backend Content-Length): `tryEnd(chunk, total)`; when it reports not-ok the
+ * unsent tail is retried from `onWritable` using write offsets, and the source stays paused.
+ * Unknown length: `write(chunk)` (chunked to the client); false means uWS buffered it and we
+ * wait for `onWritable` before asking the source for more. Every write is corked, since chunks
+ * arrive from undici's socket callbacks, outside uWS's own.
+ */
+import type { HttpResponse } from './uws.js';
+import type { BodySink } from '../transport/body.js';
+
+export interface Resumable {
+  resume(): void;
+}
+
+export interface StreamOwner {
+  /** The client connection is gone; never touch `res` again. */
+  readonly aborted: boolean;
+  /** Called once when the body was fully written, or failed. */
+  streamDone(err: Error | null): void;
+}
+
+export class ClientSink implements BodySink {
+  source: Resumable | null = null;
+  private pending: Buffer | null = null;
+  private pendingOffset = 0;
+  private finished = false;
+  private waiting = false;
+  private ok = true;
+  private chunk: Buffer | null = null;
+
+  constructor(
+    private readonly res: HttpResponse,
+    private readonly owner: StreamOwner,
+    /** Total body length, or -1 for chunked. */
+    private readonly total: number,
+  ) {
+    res.onWritable((offset) => this.onWritable(offset));
+  }
+
+  private readonly corkedWrite = (): void => {
+    const res = this.res;
+    const chunk = this.chunk!;
+    if (this.total >= 0) {
+      const offset = res.getWriteOffset();
+      const [ok, done] = res.tryEnd(chunk, this.total);
+      if (done) this.finish(null);
+      else if (!ok) {
+        this.pending = chunk;
+        this.pendingOffset = offset;
+      }
+      this.ok = ok || done;
+    } else {
+      this.ok = res.write(chunk);
+    }
+  };
+
+  write(chunk: Buffer): boolean {
+    if (this.finished || this.owner.aborted) return true;
+    this.chunk = chunk;
+    this.res.cork(this.corkedWrite);
+    this.chunk = null;
+    if (!this.ok) this.waiting = true;
+    return this.ok;
+  }
+
+  private onWritable(offset: number): boolean {
+    if (this.finished || this.owner.aborted) return true;
+    const p = this.pending;
+    if (p !== null) {
+      const [ok, done] = this.res.tryEnd(p.subarray(offset - this.pendingOffset), this.total);
+      if (done) {
+        this.pending = null;
+        this.finish(null);
+        return true;
+      }
+      if (!ok) return false;
+      this.pending = null;
+    }
+    if (this.waiting) {
+      this.waiting = false;
+      this.source?.resume();
+    }
+    return true;
+  }
+
+  end(): void {
+    if (this.finished || this.owner.aborted) return;
+    if (this.total <= 0) {
+      this.res.cork(() => this.res.end());
+      this.finish(null);
+    } else if (this.pending === null) {
+      // Fewer bytes than announced: the client must not take a short body as complete.
+      this.fail(new Error('backend body shorter than its Content-Length'));
+    }
+    // else: the last chunk is still being flushed; onWritable finishes.
+  }
+
+  error(err: Error): void {
+    this.fail(err);
+  }
+
+  private fail(err: Error): void {
+    if (this.finished) return;
+    this.finished = true;
+    // Headers are already out: closing the connection is the only honest signal.
+    if (!this.owner.aborted) this.res.close();
+    this.owner.streamDone(err);
+  }
+
+  private finish(err: Error | null): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.owner.streamDone(err);
+  }
+}
+
+/** Adapts a Node Readable / async iterable (a plugin's own stream) to a sink, with backpressure. */
+export async function pumpIterable(src: AsyncIterable<Uint8Array>, sink: ClientSink): Promise<void> {
+  let wake: (() => void) | null = null;
+  sink.source = {
+    resume() {
+      const w = wake;
+      wake = null;
+      w?.();
+    },
+  };
+  try {
+    for await (const c of src) {
+      const buf = Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+      if (!sink.write(buf)) await new Promise<void>((r) => (wake = r));
+    }
+    sink.end();
+  } catch (err) {
+    sink.error(err as Error);
+  }
+}
