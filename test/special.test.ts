@@ -151,7 +151,7 @@ describe('shutdown', () => {
     });
     try {
       const pending = req(gw.port, '/slow');
-      await sleep(100);
+      for (let i = 0; i < 50 && backendSlow.requests.length === 0; i++) await sleep(10);
       assert.equal(backendSlow.requests.length, 1, 'request should be in flight at the backend');
       const stopped = gw.stop('SIGTERM');
       const r = await pending;

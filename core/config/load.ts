@@ -208,7 +208,7 @@ function normaliseEndpoint(e: Record<string, any>, index: number, inh: Inherited
   }
   const method = rawMethod as Method;
   if (INVALID_ENDPOINT.test(path)) throw new ConfigError(`ignoring the '${method} ${path}' endpoint, since it is invalid!!!`);
-  const backendsRaw: Record<string, any>[] = e.backend;
+  const backendsRaw: Record<string, any>[] = Array.isArray(e.backend) ? e.backend : [];
   if (backendsRaw.length === 0) {
     throw new ConfigError(`ignoring the '${method} ${path}' endpoint, since it has 0 backends defined!`);
   }

@@ -37,7 +37,7 @@ const backend = {
 
 const endpoint = {
   type: 'object',
-  required: ['endpoint', 'backend'],
+  required: ['endpoint'],
   properties: {
     endpoint: { type: 'string', minLength: 1 },
     method: { type: 'string' },
