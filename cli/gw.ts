@@ -3,7 +3,9 @@
  * The gw command line (KrakenD's `krakend` commands): run, check, test-plugin, version.
  */
 import { Command, Option } from 'commander';
+import os from 'node:os';
 import process from 'node:process';
+import { startCluster, type Cluster, type StartupError } from '../core/cluster.js';
 import { buildGateway } from '../core/gateway.js';
 import { ConfigError, loadConfig } from '../core/config/load.js';
 import { formatDuration } from '../core/config/duration.js';
@@ -29,6 +31,7 @@ function green(s: string): string {
 
 interface RunFlags {
   config?: string;
+  workers?: string;
   debug?: number;
   port?: string;
   logLevel?: string;
@@ -60,6 +63,8 @@ async function run(flags: RunFlags): Promise<void> {
   logger.info(`Starting gw v${GW_VERSION} (KrakenD ${KRAKEND_COMPAT_VERSION} compatible)`);
   logger.info(`Working directory is ${process.cwd()}`);
   logger.info('Starting the KrakenD instance');
+  const workers = workerCount(flags, cfg);
+  if (workers > 1) return runCluster(flags, cfg, logger, workers);
   let gw;
   try {
     gw = await buildGateway(cfg, { logger, debug: (flags.debug ?? 0) > 0, port: flags.port ? Number(flags.port) : 0 });
@@ -96,6 +101,50 @@ async function run(flags: RunFlags): Promise<void> {
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+}
+
+/** `--workers`, else `extra_config["gw/server"].workers`, else one per available core. */
+function workerCount(flags: RunFlags, cfg: ServiceConfig): number {
+  const fromCfg = (cfg.extraConfig['gw/server'] as { workers?: unknown } | undefined)?.workers;
+  const n = flags.workers !== undefined ? Number(flags.workers) : typeof fromCfg === 'number' ? fromCfg : os.availableParallelism();
+  return Number.isInteger(n) && n > 0 ? Math.min(n, 256) : 1;
+}
+
+async function runCluster(flags: RunFlags, cfg: ServiceConfig, logger: Logger, workers: number): Promise<void> {
+  // Signals are handled from the start: a stop that arrives while workers boot drains those up.
+  let cluster: Cluster | null = null;
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    logger.info(`Signal intercepted: ${signal === 'SIGINT' ? 'interrupt' : 'terminated'}`);
+    if (cluster === null) return; // startCluster() is still running; handled below
+    cluster.close(cfg.maxShutdownWaitMs || 10_000).then(() => {
+      logger.info('[SERVICE: Gin] Router execution ended');
+      process.exit(0);
+    });
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  try {
+    cluster = await startCluster({
+      workers,
+      configFile: flags.config!,
+      debug: (flags.debug ?? 0) > 0,
+      port: flags.port ? Number(flags.port) : cfg.port,
+      logLevel: flags.logLevel,
+      logFormat: flags.logFormat,
+      logger,
+    });
+  } catch (err) {
+    const e = err as StartupError;
+    console.error(`${e.config ? 'ERROR parsing the configuration file' : 'ERROR starting the gateway'}: ${e.message}`);
+    process.exit(e.config ? 255 : 1);
+  }
+  if (stopping) {
+    stopping = false;
+    stop('SIGTERM');
+  }
 }
 
 interface CheckFlags {
@@ -167,6 +216,7 @@ export function program(): Command {
     .option('-c, --config <file>', 'Path to the configuration file')
     .option('-d, --debug', 'Enables the /__debug/ endpoint (the log level is unchanged)', count, 0)
     .option('-p, --port <port>', 'Listening port for the http service')
+    .option('-w, --workers <n>', 'Worker threads sharing the port (default: one per core; 1 = in-process)')
     .addOption(new Option('--log-level <level>', 'Overrides telemetry/logging.level').choices(['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL', 'debug', 'info', 'warning', 'error', 'critical']))
     .addOption(new Option('--log-format <format>', 'Log output format').choices(['auto', 'json', 'pretty']).default('auto'))
     .action((flags: RunFlags) => run(flags));

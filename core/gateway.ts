@@ -135,6 +135,13 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
           };
         });
       }
+      // Closes idle keep-alive connections too, so no uWS handle outlives the gateway.
+      try {
+        (app as (TemplatedApp & { close?: () => void }) | null)?.close?.();
+      } catch {
+        /* older builds have no App.close() */
+      }
+      app = null;
       await pools.close();
       logger.info('[SERVICE: Gin] Router execution ended');
     },

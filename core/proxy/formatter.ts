@@ -3,6 +3,7 @@
  * (lura's order). Returns null when the backend needs none, so the stage is not composed.
  */
 import type { BackendConfig } from '../config/types.js';
+import { compileFlatmap, flatmapOps, setKey } from './flatmap.js';
 
 export type Formatter = (data: Record<string, unknown>) => Record<string, unknown>;
 
@@ -31,10 +32,10 @@ function compileAllow(fields: readonly string[]): Formatter {
       let cur = out;
       for (let i = 0; i < p.length - 1; i++) {
         const k = p[i]!;
-        if (!isObj(cur[k])) cur[k] = Object.create(null);
+        if (!isObj(cur[k])) setKey(cur, k, Object.create(null));
         cur = cur[k] as Obj;
       }
-      cur[p[p.length - 1]!] = v;
+      setKey(cur, p[p.length - 1]!, v);
     }
     return out;
   };
@@ -61,16 +62,20 @@ export function compileFormatter(b: BackendConfig): Formatter | null {
       return isObj(v) ? v : Object.create(null);
     });
   }
-  if (b.allow.length) stages.push(compileAllow(b.allow));
+  const flatmap = flatmapOps(b.extraConfig);
+  if (flatmap !== null) {
+    // flatmap_filter replaces allow/deny/mapping: target → flatmap ops → group.
+    stages.push(compileFlatmap(flatmap));
+  } else if (b.allow.length) stages.push(compileAllow(b.allow));
   else if (b.deny.length) stages.push(compileDeny(b.deny));
-  const mapping = Object.entries(b.mapping);
+  const mapping = flatmap === null ? Object.entries(b.mapping) : [];
   if (mapping.length) {
     stages.push((data) => {
       for (const [from, to] of mapping) {
         if (!Object.prototype.hasOwnProperty.call(data, from)) continue;
         const v = data[from];
         delete data[from];
-        data[to.split('.')[0]!] = v;
+        setKey(data, to.split('.')[0]!, v);
       }
       return data;
     });
@@ -79,7 +84,7 @@ export function compileFormatter(b: BackendConfig): Formatter | null {
     const g = b.group;
     stages.push((data) => {
       const out: Obj = Object.create(null);
-      out[g] = data;
+      setKey(out, g, data);
       return out;
     });
   }

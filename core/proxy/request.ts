@@ -17,7 +17,9 @@ const PLACEHOLDER = /\{([\w\-.:/]+)\}/g;
 /** Renders a url_pattern for one request: `render(params)` → `/path?query`. */
 export interface UrlTemplate {
   readonly hasQuery: boolean;
-  render(params: readonly string[]): string;
+  /** Placeholders that are not endpoint parameters (sequential `resp0_x`, `JWT.sub`). */
+  readonly unknown: readonly string[];
+  render(params: readonly string[], extra?: Readonly<Record<string, string>> | null): string;
 }
 
 /** Go's path escaping keeps unreserved characters and the sub-delims `!$&'()*+,;=:@`. */
@@ -38,30 +40,39 @@ export function compileUrlPattern(pattern: string, endpointParams: readonly stri
   const qIndex = pattern.indexOf('?');
   const literals: string[] = [];
   const slots: number[] = [];
+  const names: string[] = [];
   const inQuery: boolean[] = [];
+  const unknown: string[] = [];
   let last = 0;
   for (const m of pattern.matchAll(PLACEHOLDER)) {
     const at = m.index!;
     const idx = keys.indexOf(paramKey(m[1]!));
     literals.push(pattern.slice(last, at));
-    // Unknown names (sequential `{resp0_x}`, `{JWT.sub}`) render empty until their stage exists.
+    // Unknown names (sequential `{resp0_x}`) are looked up in the request's `extra` values and
+    // render empty when there is none (`{JWT.sub}` until its stage exists).
     slots.push(idx);
+    names.push(m[1]!);
+    if (idx < 0 && !unknown.includes(m[1]!)) unknown.push(m[1]!);
     inQuery.push(qIndex !== -1 && at > qIndex);
     last = at + m[0].length;
   }
   const tail = pattern.slice(last);
   const hasQuery = qIndex !== -1;
   if (slots.length === 0) {
-    return { hasQuery, render: () => pattern };
+    return { hasQuery, unknown, render: () => pattern };
   }
   const n = slots.length;
   return {
     hasQuery,
-    render(params: readonly string[]): string {
+    unknown,
+    render(params: readonly string[], extra?: Readonly<Record<string, string>> | null): string {
       let out = '';
       for (let i = 0; i < n; i++) {
         const idx = slots[i]!;
-        const v = idx >= 0 ? params[idx] ?? '' : '';
+        let v: string;
+        if (idx >= 0) v = params[idx] ?? '';
+        else if (extra != null && Object.prototype.hasOwnProperty.call(extra, names[i]!)) v = extra[names[i]!]!;
+        else v = '';
         out += literals[i]! + (inQuery[i] ? encodeURIComponent(v) : escapePathSegment(v));
       }
       return out + tail;

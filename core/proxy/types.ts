@@ -19,7 +19,17 @@ export class ProxyRequest {
     public body: Readable | Buffer | null,
     readonly signal: AbortSignal,
     readonly method: string,
+    /**
+     * Values taken from earlier responses of a sequential pipe (`resp0_foo` → "42"), or null.
+     * Looked up by the url_pattern placeholders that are not endpoint parameters.
+     */
+    readonly extra: Readonly<Record<string, string>> | null = null,
   ) {}
+
+  /** The same request under another signal (a merge deadline) and/or with sequential values. */
+  derive(signal: AbortSignal, extra: Readonly<Record<string, string>> | null = this.extra): ProxyRequest {
+    return new ProxyRequest(this.params, this.paramNames, this.query, this.client, this.body, signal, this.method, extra);
+  }
 }
 
 export interface ProxyResponse {
