@@ -105,8 +105,7 @@ async function run(flags: RunFlags): Promise<void> {
 
 /** `--workers`, else `extra_config["gw/server"].workers`, else one per available core. */
 function workerCount(flags: RunFlags, cfg: ServiceConfig): number {
-  const fromCfg = (cfg.extraConfig['gw/server'] as { workers?: unknown } | undefined)?.workers;
-  const n = flags.workers !== undefined ? Number(flags.workers) : typeof fromCfg === 'number' ? fromCfg : os.availableParallelism();
+  const n = flags.workers !== undefined ? Number(flags.workers) : cfg.limits.workers || os.availableParallelism();
   return Number.isInteger(n) && n > 0 ? Math.min(n, 256) : 1;
 }
 

@@ -9,7 +9,7 @@ import { loadPlugins } from './plugin/loader.js';
 import type { PluginRegistry } from './plugin/registry.js';
 import { pluginClient, resolveClientPlugin } from './plugin/client.js';
 import { buildBackendPipe, type BackendPipe, type Client } from './proxy/backend.js';
-import { composeMerge } from './proxy/merge.js';
+import { composeEndpointProxy } from './proxy/compose.js';
 import type { OutboundRequest, Proxy } from './proxy/types.js';
 import { makeEndpointHandler, type EndpointRuntime, type ServerState } from './router/endpoint.js';
 import { FallbackRouter } from './router/fallback.js';
@@ -53,7 +53,7 @@ const METHOD_REGISTER: Record<string, 'get' | 'post' | 'put' | 'patch' | 'del'> 
  */
 export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Promise<Gateway> {
   const logger = opts.logger;
-  const pools = new Pools(cfg.transport);
+  const pools = new Pools(cfg.transport, cfg.limits.backendMaxQueue);
   const shutdown = new AbortController();
   let registry: PluginRegistry | null = null;
   if (cfg.plugin !== null) {
@@ -85,15 +85,15 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     let noop: BackendPipe | null = null;
     if (ep.outputEncoding === 'no-op') noop = pipes[0]!;
     else {
-      const decoding = pipes.map((p) => p.proxy!);
-      proxy = decoding.length === 1 ? decoding[0]! : composeMerge(decoding, ep.timeoutMs);
+      proxy = composeEndpointProxy(ep, pipes);
     }
     logger.debug(`[ENDPOINT: ${ep.path}] Building the http handler`);
-    const bodyReaders = ep.backends.length;
+    // Every backend call reads the body (concurrent_calls sends it N times): >1 → buffered once.
+    const bodyReaders = ep.backends.length * (ep.outputEncoding === 'no-op' ? 1 : Math.max(1, ep.concurrentCalls));
     endpoints.push({ config: ep, proxy, noop, bodyReaders });
   }
 
-  const state: ServerState = { router: cfg.router, logger, inflight: 0, onIdle: null };
+  const state: ServerState = { router: cfg.router, limits: cfg.limits, logger, inflight: 0, onIdle: null };
   let listenSocket: us_listen_socket | null = null;
   let app: TemplatedApp | null = null;
   const port = opts.port || cfg.port;

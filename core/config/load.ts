@@ -111,6 +111,8 @@ export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptio
   const timeoutMs = parseDuration(raw.timeout) || DEFAULT_TIMEOUT_MS;
   const cacheTtlS = Math.floor(parseDuration(raw.cache_ttl) / 1000);
   const defaultHosts: readonly string[] = Array.isArray(raw.host) ? raw.host : [];
+  const gwServer = isObject(extra['gw/server']) ? extra['gw/server'] : {};
+  const serviceMaxPayload = positiveInt(router.max_payload, 'extra_config.router.max_payload');
   const outputDefault = typeof raw.output_encoding === 'string' && raw.output_encoding !== '' ? raw.output_encoding : 'json';
 
   const endpoints: EndpointConfig[] = [];
@@ -118,7 +120,7 @@ export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptio
   const list: unknown[] = Array.isArray(raw.endpoints) ? raw.endpoints : [];
   list.forEach((e, index) => {
     const ep = normaliseEndpoint(e as Record<string, any>, index, {
-      timeoutMs, cacheTtlS, outputDefault, defaultHosts,
+      timeoutMs, cacheTtlS, outputDefault, defaultHosts, maxPayload: serviceMaxPayload,
     });
     if (!ep) return;
     const key = `${ep.method} ${ep.route.replace(/:[^/]+/g, ':')}`;
@@ -157,6 +159,11 @@ export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptio
       disableAccessLog: router.disable_access_log === true,
       errorBody: isObject(router.error_body) ? router.error_body : null,
     },
+    limits: {
+      workers: positiveInt(gwServer.workers, 'extra_config["gw/server"].workers'),
+      maxUrlLength: positiveInt(gwServer.max_url_length, 'extra_config["gw/server"].max_url_length') || 8192,
+      backendMaxQueue: positiveInt(gwServer.backend_max_queue, 'extra_config["gw/server"].backend_max_queue') || 1024,
+    },
     transport: {
       maxConnectionsPerHost: raw.max_idle_connections_per_host || DEFAULT_MAX_IDLE_CONNS_PER_HOST,
       idleConnectionTimeoutMs: parseDuration(raw.idle_connection_timeout),
@@ -185,7 +192,14 @@ function checkIp(v: unknown): string {
   throw new ConfigError(`invalid ip address ${s}`);
 }
 
+function positiveInt(v: unknown, where: string): number {
+  if (v === undefined || v === null) return 0;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new ConfigError(`${where}: want a non-negative integer, got ${JSON.stringify(v)}`);
+  return v;
+}
+
 interface Inherited {
+  maxPayload: number;
   timeoutMs: number;
   cacheTtlS: number;
   outputDefault: string;
@@ -295,6 +309,9 @@ function normaliseEndpoint(e: Record<string, any>, index: number, inh: Inherited
     concurrentCalls: e.concurrent_calls || 1,
     backends,
     extraConfig: extra,
+    maxPayload:
+      positiveInt((extra.router as Record<string, unknown> | undefined)?.max_payload, `endpoints[${index}].extra_config.router.max_payload`) ||
+      inh.maxPayload,
   };
 }
 

@@ -47,6 +47,20 @@ export interface EndpointConfig {
   readonly concurrentCalls: number;
   readonly backends: readonly BackendConfig[];
   readonly extraConfig: Readonly<Record<string, unknown>>;
+  /** Largest request body accepted (bytes; 0 = no limit): endpoint `extra_config.router.max_payload`,
+   *  else the service's. Larger bodies get 413 and are never forwarded. */
+  readonly maxPayload: number;
+}
+
+/** gw's own edge limits (`extra_config["gw/server"]`), on top of KrakenD's keys. */
+export interface ServerLimits {
+  /** Worker threads; 0 = one per available core. */
+  readonly workers: number;
+  /** Longest request target (path + query) accepted; longer → 414. */
+  readonly maxUrlLength: number;
+  /** Requests allowed to wait for a backend connection per origin once all connections are busy;
+   *  beyond it the backend call fails at once (503 for a single backend). */
+  readonly backendMaxQueue: number;
 }
 
 export interface RouterOptions {
@@ -93,6 +107,7 @@ export interface ServiceConfig {
   readonly maxShutdownWaitMs: number;
   readonly plugin: { readonly folder: string; readonly pattern: string } | null;
   readonly router: RouterOptions;
+  readonly limits: ServerLimits;
   readonly transport: TransportOptions;
   readonly logging: LoggingOptions;
   readonly extraConfig: Readonly<Record<string, unknown>>;

@@ -12,7 +12,8 @@ import type { BackendResponse, Headers } from '../plugin/types.js';
 import { isUpstreamBody } from '../transport/body.js';
 import { compileFormatter } from './formatter.js';
 import { compileHeaderBuilder, compileQueryFilter, compileUrlPattern } from './request.js';
-import { OutboundRequest, StatusError, type ProxyRequest, type ProxyResponse } from './types.js';
+import { DeadlineError, OutboundRequest, StatusError, type ProxyRequest, type ProxyResponse } from './types.js';
+import { decodeRss, decodeXml } from './xml.js';
 
 export type Client = (r: OutboundRequest) => Promise<BackendResponse>;
 
@@ -45,21 +46,110 @@ export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, cli
     if (nHosts === 0) throw new Error('no hosts available');
     const origin = hosts[rr]!;
     if (nHosts > 1) rr = (rr + 1) % nHosts;
-    let path = tpl.render(req.params);
+    const extra = req.extra;
+    let path = tpl.render(req.params, extra);
     const q = queryFilter(req.query);
     if (q !== '') path += (tpl.hasQuery ? '&' : '?') + q;
+    let values: readonly string[] = req.params;
+    let names: readonly string[] = req.paramNames;
+    if (extra !== null) {
+      // Sequential values are request params too (as lura's `Resp0_x`), for client plugins.
+      const keys = Object.keys(extra);
+      names = names.concat(keys.map(capitalize));
+      values = values.concat(keys.map((k) => extra[k]!));
+    }
     return new OutboundRequest(
-      method, origin, path, origin + path, buildHeaders(req.client), req.body, req.signal, req.params, req.paramNames,
+      method, origin, path, origin + path, buildHeaders(req.client), req.body, req.signal, values, names,
     );
   };
+
+  let proxy: ((req: ProxyRequest) => Promise<ProxyResponse>) | null =
+    endpoint.outputEncoding === 'no-op' ? null : b.encoding === 'no-op' ? buildDiscardingProxy(buildOutbound, client) : buildDecodingProxy(endpoint, b, buildOutbound, client);
+  if (proxy !== null && endpoint.concurrentCalls > 1) proxy = composeConcurrent(proxy, endpoint.concurrentCalls, endpoint.timeoutMs);
 
   const pipe: BackendPipe = {
     config: b,
     buildOutbound,
     client,
-    proxy: endpoint.outputEncoding === 'no-op' ? null : b.encoding === 'no-op' ? buildDiscardingProxy(buildOutbound, client) : buildDecodingProxy(endpoint, b, buildOutbound, client),
+    proxy,
   };
   return pipe;
+}
+
+function capitalize(s: string): string {
+  return s.length === 0 ? s : s[0]!.toUpperCase() + s.slice(1);
+}
+
+/**
+ * `concurrent_calls` (lura's concurrent.go): the same backend request N times in parallel under
+ * 75 % of the endpoint timeout; the first complete success wins and the others are aborted. With
+ * no complete answer, the last incomplete one is returned, else the last error.
+ */
+export function composeConcurrent(
+  next: (req: ProxyRequest) => Promise<ProxyResponse>,
+  n: number,
+  timeoutMs: number,
+): (req: ProxyRequest) => Promise<ProxyResponse> {
+  const limitMs = Math.max(1, Math.floor(timeoutMs * 0.75));
+  return (req) =>
+    new Promise<ProxyResponse>((resolve, reject) => {
+      const ac = new AbortController();
+      const parent = req.signal;
+      const onParent = () => ac.abort(parent.reason);
+      if (parent.aborted) ac.abort(parent.reason);
+      else parent.addEventListener('abort', onParent, { once: true });
+      const sub = req.derive(ac.signal);
+      let pending = n;
+      let done = false;
+      let lastErr: Error | null = null;
+      let partial: ProxyResponse | null = null;
+      const settle = () => {
+        done = true;
+        clearTimeout(timer);
+        parent.removeEventListener('abort', onParent);
+        // Cancel the calls still running (nothing happens when they all ended).
+        if (pending > 0) ac.abort(new DeadlineError());
+      };
+      const timer = setTimeout(() => {
+        if (done) return;
+        settle();
+        if (partial !== null) resolve(partial);
+        else reject(lastErr ?? new DeadlineError());
+      }, limitMs);
+      const ok = (r: ProxyResponse) => {
+        pending--;
+        if (done) return;
+        if (r.isComplete) {
+          settle();
+          resolve(r);
+          return;
+        }
+        partial = r;
+        if (pending === 0) {
+          settle();
+          resolve(r);
+        }
+      };
+      const fail = (err: Error) => {
+        pending--;
+        if (done) return;
+        lastErr = err;
+        if (pending === 0) {
+          settle();
+          if (partial !== null) resolve(partial);
+          else reject(err);
+        }
+      };
+      for (let i = 0; i < n; i++) {
+        let p: Promise<ProxyResponse>;
+        try {
+          p = next(sub);
+        } catch (err) {
+          p = Promise.reject(err as Error);
+        }
+        p.then(ok, fail);
+      }
+    });
 }
 
 /**
@@ -171,6 +261,12 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 
 function compileDecoder(b: BackendConfig): Decoder {
   switch (b.encoding) {
+    case 'xml': {
+      const coll = b.isCollection;
+      return (buf) => decodeXml(buf, coll);
+    }
+    case 'rss':
+      return decodeRss;
     case 'string':
       return (buf) => ({ content: buf.toString('utf8') });
     case 'safejson':

@@ -1,16 +1,54 @@
 /**
- * Several backends: all called concurrently, shallow top-level merge in arrival order, a merge
- * deadline at 85% of the endpoint timeout; a missing backend makes the answer partial.
+ * Several backends (lura's merging.go):
+ *  - parallel: all called concurrently, shallow top-level merge in arrival order, a merge
+ *    deadline at 85 % of the endpoint timeout; a missing backend makes the answer partial;
+ *  - sequential (`extra_config.proxy.sequential`): one after the other under the same deadline,
+ *    later url_patterns reading `{respN_a.b}` values from earlier responses.
+ * Each merge runs under its own AbortController chained to the request's signal, so the backend
+ * calls still running when the deadline passes (or the client leaves) are cancelled.
  */
+import type { BackendConfig } from '../config/types.js';
+import { goJson } from '../router/json.js';
+import { setKey } from './flatmap.js';
 import type { Proxy, ProxyRequest, ProxyResponse } from './types.js';
 import { DeadlineError } from './types.js';
 
+type Obj = Record<string, unknown>;
+
+/** The error of a merge where no backend answered: the first error, carrying all of them. */
+function mergeFailure(errors: Error[]): Error {
+  const err = errors[0] ?? new DeadlineError();
+  if (errors.length > 1) (err as { all?: Error[] }).all = errors;
+  return err;
+}
+
+/** A child AbortController that follows `parent`; `release()` detaches it. */
+function childController(parent: AbortSignal): { ac: AbortController; release(): void } {
+  const ac = new AbortController();
+  if (parent.aborted) {
+    ac.abort(parent.reason);
+    return { ac, release() {} };
+  }
+  const onAbort = () => ac.abort(parent.reason);
+  parent.addEventListener('abort', onAbort, { once: true });
+  return { ac, release: () => parent.removeEventListener('abort', onAbort) };
+}
+
+function mergeInto(data: Obj, part: Obj): void {
+  for (const k in part) {
+    if (!Object.prototype.hasOwnProperty.call(part, k)) continue;
+    setKey(data, k, part[k]);
+  }
+}
+
 export function composeMerge(backends: readonly Proxy[], timeoutMs: number): Proxy {
   const n = backends.length;
-  const mergeMs = Math.floor(timeoutMs * 0.85);
+  const mergeMs = Math.max(1, Math.floor(timeoutMs * 0.85));
   return (req: ProxyRequest) =>
     new Promise<ProxyResponse>((resolve, reject) => {
-      const data: Record<string, unknown> = Object.create(null);
+      const { ac, release } = childController(req.signal);
+      const sub = req.derive(ac.signal);
+      const data: Obj = Object.create(null);
       const errors: Error[] = [];
       let pending = n;
       let successes = 0;
@@ -20,33 +58,155 @@ export function composeMerge(backends: readonly Proxy[], timeoutMs: number): Pro
         if (done) return;
         done = true;
         clearTimeout(timer);
+        release();
+        if (pending > 0) {
+          // One `context deadline exceeded` per backend that did not make it, as lura logs them.
+          for (let i = 0; i < pending; i++) errors.push(new DeadlineError());
+          ac.abort(new DeadlineError());
+        }
         if (successes === 0) {
-          const err = errors[0] ?? new DeadlineError();
-          if (errors.length > 1) (err as { all?: Error[] }).all = errors;
-          reject(err);
+          reject(mergeFailure(errors));
           return;
         }
-        resolve({ data, isComplete: complete && errors.length === 0 && pending === 0, errors: errors.length ? errors : null });
+        resolve({ data, isComplete: complete && errors.length === 0, errors: errors.length ? errors : null });
       };
-      const timer = setTimeout(() => {
-        if (pending > 0) errors.push(new DeadlineError());
-        finish();
-      }, mergeMs);
+      const timer = setTimeout(finish, mergeMs);
+      const ok = (r: ProxyResponse) => {
+        if (done) return;
+        pending--;
+        successes++;
+        if (!r.isComplete) complete = false;
+        if (r.errors !== null) errors.push(...r.errors);
+        mergeInto(data, r.data);
+        if (pending === 0) finish();
+      };
+      const fail = (err: Error) => {
+        if (done) return;
+        pending--;
+        errors.push(err);
+        if (pending === 0) finish();
+      };
       for (let i = 0; i < n; i++) {
-        backends[i]!(req).then(
-          (r) => {
-            if (done) return;
-            successes++;
-            if (!r.isComplete) complete = false;
-            for (const k in r.data) data[k] = r.data[k];
-            if (--pending === 0) finish();
-          },
-          (err: Error) => {
-            if (done) return;
-            errors.push(err);
-            if (--pending === 0) finish();
-          },
-        );
+        let p: Promise<ProxyResponse>;
+        try {
+          p = backends[i]!(sub);
+        } catch (err) {
+          p = Promise.reject(err as Error);
+        }
+        p.then(ok, fail);
       }
     });
+}
+
+/** A `{respN_a.b}` placeholder (or a propagated param): where its value comes from. */
+interface Replacement {
+  /** The name the value is stored under (the placeholder as written). */
+  readonly name: string;
+  readonly from: number;
+  /** Field path in that response; empty = the whole response as JSON. */
+  readonly fields: readonly string[];
+}
+
+const RESP_PLACEHOLDER = /\{(resp(\d+)_([^{}]+))\}/g;
+const RESP_NAME = /^resp(\d+)(?:_(.+))?$/i;
+
+/** Go's `%v`-ish text of a response value, as lura puts it in the request params. */
+function paramText(v: unknown): string {
+  if (Array.isArray(v)) return v.map((x) => (typeof x === 'object' && x !== null ? goJson(x) : String(x))).join(',');
+  if (typeof v === 'string') return v;
+  if (typeof v === 'object' && v !== null) return goJson(v);
+  return String(v);
+}
+
+function lookup(data: Obj, fields: readonly string[]): unknown {
+  let cur: unknown = data;
+  for (const f of fields) {
+    if (typeof cur !== 'object' || cur === null || Array.isArray(cur)) return undefined;
+    if (!Object.prototype.hasOwnProperty.call(cur, f)) return undefined;
+    cur = (cur as Obj)[f];
+  }
+  return cur;
+}
+
+export function composeSequential(
+  backends: readonly Proxy[],
+  configs: readonly BackendConfig[],
+  timeoutMs: number,
+  propagated: readonly string[],
+): Proxy {
+  const n = backends.length;
+  const mergeMs = Math.max(1, Math.floor(timeoutMs * 0.85));
+  // Per backend i: the values it needs from the responses before it.
+  const needs: Replacement[][] = configs.map((b, i) => {
+    const out: Replacement[] = [];
+    if (i === 0) return out;
+    for (const m of b.urlPattern.matchAll(RESP_PLACEHOLDER)) {
+      const from = Number(m[2]);
+      if (from >= i || out.some((r) => r.name === m[1])) continue;
+      out.push({ name: m[1]!, from, fields: m[3]!.split('.') });
+    }
+    return out;
+  });
+  const props: Replacement[] = [];
+  for (const p of propagated) {
+    const m = RESP_NAME.exec(p);
+    if (m === null) continue;
+    props.push({ name: p, from: Number(m[1]), fields: m[2] ? m[2].split('.') : [] });
+  }
+  const hasValues = needs.some((r) => r.length > 0) || props.length > 0;
+
+  return async (req: ProxyRequest) => {
+    const { ac, release } = childController(req.signal);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const err = new DeadlineError();
+        ac.abort(err);
+        reject(err);
+      }, mergeMs);
+    });
+    deadline.catch(() => {});
+    const parts: (Obj | undefined)[] = new Array(n);
+    const data: Obj = Object.create(null);
+    const errors: Error[] = [];
+    let complete = true;
+    let extra: Record<string, string> | null = req.extra === null ? null : Object.assign(Object.create(null), req.extra);
+    try {
+      for (let i = 0; i < n; i++) {
+        if (hasValues && i > 0) {
+          const fill = (r: Replacement) => {
+            const part = parts[r.from];
+            if (part === undefined) return;
+            const v = r.fields.length === 0 ? part : lookup(part, r.fields);
+            if (v === undefined) return;
+            extra ??= Object.create(null) as Record<string, string>;
+            setKey(extra, r.name, paramText(v));
+          };
+          for (const r of props) if (r.from < i) fill(r);
+          for (const r of needs[i]!) fill(r);
+        }
+        const sub = req.derive(ac.signal, extra);
+        let r: ProxyResponse;
+        try {
+          r = await Promise.race([backends[i]!(sub), deadline]);
+        } catch (err) {
+          if (i === 0) throw err;
+          errors.push(err as Error);
+          complete = false;
+          break;
+        }
+        mergeInto(data, r.data);
+        if (r.errors !== null) errors.push(...r.errors);
+        if (!r.isComplete) {
+          complete = false;
+          break;
+        }
+        parts[i] = r.data;
+      }
+    } finally {
+      clearTimeout(timer);
+      release();
+    }
+    return { data, isComplete: complete && errors.length === 0, errors: errors.length ? errors : null };
+  };
 }

@@ -8,7 +8,7 @@
  */
 import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
-import type { EndpointConfig, RouterOptions } from '../config/types.js';
+import type { EndpointConfig, RouterOptions, ServerLimits } from '../config/types.js';
 import { canonicalHeader } from '../config/load.js';
 import type { Logger } from '../log.js';
 import type { BackendResponse, Headers } from '../plugin/types.js';
@@ -18,6 +18,7 @@ import { CanceledError, DeadlineError, ProxyRequest, StatusError, type Proxy, ty
 import { isUpstreamBody, UpstreamBody } from '../transport/body.js';
 import { VERSION_HEADER_VALUE } from '../version.js';
 import { goJson } from './json.js';
+import { compileRender, type Render } from './render.js';
 import { decodeParam, ParamError } from './params.js';
 import { statusLine } from './status.js';
 import { ClientSink, pumpIterable, type StreamOwner } from './stream.js';
@@ -35,6 +36,7 @@ export interface EndpointRuntime {
 
 export interface ServerState {
   readonly router: RouterOptions;
+  readonly limits: ServerLimits;
   readonly logger: Logger;
   /** Requests in flight, for graceful shutdown. */
   inflight: number;
@@ -158,19 +160,7 @@ class Inflight implements StreamOwner {
       break;
     }
     const complete = hasData && resp.isComplete;
-    let body: string;
-    let contentType = APPLICATION_JSON;
-    switch (ep.outputEncoding) {
-      case 'string':
-        contentType = TEXT_PLAIN;
-        body = typeof data.content === 'string' ? data.content : data.content === undefined ? '' : goJson(data.content);
-        break;
-      case 'json-collection':
-        body = Array.isArray(data.collection) ? goJson(data.collection) : '[]';
-        break;
-      default:
-        body = goJson(data);
-    }
+    const { body, contentType } = this.render!(data, this.accept);
     const res = this.res;
     const router = this.server.router;
     res.cork(() => {
@@ -200,6 +190,9 @@ class Inflight implements StreamOwner {
         body = e.body ?? '';
         if (e.contentType) contentType = e.contentType;
       }
+    } else if ((e as { code?: string }).code === 'QUEUE_FULL') {
+      status = 503;
+      if (router.returnErrorMsg) body = e.message;
     } else if (router.returnErrorMsg) {
       body = e.message;
     }
@@ -213,6 +206,25 @@ class Inflight implements StreamOwner {
     });
     this.finish();
   }
+
+  /** Ends the exchange early with `status` (e.g. 413 mid-upload) and closes the connection. */
+  reject(status: number, message: string): void {
+    if (this.aborted || this.done) return;
+    const err = new Error(message);
+    this.controller.abort(err);
+    this.upstream?.abort(err);
+    const res = this.res;
+    res.cork(() => {
+      res.writeStatus(statusLine(status));
+      res.writeHeader('Content-Type', TEXT_PLAIN);
+      res.end(message, true);
+    });
+    this.finish();
+  }
+
+  /** The endpoint's output encoding (render.ts) and, for `negotiate`, the client's Accept. */
+  render: Render | null = null;
+  accept = '';
 
   // ---- no-op ----
 
@@ -308,7 +320,12 @@ function onTimeout(f: Inflight): void {
 /** The client's request body as a Readable fed by uWS onData, with backpressure (res.pause). */
 class RequestBodyStream extends Readable {
   private paused = false;
-  constructor(private readonly res: HttpResponse) {
+  private received = 0;
+  constructor(
+    private readonly res: HttpResponse,
+    /** 0 = no limit. */
+    private readonly limit: number,
+  ) {
     super();
   }
   override _read(): void {
@@ -318,6 +335,12 @@ class RequestBodyStream extends Readable {
     }
   }
   feed(ab: ArrayBuffer, isLast: boolean, f: Inflight): void {
+    if (this.limit > 0 && (this.received += ab.byteLength) > this.limit) {
+      const err = new PayloadTooLarge(this.limit);
+      this.destroy(err);
+      f.reject(413, err.message);
+      return;
+    }
     // uWS reuses the ArrayBuffer after this callback: copy it.
     if (ab.byteLength > 0 && !this.push(Buffer.from(ab.slice(0))) && !isLast && !f.aborted) {
       this.paused = true;
@@ -325,6 +348,45 @@ class RequestBodyStream extends Readable {
     }
     if (isLast) this.push(null);
   }
+}
+
+class PayloadTooLarge extends Error {
+  constructor(limit: number) {
+    super(`request body larger than ${limit} bytes`);
+  }
+}
+
+function reject400(res: HttpResponse, message: string): void {
+  res.cork(() => {
+    res.writeStatus('400 Bad Request');
+    res.writeHeader('Content-Type', TEXT_PLAIN);
+    res.end(message, true);
+  });
+}
+
+const DIGITS = /^\d+$/;
+const CHUNKED_LAST = /(?:^|,)[ \t]*chunked[ \t]*$/i;
+
+/**
+ * Framing the listener let through but gw refuses to forward: a Transfer-Encoding whose final
+ * coding is not chunked (or names chunked twice), a non-numeric Content-Length, or several
+ * Content-Length values that disagree. (uWS itself closes the connection on CL+TE, bad chunk
+ * sizes, obs-fold, whitespace before the colon and bare CR/LF/NUL.)
+ */
+function framingProblem(req: HttpRequest, cl: string, te: string): string | null {
+  if (te !== '') {
+    if (!CHUNKED_LAST.test(te) || te.toLowerCase().split('chunked').length > 2) return `error: unsupported Transfer-Encoding "${te}"`;
+    if (cl !== '') return 'error: both Content-Length and Transfer-Encoding';
+  }
+  if (cl !== '') {
+    if (!DIGITS.test(cl)) return 'error: invalid Content-Length';
+    let bad = false;
+    req.forEach((k, v) => {
+      if (k === 'content-length' && v !== cl) bad = true;
+    });
+    if (bad) return 'error: conflicting Content-Length values';
+  }
+  return null;
 }
 
 function readAll(s: Readable): Promise<Buffer> {
@@ -347,8 +409,35 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
     ep.inputHeaders === '*' || (ep.inputHeaders as readonly string[]).includes('Accept-Encoding');
   const method = ep.method;
   const bufferBody = rt.bodyReaders > 1;
+  const { render, needsAccept } = compileRender(ep);
+
+  const maxUrl = server.limits.maxUrlLength;
+  const maxPayload = ep.maxPayload;
 
   return (res, req) => {
+    // 0. Edge checks: nothing below runs for a request gw will not forward.
+    const query = req.getQuery() ?? '';
+    if (req.getUrl().length + query.length >= maxUrl) {
+      res.cork(() => {
+        res.writeStatus('414 URI Too Long');
+        res.end('', true);
+      });
+      return;
+    }
+    const cl = req.getHeader('content-length');
+    const te = req.getHeader('transfer-encoding');
+    if (cl !== '' || te !== '') {
+      const problem = framingProblem(req, cl, te);
+      if (problem !== null) return reject400(res, problem);
+      if (maxPayload > 0 && cl !== '' && Number(cl) > maxPayload) {
+        res.cork(() => {
+          res.writeStatus('413 Request Entity Too Large');
+          res.writeHeader('Content-Type', TEXT_PLAIN);
+          res.end(`request body larger than ${maxPayload} bytes`, true);
+        });
+        return;
+      }
+    }
     // 1. Synchronous capture.
     let params: string[];
     if (nParams === 0) params = EMPTY;
@@ -370,15 +459,15 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
     const f = new Inflight(res, rt, server);
     res.onAborted(f.onAborted);
     const client: ClientInfo = { headers: capture(req), host: req.getHeader('host'), ip: clientIp(res) };
-    const query = req.getQuery() ?? '';
-    const cl = req.getHeader('content-length');
     let body: RequestBodyStream | null = null;
-    if ((cl !== '' && cl !== '0') || req.getHeader('transfer-encoding') !== '') {
-      body = new RequestBodyStream(res);
+    if ((cl !== '' && cl !== '0') || te !== '') {
+      body = new RequestBodyStream(res, maxPayload);
       f.body = body;
       const b = body;
       res.onData((ab, isLast) => b.feed(ab, isLast, f));
     }
+    f.render = render;
+    if (needsAccept) f.accept = req.getHeader('accept');
     if (noop !== null) {
       f.acceptsGzip = req.getHeader('accept-encoding').includes('gzip');
       f.sentAcceptEncoding = clientSendsAcceptEncoding;
@@ -386,37 +475,49 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
     // 2. The pipe, bounded by the endpoint timeout.
     f.timer = setTimeout(onTimeout, timeoutMs, f);
     const preq = new ProxyRequest(params, ep.params, query, client, body, f.controller.signal, method);
-    if (noop !== null) {
-      let out;
-      try {
-        out = noop.buildOutbound(preq);
-      } catch (err) {
-        f.renderError(err as Error);
-        return;
-      }
-      noop.client(out).then(
-        (r) => f.stream(r),
-        (err: Error) => f.renderError(err),
-      );
-      return;
-    }
-    if (bufferBody && body !== null) {
+    if (body !== null && (bufferBody || (maxPayload > 0 && cl === ''))) {
+      // Several backends share one copy; a length-less body under max_payload is read (bounded)
+      // before anything is forwarded, so an oversized one never reaches a backend.
       readAll(body).then(
         (buf) => {
           preq.body = buf;
-          return proxy!(preq);
+          runPipe(f, preq, noop, proxy);
         },
-      ).then(
-        (r) => f.renderOk(r),
         (err: Error) => f.renderError(err),
       );
       return;
     }
-    proxy!(preq).then(
-      (r) => f.renderOk(r),
-      (err: Error) => f.renderError(err),
-    );
+    runPipe(f, preq, noop, proxy);
   };
+}
+
+function runPipe(f: Inflight, preq: ProxyRequest, noop: BackendPipe | null, proxy: Proxy | null): void {
+  if (noop !== null) {
+    let out;
+    try {
+      out = noop.buildOutbound(preq);
+    } catch (err) {
+      f.renderError(err as Error);
+      return;
+    }
+    noop.client(out).then(
+      (r) => f.stream(r),
+      (err: Error) => f.renderError(backendFailure(err, out)),
+    );
+    return;
+  }
+  proxy!(preq).then(
+    (r) => f.renderOk(r),
+    (err: Error) => f.renderError(err),
+  );
+}
+
+/** Names the backend call in the log line, the way Go's client errors do (`Get "url": ...`). */
+function backendFailure(err: Error, out: { method: string; url: string }): Error {
+  if (err instanceof StatusError || err instanceof DeadlineError || err instanceof CanceledError) return err;
+  const e = err as Error & { detail?: string };
+  e.detail ??= `${out.method.charAt(0)}${out.method.slice(1).toLowerCase()} "${out.url}": ${err.message}`;
+  return e;
 }
 
 const EMPTY: string[] = [];

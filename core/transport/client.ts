@@ -8,7 +8,7 @@
 import type { Dispatcher } from 'undici';
 import type { Readable } from 'node:stream';
 import { UpstreamBody, type FlowControl } from './body.js';
-import type { Pools } from './pools.js';
+import type { OriginSlot, Pools } from './pools.js';
 import type { Headers } from '../plugin/types.js';
 
 export type RequestBody = Readable | AsyncIterable<Uint8Array> | Uint8Array | string | null;
@@ -37,6 +37,8 @@ class Exchange implements Dispatcher.DispatchHandler, FlowControl {
   private abortReason: Error | null = null;
   private body: UpstreamBody | null = null;
   private signal: AbortSignal | null = null;
+  /** Admission slot held until the exchange ends. */
+  slot: OriginSlot | null = null;
   resolve!: (r: UpstreamResponse) => void;
   reject!: (e: Error) => void;
   readonly promise: Promise<UpstreamResponse>;
@@ -59,6 +61,10 @@ class Exchange implements Dispatcher.DispatchHandler, FlowControl {
   }
 
   private detach(): void {
+    if (this.slot !== null) {
+      this.slot.inflight--;
+      this.slot = null;
+    }
     if (this.signal !== null) {
       this.signal.removeEventListener('abort', this);
       this.signal = null;
@@ -123,20 +129,32 @@ export function dispatch(
   body: RequestBody,
   signal: AbortSignal | null,
 ): Promise<UpstreamResponse> {
-  const ex = new Exchange(signal);
-  let pool;
+  let slot: OriginSlot;
   try {
-    pool = pools.get(origin);
+    slot = pools.slot(origin);
   } catch (err) {
     return Promise.reject(err as Error);
   }
+  if (slot.inflight >= slot.limit) {
+    return Promise.reject(
+      new BackendError(`${origin}: all ${slot.limit} connection and queue slots are busy`, 'QUEUE_FULL'),
+    );
+  }
+  const ex = new Exchange(signal);
+  slot.inflight++;
+  ex.slot = slot;
+  const pool = slot.pool;
   if (body !== null && typeof body === 'object' && !(body instanceof Uint8Array) && headers['Content-Length'] === undefined) {
     // Like KrakenD: without a forwarded Content-Length the body goes out chunked. undici would read
     // the length off a stream that already ended; an iterable keeps it unknown.
     const stream = body as AsyncIterable<Uint8Array>;
     body = { [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator]() };
   }
-  pool.dispatch({ origin, path, method, headers, body: body as Dispatcher.DispatchOptions['body'] }, ex);
+  try {
+    pool.dispatch({ origin, path, method, headers, body: body as Dispatcher.DispatchOptions['body'] }, ex);
+  } catch (err) {
+    ex.onResponseError(null as never, err as Error);
+  }
   return ex.promise;
 }
 

@@ -6,11 +6,35 @@
 import { Pool } from 'undici';
 import type { TransportOptions } from '../config/types.js';
 
+/** Per-origin admission: connections + a bounded wait queue. */
+export class OriginSlot {
+  inflight = 0;
+  constructor(
+    readonly pool: Pool,
+    readonly limit: number,
+  ) {}
+}
+
 export class Pools {
   private readonly pools = new Map<string, Pool>();
+  private readonly slots = new Map<string, OriginSlot>();
   private closed = false;
 
-  constructor(private readonly opts: TransportOptions) {}
+  constructor(
+    private readonly opts: TransportOptions,
+    /** Requests allowed to queue per origin beyond its connections. */
+    private readonly maxQueue = 1024,
+  ) {}
+
+  /** The origin's pool and its admission counter. */
+  slot(origin: string): OriginSlot {
+    let s = this.slots.get(origin);
+    if (s === undefined) {
+      s = new OriginSlot(this.get(origin), this.opts.maxConnectionsPerHost + this.maxQueue);
+      this.slots.set(origin, s);
+    }
+    return s;
+  }
 
   get(origin: string): Pool {
     let p = this.pools.get(origin);
