@@ -262,11 +262,15 @@ class Inflight implements StreamOwner {
     if (gunzip) total = -1;
     const status = resp.status;
     const noBody = status === 204 || status === 304 || (status >= 100 && status < 200);
+    // Headers the backend's Connection header names are hop-by-hop too.
+    const conn = headers['connection'] ?? headers['Connection'];
+    const named = conn === undefined ? null : new Set(String(conn).toLowerCase().split(',').map((t) => t.trim()));
     res.cork(() => {
       res.writeStatus(statusLine(status));
       for (const k in headers) {
         const lk = k.toLowerCase();
         if (HOP_BY_HOP.has(lk) || lk === 'content-length' || lk === 'date' || lk === 'uwebsockets') continue;
+        if (named !== null && named.has(lk)) continue;
         if (gunzip && lk === 'content-encoding') continue;
         const v = headers[k];
         if (v === undefined) continue;
