@@ -77,7 +77,11 @@ export function composeMerge(backends: readonly Proxy[], timeoutMs: number): Pro
         successes++;
         if (!r.isComplete) complete = false;
         if (r.errors !== null) errors.push(...r.errors);
-        mergeInto(data, r.data);
+        try {
+          mergeInto(data, r.data);
+        } catch (err) {
+          errors.push(err as Error);
+        }
         if (pending === 0) finish();
       };
       const fail = (err: Error) => {
@@ -107,7 +111,7 @@ interface Replacement {
   readonly fields: readonly string[];
 }
 
-const RESP_PLACEHOLDER = /\{(resp(\d+)_([^{}]+))\}/g;
+const RESP_PLACEHOLDER = /\{(resp(\d+)(?:_([^{}]+))?)\}/g;
 const RESP_NAME = /^resp(\d+)(?:_(.+))?$/i;
 
 /** Go's `%v`-ish text of a response value, as lura puts it in the request params. */
@@ -143,7 +147,7 @@ export function composeSequential(
     for (const m of b.urlPattern.matchAll(RESP_PLACEHOLDER)) {
       const from = Number(m[2]);
       if (from >= i || out.some((r) => r.name === m[1])) continue;
-      out.push({ name: m[1]!, from, fields: m[3]!.split('.') });
+      out.push({ name: m[1]!, from, fields: m[3] ? m[3].split('.') : [] });
     }
     return out;
   });
