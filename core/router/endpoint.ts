@@ -360,12 +360,14 @@ class PayloadTooLarge extends Error {
   }
 }
 
-function reject400(res: HttpResponse, message: string): void {
-  res.cork(() => {
-    res.writeStatus('400 Bad Request');
-    res.writeHeader('Content-Type', TEXT_PLAIN);
-    res.end(message, true);
-  });
+/**
+ * Ambiguous framing: the connection is closed at once, without an answer. uWS keeps parsing what
+ * is left in the read buffer after `end(body, true)`, so answering 400 would let a pipelined
+ * (smuggled) request behind this one through; `close()` stops the parser and drops any unsent
+ * bytes, the 400 included.
+ */
+function rejectFraming(res: HttpResponse, _problem: string): void {
+  res.close();
 }
 
 const DIGITS = /^\d+$/;
@@ -432,7 +434,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
     const te = req.getHeader('transfer-encoding');
     if (cl !== '' || te !== '') {
       const problem = framingProblem(req, cl, te);
-      if (problem !== null) return reject400(res, problem);
+      if (problem !== null) return rejectFraming(res, problem);
       if (maxPayload > 0 && cl !== '' && Number(cl) > maxPayload) {
         res.cork(() => {
           res.writeStatus('413 Request Entity Too Large');
