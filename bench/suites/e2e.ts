@@ -25,12 +25,16 @@ export interface E2EOptions {
   /** Total measuring time per latency task (split over the rounds), ms. */
   latencyMs: number;
   rounds: number;
+  /** Requests issued per task before the first round (JIT, pools, connections), as a duration in ms. */
+  warmupMs: number;
   /** Measured seconds per throughput target (after `throughputWarmMs`). */
   throughputMs: number;
   throughputWarmMs: number;
   concurrency: number;
   /** Throughput targets; the quick run keeps the three the CPU ratio needs. */
   throughputTargets: readonly string[];
+  /** `gw run --workers <n>`; 1 keeps gw single-threaded like the reference proxy. 0 = gw's default (one per core). */
+  gwWorkers: number;
   log: (line: string) => void;
   signal: AbortSignal;
 }
@@ -89,6 +93,7 @@ export interface E2EResult {
   /** gw CPU µs/req ÷ reference CPU µs/req on the no-op 1 KB passthrough (target ≤ 0.5). */
   cpu_ratio_gw_ref: number | null;
   processes: { gw: string; reference: string; backend: string };
+  gw_workers: number | 'default';
 }
 
 interface LatencyTask {
@@ -218,7 +223,9 @@ export class E2E {
     const gwBin = path.join(root, 'dist', 'cli', 'gw.js');
     if (!fs.existsSync(gwBin)) throw new Error(`${gwBin} not found: run \`npm run build\` first`);
 
-    this.tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'gw-bench-'));
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'gw-bench-'));
+    this.tmp = tmp;
+    process.once('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
     const pluginDir = path.join(this.tmp, 'plugins');
     fs.mkdirSync(pluginDir);
     fs.writeFileSync(path.join(pluginDir, 'bench-delegate.mjs'), DELEGATE_PLUGIN);
@@ -238,7 +245,7 @@ export class E2E {
     const cfgFile = path.join(this.tmp, 'gw-bench.json');
     fs.writeFileSync(cfgFile, JSON.stringify(gwConfig(gwPort, backend, pluginDir), null, 2));
     const gw = await startChild('gw', {
-      args: [gwBin, 'run', '-c', cfgFile, '--log-level', 'ERROR'],
+      args: [gwBin, 'run', '-c', cfgFile, '--log-level', 'ERROR', ...(this.opts.gwWorkers > 0 ? ['--workers', String(this.opts.gwWorkers)] : [])],
       cwd: root,
       readyHttp: { port: gwPort, path: '/__health' },
     });
@@ -303,6 +310,15 @@ export class E2E {
     }
 
     // ---------------------------------------------------------------- latency
+    const runOnce = (t: LatencyTask) => t.run ?? (() => readOnce(clients[t.target], t.path));
+    for (const t of tasks) {
+      // Bounded warm-up: a fixed duration per task.
+      const fn = runOnce(t);
+      const until = performance.now() + this.opts.warmupMs;
+      while (performance.now() < until) await fn();
+      this.checkAbort();
+    }
+    log(`  e2e warm-up done (${this.opts.warmupMs} ms per task)`);
     const samples = new Map<string, number[]>(tasks.map((t) => [t.name, []]));
     const { rounds } = this.opts;
     const perRound = Math.max(50, Math.round(this.opts.latencyMs / rounds));
@@ -311,17 +327,14 @@ export class E2E {
       const bench = new Bench({
         name: `e2e round ${round}`,
         time: perRound,
-        warmupTime: round === 1 ? Math.min(300, perRound) : Math.min(100, perRound / 4),
+        warmupTime: Math.min(100, perRound / 4),
         warmupIterations: 16,
         iterations: 32,
         retainSamples: true,
         throws: true,
         signal: this.opts.signal,
       });
-      for (const t of tasks) {
-        const c = clients[t.target];
-        bench.add(t.name, t.run ?? (() => readOnce(c, t.path)), { async: true });
-      }
+      for (const t of tasks) bench.add(t.name, runOnce(t), { async: true });
       let i = 0;
       bench.addEventListener('cycle', (e) => {
         const r = e.task!.result;
@@ -415,6 +428,7 @@ export class E2E {
       throughput,
       cpu_ratio_gw_ref: cpuRatio,
       processes: { gw: `node ${path.relative(root, gwBin)} run`, reference: 'bench/reference-proxy.ts', backend: 'bench/backend.ts' },
+      gw_workers: this.opts.gwWorkers > 0 ? this.opts.gwWorkers : 'default',
     };
   }
 
