@@ -228,6 +228,37 @@ class Inflight implements StreamOwner {
 
   // ---- no-op ----
 
+  headStatus = 0;
+  headHeaders: Headers | null = null;
+  headGunzip = false;
+
+  /** Status and headers of a streamed answer; runs inside a cork (see ClientSink). */
+  writeHead(): void {
+    const res = this.res;
+    const headers = this.headHeaders!;
+    res.writeStatus(statusLine(this.headStatus));
+    // Headers the backend's Connection header names are hop-by-hop too.
+    const conn = headers['connection'] ?? headers['Connection'];
+    const named = conn === undefined ? null : new Set(String(conn).toLowerCase().split(',').map((t) => t.trim()));
+    const gunzip = this.headGunzip;
+    for (const k in headers) {
+      const lk = k.toLowerCase();
+      if (HOP_BY_HOP.has(lk) || lk === 'content-length' || lk === 'date' || lk === 'uwebsockets') continue;
+      if (named !== null && named.has(lk)) continue;
+      if (gunzip && lk === 'content-encoding') continue;
+      const v = headers[k];
+      if (v === undefined) continue;
+      if (Array.isArray(v)) for (const x of v) res.writeHeader(k, x);
+      else res.writeHeader(k, v);
+    }
+    res.writeHeader('X-Krakend', this.server.router.hideVersionHeader ? 'Version undefined' : VERSION_HEADER_VALUE);
+    res.writeHeader('X-Krakend-Completed', 'false');
+  }
+
+  failBeforeHead(err: Error): void {
+    this.renderError(err);
+  }
+
   acceptsGzip = false;
   sentAcceptEncoding = true;
 
@@ -262,34 +293,22 @@ class Inflight implements StreamOwner {
     if (gunzip) total = -1;
     const status = resp.status;
     const noBody = status === 204 || status === 304 || (status >= 100 && status < 200);
-    // Headers the backend's Connection header names are hop-by-hop too.
-    const conn = headers['connection'] ?? headers['Connection'];
-    const named = conn === undefined ? null : new Set(String(conn).toLowerCase().split(',').map((t) => t.trim()));
-    res.cork(() => {
-      res.writeStatus(statusLine(status));
-      for (const k in headers) {
-        const lk = k.toLowerCase();
-        if (HOP_BY_HOP.has(lk) || lk === 'content-length' || lk === 'date' || lk === 'uwebsockets') continue;
-        if (named !== null && named.has(lk)) continue;
-        if (gunzip && lk === 'content-encoding') continue;
-        const v = headers[k];
-        if (v === undefined) continue;
-        if (Array.isArray(v)) for (const x of v) res.writeHeader(k, x);
-        else res.writeHeader(k, v);
-      }
-      res.writeHeader('X-Krakend', this.server.router.hideVersionHeader ? 'Version undefined' : VERSION_HEADER_VALUE);
-      res.writeHeader('X-Krakend-Completed', 'false');
-      if (noBody || source === null || source === undefined) {
-        if (isUpstreamBody(source)) source.dump();
-        res.end();
-        this.finish();
-        return;
-      }
-      if (typeof source === 'string' || source instanceof Uint8Array) {
-        res.end(source);
-        this.finish();
-      }
-    });
+    this.headStatus = status;
+    this.headHeaders = headers;
+    this.headGunzip = gunzip;
+    if (noBody || source === null || source === undefined || typeof source === 'string' || source instanceof Uint8Array) {
+      res.cork(() => {
+        this.writeHead();
+        if (noBody || source === null || source === undefined) {
+          if (isUpstreamBody(source)) source.dump();
+          res.end();
+        } else {
+          res.end(source as string | Uint8Array);
+        }
+      });
+      this.finish();
+      return;
+    }
     if (this.done) return;
     const sink = new ClientSink(res, this, total);
     if (isUpstreamBody(source) && !gunzip) {

@@ -17,6 +17,11 @@ export interface Resumable {
 export interface StreamOwner {
   /** The client connection is gone; never touch `res` again. */
   readonly aborted: boolean;
+  /** Writes status and headers; called inside the cork of the first body write, so a small
+   *  response leaves in one send. */
+  writeHead(): void;
+  /** The body failed before anything was written: the owner can still answer (500). */
+  failBeforeHead(err: Error): void;
   /** Called once when the body was fully written, or failed. */
   streamDone(err: Error | null): void;
 }
@@ -29,6 +34,7 @@ export class ClientSink implements BodySink {
   private waiting = false;
   private ok = true;
   private chunk: Buffer | null = null;
+  private headDone = false;
 
   constructor(
     private readonly res: HttpResponse,
@@ -42,6 +48,10 @@ export class ClientSink implements BodySink {
   private readonly corkedWrite = (): void => {
     const res = this.res;
     const chunk = this.chunk!;
+    if (!this.headDone) {
+      this.headDone = true;
+      this.owner.writeHead();
+    }
     if (this.total >= 0) {
       const offset = res.getWriteOffset();
       const [ok, done] = res.tryEnd(chunk, this.total);
@@ -88,7 +98,13 @@ export class ClientSink implements BodySink {
   end(): void {
     if (this.finished || this.owner.aborted) return;
     if (this.total <= 0) {
-      this.res.cork(() => this.res.end());
+      this.res.cork(() => {
+        if (!this.headDone) {
+          this.headDone = true;
+          this.owner.writeHead();
+        }
+        this.res.end();
+      });
       this.finish(null);
     } else if (this.pending === null) {
       // Fewer bytes than announced: the client must not take a short body as complete.
@@ -104,6 +120,11 @@ export class ClientSink implements BodySink {
   private fail(err: Error): void {
     if (this.finished) return;
     this.finished = true;
+    if (!this.headDone && !this.owner.aborted) {
+      // Nothing was sent yet: the client gets a proper error answer instead of a cut connection.
+      this.owner.failBeforeHead(err);
+      return;
+    }
     // Headers are already out: closing the connection is the only honest signal.
     if (!this.owner.aborted) this.res.close();
     this.owner.streamDone(err);
