@@ -50,8 +50,25 @@ function sorted(v: unknown): unknown {
   return out;
 }
 
+/** True when every object in `v` already has its keys in Go's order (no copy needed). */
+function isSorted(v: unknown): boolean {
+  if (typeof v !== 'object' || v === null) return true;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) if (!isSorted(v[i])) return false;
+    return true;
+  }
+  let prev: string | null = null;
+  const o = v as Record<string, unknown>;
+  for (const k in o) {
+    if (prev !== null && prev > k) return false;
+    prev = k;
+    if (!isSorted(o[k])) return false;
+  }
+  return true;
+}
+
 export function goJson(v: unknown): string {
-  const s = JSON.stringify(sorted(v)) ?? 'null';
+  const s = JSON.stringify(isSorted(v) ? v : sorted(v)) ?? 'null';
   HTML_UNSAFE.lastIndex = 0;
   return HTML_UNSAFE.test(s) ? s.replace(HTML_UNSAFE, (c) => ESCAPES[c]!) : s;
 }
