@@ -64,7 +64,7 @@ async function stableHandler(req: http.IncomingMessage, res: http.ServerResponse
     case '/1m': {
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 16 * BODY_64K.length });
       for (let i = 0; i < 16 && !res.destroyed; i++) {
-        if (!res.write(BODY_64K)) await new Promise<void>((r) => (res.once('drain', r), res.once('close', r)));
+        if (!res.write(BODY_64K)) await drained(res);
       }
       return void res.end();
     }
@@ -86,6 +86,19 @@ async function stableHandler(req: http.IncomingMessage, res: http.ServerResponse
       res.writeHead(404, { 'content-length': 0 });
       res.end();
   }
+}
+
+/** Waits for 'drain' or 'close', removing both listeners afterwards. */
+function drained(res: http.ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
 
 function listen(server: http.Server, port = 0): Promise<number> {
@@ -205,7 +218,10 @@ function slowRead(port: number): Promise<void> {
   return new Promise((resolve) => {
     const s = net.connect({ host: HOST, port });
     let bytes = 0;
+    let settled = false;
     const done = (ok: boolean) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(deadline);
       s.destroy();
       if (ok) status('slowread', 200, () => true);
@@ -242,7 +258,10 @@ function abortMid(port: number): Promise<void> {
     const noop = Math.random() < 0.6;
     const after = noop ? 50 + Math.random() * 300 : Math.random() * 150;
     let t: NodeJS.Timeout | null = null;
+    let settled = false;
     const done = () => {
+      if (settled) return;
+      settled = true;
       if (t) clearTimeout(t);
       s.destroy();
       status('abort', 0, () => true);
