@@ -144,7 +144,6 @@ export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptio
     cacheTtlS,
     debugEndpoint: raw.debug_endpoint === true,
     echoEndpoint: raw.echo_endpoint === true,
-    maxHeaderBytes: raw.max_header_bytes || 1 << 20,
     maxShutdownWaitMs: parseDuration(raw.max_shutdown_wait_time),
     plugin: isObject(raw.plugin) ? { folder: raw.plugin.folder, pattern: raw.plugin.pattern } : null,
     router: {
@@ -162,6 +161,7 @@ export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptio
     limits: {
       workers: positiveInt(gwServer.workers, 'extra_config["gw/server"].workers'),
       maxUrlLength: positiveInt(gwServer.max_url_length, 'extra_config["gw/server"].max_url_length') || 8192,
+      maxHeaderBytes: positiveInt(raw.max_header_bytes, 'max_header_bytes'),
       backendMaxQueue: positiveInt(gwServer.backend_max_queue, 'extra_config["gw/server"].backend_max_queue') || 1024,
     },
     transport: {

@@ -58,6 +58,9 @@ export interface ServerLimits {
   readonly workers: number;
   /** Longest request target (path + query) accepted; longer → 414. */
   readonly maxUrlLength: number;
+  /** Root `max_header_bytes`: total size of the request's header names and values; larger → 431.
+   *  0 (unset) = the listener's own limit. */
+  readonly maxHeaderBytes: number;
   /** Requests allowed to wait for a backend connection per origin once all connections are busy;
    *  beyond it the backend call fails at once (503 for a single backend). */
   readonly backendMaxQueue: number;
@@ -103,7 +106,6 @@ export interface ServiceConfig {
   readonly cacheTtlS: number;
   readonly debugEndpoint: boolean;
   readonly echoEndpoint: boolean;
-  readonly maxHeaderBytes: number;
   readonly maxShutdownWaitMs: number;
   readonly plugin: { readonly folder: string; readonly pattern: string } | null;
   readonly router: RouterOptions;

@@ -12,7 +12,7 @@ import type { BackendResponse, Headers } from '../plugin/types.js';
 import { isUpstreamBody } from '../transport/body.js';
 import { compileFormatter } from './formatter.js';
 import { compileHeaderBuilder, compileQueryFilter, compileUrlPattern } from './request.js';
-import { DeadlineError, OutboundRequest, StatusError, type ProxyRequest, type ProxyResponse } from './types.js';
+import { DeadlineError, OutboundRequest, StatusError, withBackend, type ProxyRequest, type ProxyResponse } from './types.js';
 import { decodeRss, decodeXml } from './xml.js';
 
 export type Client = (r: OutboundRequest) => Promise<BackendResponse>;
@@ -181,8 +181,7 @@ function buildDecodingProxy(
   const needBody = detailsAlias !== null || returnCode;
   const label = `[${b.method} ${b.urlPattern}]`;
 
-  return async (req) => {
-    const out = buildOutbound(req);
+  const call = async (out: OutboundRequest): Promise<ProxyResponse> => {
     const res = await client(out);
     if (res.status !== 200 && res.status !== 201) {
       let body: string | null = null;
@@ -202,6 +201,12 @@ function buildDecodingProxy(
     let data = decode(buf);
     if (format !== null) data = format(data);
     return { data, isComplete: true, errors: null };
+  };
+  return (req) => {
+    const out = buildOutbound(req);
+    return call(out).catch((err: Error) => {
+      throw withBackend(err, out);
+    });
   };
 }
 

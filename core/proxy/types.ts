@@ -112,3 +112,15 @@ export class CanceledError extends Error {
     this.name = 'CanceledError';
   }
 }
+
+/**
+ * Adds the backend call to an error's log text, the way Go's client names it
+ * (`Get "http://host/path": connect ECONNREFUSED`). The client-facing message is unchanged.
+ */
+export function withBackend(err: Error, out: { method: string; url: string }): Error {
+  if (err instanceof StatusError || err instanceof CanceledError) return err;
+  const e = err instanceof DeadlineError ? new DeadlineError() : (err as Error & { detail?: string });
+  const m = out.method;
+  (e as { detail?: string }).detail ??= `${m.charAt(0)}${m.slice(1).toLowerCase()} "${out.url}": ${err.message}`;
+  return e;
+}

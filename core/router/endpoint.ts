@@ -14,7 +14,7 @@ import type { Logger } from '../log.js';
 import type { BackendResponse, Headers } from '../plugin/types.js';
 import type { BackendPipe } from '../proxy/backend.js';
 import { HOP_BY_HOP, type CapturedHeaders, type ClientInfo } from '../proxy/request.js';
-import { CanceledError, DeadlineError, ProxyRequest, StatusError, type Proxy, type ProxyResponse } from '../proxy/types.js';
+import { CanceledError, DeadlineError, ProxyRequest, StatusError, withBackend, type Proxy, type ProxyResponse } from '../proxy/types.js';
 import { isUpstreamBody, UpstreamBody } from '../transport/body.js';
 import { VERSION_HEADER_VALUE } from '../version.js';
 import { goJson } from './json.js';
@@ -140,9 +140,12 @@ class Inflight implements StreamOwner {
     if (--s.inflight === 0 && s.onIdle !== null) s.onIdle();
   }
 
+  /** The no-op backend call, for log lines. */
+  out: { method: string; url: string } | null = null;
+
   streamDone(err: Error | null): void {
     if (err !== null && !this.aborted) {
-      this.server.logger.error(`[ENDPOINT: ${this.rt.config.path}] ${err.message}`);
+      this.server.logger.error(`[ENDPOINT: ${this.rt.config.path}] ${this.out?.method} "${this.out?.url}": response body failed after the headers were sent: ${err.message}`);
     }
     this.finish();
   }
@@ -178,7 +181,8 @@ class Inflight implements StreamOwner {
     if (this.aborted || this.done) return;
     const ep = this.rt.config;
     const timedOut = this.controller.signal.aborted && this.controller.signal.reason instanceof DeadlineError;
-    const e = timedOut && !(err instanceof StatusError) ? (this.controller.signal.reason as Error) : err;
+    // A timed-out call reports the deadline (with the backend it was waiting for, when known).
+    const e = timedOut && !(err instanceof StatusError) ? (err instanceof DeadlineError ? err : (this.controller.signal.reason as Error)) : err;
     logErrors(this.server.logger, ep.path, (e as { all?: Error[] }).all ?? [e]);
     const router = this.server.router;
     let status = 500;
@@ -389,6 +393,17 @@ function rejectFraming(res: HttpResponse, _problem: string): void {
   res.close();
 }
 
+let headerTotal = 0;
+function addHeader(k: string, v: string): void {
+  headerTotal += k.length + v.length + 4;
+}
+/** Size of the request's header block (name: value CRLF), only computed when a limit is set. */
+function headerBytes(req: HttpRequest): number {
+  headerTotal = 0;
+  req.forEach(addHeader);
+  return headerTotal;
+}
+
 const DIGITS = /^\d+$/;
 const CHUNKED_LAST = /(?:^|,)[ \t]*chunked[ \t]*$/i;
 
@@ -437,6 +452,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
   const { render, needsAccept } = compileRender(ep);
 
   const maxUrl = server.limits.maxUrlLength;
+  const maxHeaderBytes = server.limits.maxHeaderBytes;
   const maxPayload = ep.maxPayload;
 
   return (res, req) => {
@@ -446,6 +462,14 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
       res.cork(() => {
         res.writeStatus('414 URI Too Long');
         res.end('', true);
+      });
+      return;
+    }
+    if (maxHeaderBytes > 0 && headerBytes(req) > maxHeaderBytes) {
+      res.cork(() => {
+        res.writeStatus('431 Request Header Fields Too Large');
+        res.writeHeader('Content-Type', TEXT_PLAIN);
+        res.end(`request headers larger than ${maxHeaderBytes} bytes`, true);
       });
       return;
     }
@@ -525,9 +549,10 @@ function runPipe(f: Inflight, preq: ProxyRequest, noop: BackendPipe | null, prox
       f.renderError(err as Error);
       return;
     }
+    f.out = out;
     noop.client(out).then(
       (r) => f.stream(r),
-      (err: Error) => f.renderError(backendFailure(err, out)),
+      (err: Error) => f.renderError(withBackend(err, out)),
     );
     return;
   }
@@ -535,14 +560,6 @@ function runPipe(f: Inflight, preq: ProxyRequest, noop: BackendPipe | null, prox
     (r) => f.renderOk(r),
     (err: Error) => f.renderError(err),
   );
-}
-
-/** Names the backend call in the log line, the way Go's client errors do (`Get "url": ...`). */
-function backendFailure(err: Error, out: { method: string; url: string }): Error {
-  if (err instanceof StatusError || err instanceof DeadlineError || err instanceof CanceledError) return err;
-  const e = err as Error & { detail?: string };
-  e.detail ??= `${out.method.charAt(0)}${out.method.slice(1).toLowerCase()} "${out.url}": ${err.message}`;
-  return e;
 }
 
 const EMPTY: string[] = [];

@@ -125,9 +125,11 @@ export class ClientSink implements BodySink {
       this.owner.failBeforeHead(err);
       return;
     }
-    // Headers are already out: closing the connection is the only honest signal.
-    if (!this.owner.aborted) this.res.close();
+    // Headers are already out: closing the connection is the only honest signal. Report first:
+    // close() fires onAborted synchronously.
+    const aborted = this.owner.aborted;
     this.owner.streamDone(err);
+    if (!aborted) this.res.close();
   }
 
   private finish(err: Error | null): void {
