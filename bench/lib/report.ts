@@ -134,6 +134,14 @@ export function summary(r: Results): string {
           ]),
         ),
       );
+      const ws = e.worker_scaling;
+      if (ws) {
+        out.push('');
+        out.push(
+          `gw no-op req/s with ${ws.workers} workers ÷ 1 worker: ${ws.rps_ratio.toFixed(2)}× ` +
+            '(the load generator and the backend share these cores, so this understates a dedicated host)',
+        );
+      }
       if (e.cpu_ratio_gw_ref !== null) {
         out.push('');
         out.push(`gw CPU per no-op request ÷ reference node:http+undici proxy: ${e.cpu_ratio_gw_ref.toFixed(2)} (target ≤ 0.50)`);

@@ -92,6 +92,8 @@ export interface E2EResult {
   throughput: ThroughputRow[];
   /** gw CPU µs/req ÷ reference CPU µs/req on the no-op 1 KB passthrough (target ≤ 0.5). */
   cpu_ratio_gw_ref: number | null;
+  /** gw no-op req/s with one worker per core ÷ one worker (null when not measured). */
+  worker_scaling: { workers: number; rps_ratio: number } | null;
   processes: { gw: string; reference: string; backend: string };
   gw_workers: number | 'default';
 }
@@ -417,6 +419,32 @@ export class E2E {
           `${spec.target === 'direct' ? 'backend' : spec.target} CPU ${row.cpu_us_per_req?.toFixed(1) ?? '?'} µs/req`,
       );
     }
+    // Worker scaling: the same no-op load against a second gw started with one worker per core.
+    let workerScaling: { workers: number; rps_ratio: number } | null = null;
+    const cores = os.availableParallelism();
+    const one = throughput.find((r) => r.name === 'gw no-op 1 KB');
+    if (one && cores > 1 && this.opts.gwWorkers === 1) {
+      this.checkAbort();
+      log(`  starting gw with --workers ${cores} for the scaling row`);
+      const port2 = await freePort();
+      const cfg2 = path.join(this.tmp!, 'gw-bench-workers.json');
+      fs.writeFileSync(cfg2, JSON.stringify(gwConfig(port2, backend, pluginDir), null, 2));
+      const gwN = await startChild(`gw --workers ${cores}`, {
+        args: [gwBin, 'run', '-c', cfg2, '--log-level', 'ERROR', '--workers', String(cores)],
+        cwd: root,
+        readyHttp: { port: port2, path: '/__health' },
+      });
+      this.children.push(gwN.child);
+      const pool = new Pool(`http://${HOST}:${port2}`, { ...clientOpts, connections: this.opts.concurrency });
+      this.dispatchers.push(pool);
+      const row = await this.load(`gw no-op 1 KB, ${cores} workers`, 'gw', pool, '/noop/1k', gwN.child, be.child);
+      throughput.push(row);
+      this.dispatchers.splice(this.dispatchers.indexOf(pool), 1);
+      await pool.destroy();
+      await gwN.child.stop();
+      workerScaling = { workers: cores, rps_ratio: sig(row.rps / one.rps, 3) };
+      log(`  e2e throughput ${row.name}: ${row.rps.toFixed(0)} req/s (${workerScaling.rps_ratio}× one worker)`);
+    }
     const tg = throughput.find((r) => r.name === 'gw no-op 1 KB')?.cpu_us_per_req;
     const tr = throughput.find((r) => r.name === 'ref no-op 1 KB')?.cpu_us_per_req;
     const cpuRatio = tg != null && tr != null && tr > 0 ? sig(tg / tr, 3) : null;
@@ -427,6 +455,7 @@ export class E2E {
       delegation,
       throughput,
       cpu_ratio_gw_ref: cpuRatio,
+      worker_scaling: workerScaling,
       processes: { gw: `node ${path.relative(root, gwBin)} run`, reference: 'bench/reference-proxy.ts', backend: 'bench/backend.ts' },
       gw_workers: this.opts.gwWorkers > 0 ? this.opts.gwWorkers : 'default',
     };
