@@ -106,18 +106,21 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       logger.info(`[SERVICE: uWS] Using ${name}`);
       app = uws.App();
       registerRoutes(app, cfg, endpoints, state, !!opts.debug || cfg.debugEndpoint);
-      const host = cfg.listenIp || '0.0.0.0';
+      // No listen_ip: every interface, IPv4 and IPv6 (uSockets' dual-stack default), as KrakenD.
+      const host = cfg.listenIp;
       return new Promise<number>((resolve, reject) => {
-        app!.listen(host, port, (ls) => {
+        const onListen = (ls: us_listen_socket | false) => {
           if (!ls) {
-            reject(new Error(`listen ${host}:${port} failed (port in use or not permitted)`));
+            reject(new Error(`listen ${host || '*'}:${port} failed (port in use or not permitted)`));
             return;
           }
           listenSocket = ls;
           const bound = uws.us_socket_local_port(ls as never);
           logger.info(`[SERVICE: Gin] Listening on port: ${bound}`);
           resolve(bound);
-        });
+        };
+        if (host) app!.listen(host, port, onListen);
+        else app!.listen(port, onListen);
       });
     },
     async close(waitMs = 10_000) {

@@ -93,18 +93,40 @@ function canonicalCached(lower: string): string {
 }
 
 const textDecoder = new TextDecoder();
+const ipv4Cache = new Map<number, string>();
 
-/** The client's address as text; IPv4-mapped IPv6 addresses are reported as IPv4. */
+/** The client's address as text; IPv4(-mapped) addresses come from a small cache, without decoding. */
 export function clientIp(res: HttpResponse): string {
-  const ip = textDecoder.decode(res.getRemoteAddressAsText());
-  if (ip.startsWith('0000:0000:0000:0000:0000:ffff:')) {
-    const h = ip.slice(30).replace(':', '');
-    const n = parseInt(h, 16);
-    return `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+  const b = new Uint8Array(res.getRemoteAddress());
+  let v4 = -1;
+  if (b.length === 4) v4 = ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
+  else if (b.length === 16 && b[10] === 0xff && b[11] === 0xff && (b[0]! | b[1]! | b[2]! | b[3]! | b[4]! | b[5]! | b[6]! | b[7]! | b[8]! | b[9]!) === 0) {
+    v4 = ((b[12]! << 24) | (b[13]! << 16) | (b[14]! << 8) | b[15]!) >>> 0;
   }
-  if (ip.startsWith('::ffff:')) return ip.slice(7);
+  if (v4 >= 0) {
+    let s = ipv4Cache.get(v4);
+    if (s === undefined) {
+      s = `${v4 >>> 24}.${(v4 >>> 16) & 255}.${(v4 >>> 8) & 255}.${v4 & 255}`;
+      if (ipv4Cache.size >= 4096) ipv4Cache.clear();
+      ipv4Cache.set(v4, s);
+    }
+    return s;
+  }
+  const raw = textDecoder.decode(res.getRemoteAddressAsText());
+  let ip = ipv6Cache.get(raw);
+  if (ip === undefined) {
+    // uWS prints IPv6 uncompressed (0000:...:0001); Go (and so KrakenD) sends the short form (::1).
+    try {
+      ip = new URL(`http://[${raw}]/`).hostname.slice(1, -1);
+    } catch {
+      ip = raw;
+    }
+    if (ipv6Cache.size >= 4096) ipv6Cache.clear();
+    ipv6Cache.set(raw, ip);
+  }
   return ip;
 }
+const ipv6Cache = new Map<string, string>();
 
 /** Per-request state: one fixed-shape object, its methods are the uWS/undici callbacks. */
 class Inflight implements StreamOwner {
