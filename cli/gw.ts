@@ -177,6 +177,7 @@ async function check(flags: CheckFlags): Promise<void> {
     process.exitCode = 1;
     return;
   }
+  for (const w of cfg.warnings) console.log(`WARNING: ${w}`);
   console.log(green('Syntax OK!'));
 }
 

@@ -53,6 +53,7 @@ const METHOD_REGISTER: Record<string, 'get' | 'post' | 'put' | 'patch' | 'del'> 
  */
 export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Promise<Gateway> {
   const logger = opts.logger;
+  for (const w of cfg.warnings) logger.warn(`[SERVICE: Config] ${w}`);
   const pools = new Pools(cfg.transport, cfg.limits.backendMaxQueue);
   const shutdown = new AbortController();
   let registry: PluginRegistry | null = null;

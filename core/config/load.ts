@@ -35,6 +35,10 @@ const ENDPOINT_PARAM = /^\{([a-zA-Z\-_0-9]+)\}$/;
 const URL_PATTERN_PARAM = /\{([\w\-.:/]+)\}/g;
 const HOST_PATTERN = /(https?:\/\/)?([a-zA-Z0-9._-]+)(:[0-9]{2,6})?\/?/g;
 
+/** v1/v2 key names that KrakenD v3 ignores without a word (gw warns). */
+const V2_ENDPOINT_KEYS: ReadonlyArray<[string, string]> = [['headers_to_pass', 'input_headers'], ['querystring_params', 'input_query_strings']];
+const V2_BACKEND_KEYS: ReadonlyArray<[string, string]> = [['whitelist', 'allow'], ['blacklist', 'deny'], ['headers_to_pass', 'input_headers'], ['querystring_params', 'input_query_strings']];
+
 let validator: ValidateFunction | undefined;
 let lintValidator: ValidateFunction | undefined;
 
@@ -115,12 +119,13 @@ export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptio
   const serviceMaxPayload = positiveInt(router.max_payload, 'extra_config.router.max_payload');
   const outputDefault = typeof raw.output_encoding === 'string' && raw.output_encoding !== '' ? raw.output_encoding : 'json';
 
+  const warnings: string[] = [];
   const endpoints: EndpointConfig[] = [];
   const seen = new Map<string, { desc: string; index: number }>();
   const list: unknown[] = Array.isArray(raw.endpoints) ? raw.endpoints : [];
   list.forEach((e, index) => {
     const ep = normaliseEndpoint(e as Record<string, any>, index, {
-      timeoutMs, cacheTtlS, outputDefault, defaultHosts, maxPayload: serviceMaxPayload,
+      timeoutMs, cacheTtlS, outputDefault, defaultHosts, maxPayload: serviceMaxPayload, warnings,
     });
     if (!ep) return;
     const key = `${ep.method} ${ep.route.replace(/:[^/]+/g, ':')}`;
@@ -137,6 +142,7 @@ export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptio
 
   const level = String(logging?.level ?? 'DEBUG').toUpperCase();
   const cfg: ServiceConfig = {
+    warnings,
     name: typeof raw.name === 'string' ? raw.name : '',
     port: raw.port || DEFAULT_PORT,
     listenIp: checkIp(raw.listen_ip),
@@ -199,6 +205,7 @@ function positiveInt(v: unknown, where: string): number {
 }
 
 interface Inherited {
+  warnings: string[];
   maxPayload: number;
   timeoutMs: number;
   cacheTtlS: number;
@@ -223,6 +230,11 @@ function normaliseEndpoint(e: Record<string, any>, index: number, inh: Inherited
   const method = rawMethod as Method;
   if (INVALID_ENDPOINT.test(path)) throw new ConfigError(`ignoring the '${method} ${path}' endpoint, since it is invalid!!!`);
   const backendsRaw: Record<string, any>[] = Array.isArray(e.backend) ? e.backend : [];
+  for (const [old, now] of V2_ENDPOINT_KEYS) {
+    if (e[old] !== undefined) {
+      inh.warnings.push(`endpoints[${index}] (${path}): "${old}" is the configuration v2 name and is ignored in version 3; use "${now}"`);
+    }
+  }
   if (backendsRaw.length === 0) {
     throw new ConfigError(`ignoring the '${method} ${path}' endpoint, since it has 0 backends defined!`);
   }
@@ -254,6 +266,16 @@ function normaliseEndpoint(e: Record<string, any>, index: number, inh: Inherited
   const sequential = proxyCfg.sequential === true;
 
   const backends = backendsRaw.map((b, bi): BackendConfig => {
+    if (b.sd === 'dns' || b.sd === 'dns-shared') {
+      throw new ConfigError(
+        `endpoints[${index}] (${method} ${path}), backend ${bi}: service discovery "sd": "${b.sd}" (DNS SRV) is not supported by gw yet; list the hosts with "sd": "static"`,
+      );
+    }
+    for (const [old, now] of V2_BACKEND_KEYS) {
+      if (b[old] !== undefined) {
+        inh.warnings.push(`endpoints[${index}] (${path}), backend ${bi}: "${old}" is the configuration v2 name and is ignored in version 3; use "${now}"`);
+      }
+    }
     let urlPattern: string = b.url_pattern;
     if (!urlPattern.startsWith('/')) urlPattern = '/' + urlPattern;
     const hostsRaw: string[] = Array.isArray(b.host) && b.host.length ? b.host : [...inh.defaultHosts];

@@ -99,6 +99,8 @@ export interface LoggingOptions {
 }
 
 export interface ServiceConfig {
+  /** Things KrakenD silently ignores that are worth telling the user (logged at WARNING on start). */
+  readonly warnings: readonly string[];
   readonly name: string;
   readonly port: number;
   readonly listenIp: string;

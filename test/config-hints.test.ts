@@ -1,0 +1,49 @@
+// Start-up hints beyond KrakenD: keys that v3 silently ignores, and features gw does not have yet.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { runCli, startGateway, startBackend, sendJSON, writeConfig } from './helpers/gw.ts';
+
+describe('configuration hints', () => {
+  test('sd "dns" is a start-up error naming the backend, not a silently wrong host', async () => {
+    const cfg = {
+      version: 3,
+      endpoints: [{ endpoint: '/x', backend: [{ host: ['api.service.consul'], sd: 'dns', url_pattern: '/x' }] }],
+    };
+    const r = await runCli(['check', '-c', writeConfig(cfg)]);
+    assert.equal(r.code, 1, r.output);
+    assert.match(r.output, /ERROR parsing the configuration file:.*endpoints\[0\] \(GET \/x\), backend 0: service discovery "sd": "dns"/s);
+  });
+
+  test('v2 key names (headers_to_pass, whitelist) are reported by check and logged by run, and still ignored', async () => {
+    const backend = await startBackend((req, res) => sendJSON(res, 200, { seen: req.headers['x-foo'] ?? null, a: 1, b: 2 }));
+    try {
+      const cfg = {
+        version: 3,
+        endpoints: [
+          {
+            endpoint: '/x',
+            headers_to_pass: ['X-Foo'],
+            backend: [{ host: [backend.url], url_pattern: '/x', whitelist: ['a'] }],
+          },
+        ],
+      };
+      const r = await runCli(['check', '-c', writeConfig(cfg)]);
+      assert.equal(r.code, 0, r.output);
+      assert.match(r.output, /WARNING: endpoints\[0\] \(\/x\): "headers_to_pass" is the configuration v2 name and is ignored in version 3; use "input_headers"/);
+      assert.match(r.output, /WARNING: endpoints\[0\] \(\/x\), backend 0: "whitelist" is the configuration v2 name .* use "allow"/);
+      assert.match(r.output, /Syntax OK!/);
+
+      const gw = await startGateway(cfg, { args: ['--workers', '1'] });
+      try {
+        const res = await fetch(`${gw.url}/x`, { headers: { 'X-Foo': 'bar' } });
+        // Ignored, as in KrakenD v3: the header is not forwarded and nothing is filtered.
+        assert.deepEqual(await res.json(), { seen: null, a: 1, b: 2 });
+        assert.match(gw.output(), /headers_to_pass.{1,3} is the configuration v2 name/);
+      } finally {
+        await gw.stop();
+      }
+    } finally {
+      await backend.close();
+    }
+  });
+});
