@@ -146,7 +146,10 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
         /* older builds have no App.close() */
       }
       app = null;
-      await pools.close();
+      // Keep-alive sockets close at once; a response body nobody reads cannot hold shutdown.
+      const closed = pools.close();
+      const timedOut = await Promise.race([closed.then(() => false), new Promise<boolean>((r) => setTimeout(r, Math.min(waitMs || 2000, 5000), true).unref())]);
+      if (timedOut) await pools.destroy();
       logger.info('[SERVICE: Gin] Router execution ended');
     },
   };

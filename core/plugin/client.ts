@@ -9,6 +9,7 @@ import { ConfigError } from '../config/load.js';
 import type { Logger } from '../log.js';
 import type { Client } from '../proxy/backend.js';
 import { OutboundRequest } from '../proxy/types.js';
+import { isUpstreamBody } from '../transport/body.js';
 import type { BackendRequest, BackendResponse, ClientFactory, ClientHandler, NextClient } from './types.js';
 import { pluginLogger } from './logger.js';
 import type { PluginRegistry } from './registry.js';
@@ -103,19 +104,38 @@ export function pluginClient(name: string, handler: ClientHandler, next: Client,
     throw new PluginError(name, `plugin ${name}: ${msg}`, err);
   };
   return (r: OutboundRequest): Promise<BackendResponse> => {
-    const nextFn: NextClient = (req) => next(toOutbound(r, req ?? r));
+    // Responses from next() that the handler did not return (a retry, a probe) still hold a pool
+    // connection with an unread body: they are discarded once the handler settles.
+    let delegated: BackendResponse[] | null = null;
+    const nextFn: NextClient = (req) =>
+      next(toOutbound(r, req ?? r)).then((res) => {
+        (delegated ??= []).push(res);
+        return res;
+      });
+    const release = (kept: BackendResponse | null): void => {
+      if (delegated === null) return;
+      for (const d of delegated) if (d !== kept && d.body !== kept?.body && isUpstreamBody(d.body)) d.body.dump();
+    };
     let out: BackendResponse | Promise<BackendResponse>;
     try {
       out = handler(r, nextFn);
     } catch (err) {
       return Promise.reject(fail(err));
     }
-    return Promise.resolve(out).then((resp) => {
-      if (resp === null || typeof resp !== 'object' || typeof resp.status !== 'number') {
-        fail(new Error('the handler returned no response ({ status, headers, body })'));
-      }
-      if (resp.headers === undefined || resp.headers === null) resp.headers = {};
-      return resp;
-    }, fail);
+    return Promise.resolve(out).then(
+      (resp) => {
+        if (resp === null || typeof resp !== 'object' || typeof resp.status !== 'number') {
+          release(null);
+          fail(new Error('the handler returned no response ({ status, headers, body })'));
+        }
+        if (resp.headers === undefined || resp.headers === null) resp.headers = {};
+        release(resp);
+        return resp;
+      },
+      (err) => {
+        release(null);
+        return fail(err);
+      },
+    );
   };
 }

@@ -236,10 +236,11 @@ export async function readBody(res: BackendResponse, limit: number): Promise<Buf
   else if (typeof (b as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === 'function') {
     const chunks: Buffer[] = [];
     let size = 0;
-    for await (const c of b as AsyncIterable<Uint8Array>) {
-      size += c.byteLength;
+    for await (const c of b as AsyncIterable<Uint8Array | string>) {
+      const buf = Buffer.from(c as string); // a copy, for strings and bytes alike
+      size += buf.length;
       if (size > limit) throw new Error(`response body larger than ${limit} bytes`);
-      chunks.push(Buffer.from(c));
+      chunks.push(buf);
     }
     buf = Buffer.concat(chunks, size);
   } else buf = Buffer.from(JSON.stringify(b));

@@ -136,6 +136,7 @@ class Inflight implements StreamOwner {
   readonly controller = new AbortController();
   body: RequestBodyStream | null = null;
   upstream: UpstreamBody | null = null;
+  sink: ClientSink | null = null;
 
   constructor(
     readonly res: HttpResponse,
@@ -151,8 +152,15 @@ class Inflight implements StreamOwner {
     this.body?.destroy(err);
     this.upstream?.abort(err);
     this.controller.abort(err);
+    // A plugin stream waiting on backpressure is woken so it sees the abort and stops.
+    this.sink?.source?.resume();
     this.finish();
   };
+
+  /** Before the last write: an upload still paused is resumed so its rest drains (and is dropped). */
+  private releaseBody(): void {
+    this.body?.release();
+  }
 
   finish(): void {
     if (this.done) return;
@@ -185,10 +193,19 @@ class Inflight implements StreamOwner {
       break;
     }
     const complete = hasData && resp.isComplete;
-    const { body, contentType } = this.render!(data, this.accept);
+    let rendered;
+    try {
+      rendered = this.render!(data, this.accept);
+    } catch (err) {
+      // e.g. a response nested too deep to serialise
+      this.renderError(err as Error);
+      return;
+    }
+    const { body, contentType } = rendered;
     const res = this.res;
     const router = this.server.router;
     res.cork(() => {
+      this.releaseBody();
       res.writeStatus('200 OK');
       res.writeHeader('Content-Type', contentType);
       res.writeHeader('X-Krakend', router.hideVersionHeader ? 'Version undefined' : VERSION_HEADER_VALUE);
@@ -224,12 +241,34 @@ class Inflight implements StreamOwner {
     }
     const res = this.res;
     res.cork(() => {
+      this.releaseBody();
       res.writeStatus(statusLine(status));
       res.writeHeader('X-Krakend', router.hideVersionHeader ? 'Version undefined' : VERSION_HEADER_VALUE);
       res.writeHeader('X-Krakend-Completed', 'false');
       if (body !== '') res.writeHeader('Content-Type', contentType);
       res.end(body);
     });
+    this.finish();
+  }
+
+  /** Something threw while answering: a 500 if nothing went out yet, else the connection is closed. */
+  crashed(err: Error): void {
+    this.server.logger.error(`[ENDPOINT: ${this.rt.config.path}] internal error while answering: ${err.stack ?? err.message}`);
+    if (this.aborted) return;
+    if (!this.done) {
+      try {
+        this.renderError(err);
+        return;
+      } catch {
+        /* the response is half written: close below */
+      }
+    }
+    try {
+      this.res.close();
+    } catch {
+      /* already ended */
+    }
+    this.upstream?.abort(err);
     this.finish();
   }
 
@@ -257,12 +296,16 @@ class Inflight implements StreamOwner {
   headStatus = 0;
   headHeaders: Headers | null = null;
   headGunzip = false;
+  /** The body is a JSON value a plugin returned: say so when its headers do not. */
+  headJson = false;
 
   /** Status and headers of a streamed answer; runs inside a cork (see ClientSink). */
   writeHead(): void {
     const res = this.res;
     const headers = this.headHeaders!;
+    this.releaseBody();
     res.writeStatus(statusLine(this.headStatus));
+    let hasContentType = false;
     // Headers the backend's Connection header names are hop-by-hop too.
     const conn = headers['connection'] ?? headers['Connection'];
     const named = conn === undefined ? null : new Set(String(conn).toLowerCase().split(',').map((t) => t.trim()));
@@ -273,10 +316,13 @@ class Inflight implements StreamOwner {
       if (named !== null && named.has(lk)) continue;
       if (gunzip && lk === 'content-encoding') continue;
       const v = headers[k];
-      if (v === undefined) continue;
-      if (Array.isArray(v)) for (const x of v) res.writeHeader(k, x);
-      else res.writeHeader(k, v);
+      if (v === undefined || v === null) continue;
+      if (lk === 'content-type') hasContentType = true;
+      // Plugins may hand over numbers; uWS takes strings only.
+      if (Array.isArray(v)) for (const x of v) res.writeHeader(k, String(x));
+      else res.writeHeader(k, String(v));
     }
+    if (this.headJson && !hasContentType) res.writeHeader('Content-Type', 'application/json; charset=utf-8');
     res.writeHeader('X-Krakend', this.server.router.hideVersionHeader ? 'Version undefined' : VERSION_HEADER_VALUE);
     res.writeHeader('X-Krakend-Completed', 'false');
   }
@@ -315,10 +361,12 @@ class Inflight implements StreamOwner {
     } else if (b !== null && typeof b === 'object' && !(b instanceof Readable) && typeof (b as AsyncIterable<unknown>)[Symbol.asyncIterator] !== 'function') {
       source = goJson(b);
       total = Buffer.byteLength(source as string);
+      this.headJson = true;
     }
     if (gunzip) total = -1;
     const status = resp.status;
-    const noBody = status === 204 || status === 304 || (status >= 100 && status < 200);
+    // A HEAD answer announces a length it does not send.
+    const noBody = status === 204 || status === 304 || (status >= 100 && status < 200) || this.out?.method === 'HEAD';
     this.headStatus = status;
     this.headHeaders = headers;
     this.headGunzip = gunzip;
@@ -327,6 +375,7 @@ class Inflight implements StreamOwner {
         this.writeHead();
         if (noBody || source === null || source === undefined) {
           if (isUpstreamBody(source)) source.dump();
+          else if (source instanceof Readable) source.destroy();
           res.end();
         } else {
           res.end(source as string | Uint8Array);
@@ -337,6 +386,7 @@ class Inflight implements StreamOwner {
     }
     if (this.done) return;
     const sink = new ClientSink(res, this, total);
+    this.sink = sink;
     if (isUpstreamBody(source) && !gunzip) {
       sink.source = source;
       source.pipe(sink);
@@ -364,6 +414,14 @@ function onTimeout(f: Inflight): void {
   f.controller.abort(err);
   f.upstream?.abort(err);
   f.body?.destroy(err);
+  // The aborted call normally rejects within this turn (its error names the backend). Whatever
+  // the pipe is doing otherwise (a call still queued for a connection, a plugin that ignores its
+  // signal), the client is answered right after.
+  setImmediate(answerTimedOut, f, err);
+}
+
+function answerTimedOut(f: Inflight, err: DeadlineError): void {
+  if (!f.done && !f.aborted) f.renderError(f.out !== null ? withBackend(err, f.out) : err);
 }
 
 /** The client's request body as a Readable fed by uWS onData, with backpressure (res.pause). */
@@ -374,16 +432,27 @@ class RequestBodyStream extends Readable {
     private readonly res: HttpResponse,
     /** 0 = no limit. */
     private readonly limit: number,
+    private readonly f: Inflight,
   ) {
     super();
   }
   override _read(): void {
-    if (this.paused) {
+    if (this.paused && !this.f.done && !this.f.aborted) {
+      this.paused = false;
+      this.res.resume();
+    }
+  }
+  /** Resumes a paused upload; only while the response is still open. */
+  release(): void {
+    if (this.paused && !this.f.aborted) {
       this.paused = false;
       this.res.resume();
     }
   }
   feed(ab: ArrayBuffer, isLast: boolean, f: Inflight): void {
+    // Data after the answer, or for a body its reader dropped (a backend that answered early), is
+    // discarded: the response may be gone, so `res` must not be touched.
+    if (f.done || f.aborted || this.destroyed) return;
     if (this.limit > 0 && (this.received += ab.byteLength) > this.limit) {
       const err = new PayloadTooLarge(this.limit);
       this.destroy(err);
@@ -532,7 +601,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
     const client: ClientInfo = { headers: capture(req), host: req.getHeader('host'), ip: clientIp(res) };
     let body: RequestBodyStream | null = null;
     if ((cl !== '' && cl !== '0') || te !== '') {
-      body = new RequestBodyStream(res, maxPayload);
+      body = new RequestBodyStream(res, maxPayload, f);
       f.body = body;
       const b = body;
       res.onData((ab, isLast) => b.feed(ab, isLast, f));
@@ -573,15 +642,33 @@ function runPipe(f: Inflight, preq: ProxyRequest, noop: BackendPipe | null, prox
     }
     f.out = out;
     noop.client(out).then(
-      (r) => f.stream(r),
+      (r) => streamSafely(f, r),
       (err: Error) => f.renderError(withBackend(err, out)),
     );
     return;
   }
   proxy!(preq).then(
-    (r) => f.renderOk(r),
+    (r) => renderSafely(f, r),
     (err: Error) => f.renderError(err),
   );
+}
+
+// A throw while answering (a plugin's odd header, a response nested too deep to serialise...)
+// must end that request, never reach the process as an unhandled rejection.
+function streamSafely(f: Inflight, r: BackendResponse): void {
+  try {
+    f.stream(r);
+  } catch (err) {
+    f.crashed(err as Error);
+  }
+}
+
+function renderSafely(f: Inflight, r: ProxyResponse): void {
+  try {
+    f.renderOk(r);
+  } catch (err) {
+    f.crashed(err as Error);
+  }
 }
 
 const EMPTY: string[] = [];

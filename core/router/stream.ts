@@ -66,6 +66,11 @@ export class ClientSink implements BodySink {
     }
   };
 
+  /** Finished, failed or the client left: a producer should stop. */
+  get closed(): boolean {
+    return this.finished || this.owner.aborted;
+  }
+
   write(chunk: Buffer): boolean {
     if (this.finished || this.owner.aborted) return true;
     this.chunk = chunk;
@@ -150,9 +155,12 @@ export async function pumpIterable(src: AsyncIterable<Uint8Array>, sink: ClientS
     },
   };
   try {
-    for await (const c of src) {
-      const buf = Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+    for await (const c of src as AsyncIterable<Uint8Array | string>) {
+      // Leaving the loop calls the iterator's return(): a generator stops, a Readable is destroyed.
+      if (sink.closed) return;
+      const buf = typeof c === 'string' ? Buffer.from(c) : Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
       if (!sink.write(buf)) await new Promise<void>((r) => (wake = r));
+      if (sink.closed) return;
     }
     sink.end();
   } catch (err) {

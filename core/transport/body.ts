@@ -29,9 +29,12 @@ export interface FlowControl {
 const DUMP_LIMIT = 256 * 1024;
 
 export class UpstreamBody implements ResponseBody {
+  /** Chunks that arrived before a consumer attached, or that the sink could not take yet. */
   private queue: Buffer[] | null = null;
   private ended = false;
   private failed: Error | null = null;
+  /** The sink was told the outcome (end or error); nothing more goes to it. */
+  private settled = false;
   private sink: BodySink | null = null;
   private consumed = false;
   private received = 0;
@@ -47,7 +50,7 @@ export class UpstreamBody implements ResponseBody {
   push(chunk: Buffer): void {
     this.received += chunk.length;
     const sink = this.sink;
-    if (sink !== null) {
+    if (sink !== null && this.queue === null && !this.settled) {
       if (!sink.write(chunk)) this.flow.pause();
       return;
     }
@@ -56,14 +59,28 @@ export class UpstreamBody implements ResponseBody {
   }
 
   end(): void {
+    if (this.ended || this.failed !== null) return;
     this.ended = true;
-    if (this.sink !== null) this.sink.end();
+    this.settle();
   }
 
   fail(err: Error): void {
-    if (this.ended || this.failed) return;
-    this.failed = err;
-    if (this.sink !== null) this.sink.error(err);
+    if (this.ended) return;
+    this.failed ??= err;
+    this.settle();
+  }
+
+  /** Tells the sink the outcome once every queued chunk went out. */
+  private settle(): void {
+    const sink = this.sink;
+    if (sink === null || this.settled || this.queue !== null) return;
+    if (this.failed !== null) {
+      this.settled = true;
+      sink.error(this.failed);
+    } else if (this.ended) {
+      this.settled = true;
+      sink.end();
+    }
   }
 
   // ---- consumer side ----
@@ -72,53 +89,41 @@ export class UpstreamBody implements ResponseBody {
   pipe(sink: BodySink): void {
     this.claim();
     this.sink = sink;
+    this.drain();
+  }
+
+  /** Writes queued chunks until the sink is full; then settles or resumes the producer. */
+  private drain(): void {
+    const sink = this.sink!;
     const q = this.queue;
-    this.queue = null;
     if (q !== null) {
-      for (let i = 0; i < q.length; i++) {
-        if (!sink.write(q[i]!)) {
-          // Remaining queued chunks must wait for the sink: re-queue them behind a pause.
-          const rest = q.slice(i + 1);
-          if (rest.length) this.requeue(rest);
+      while (q.length > 0) {
+        if (this.settled) return;
+        if (!sink.write(q.shift()!)) {
+          if (q.length === 0) this.queue = null;
+          // Settle (or resume the producer) when the sink calls resume().
           return;
         }
       }
+      this.queue = null;
     }
-    if (this.failed) sink.error(this.failed);
-    else if (this.ended) sink.end();
+    if (this.failed !== null || this.ended) this.settle();
     else this.flow.resume();
-  }
-
-  private pending: Buffer[] | null = null;
-
-  private requeue(rest: Buffer[]): void {
-    this.pending = rest;
   }
 
   /** Called by the sink when it can take more. */
   resume(): void {
-    const p = this.pending;
-    const sink = this.sink;
-    if (p !== null && sink !== null) {
-      this.pending = null;
-      for (let i = 0; i < p.length; i++) {
-        if (!sink.write(p[i]!)) {
-          const rest = p.slice(i + 1);
-          if (rest.length) this.pending = rest;
-          return;
-        }
-      }
-      if (this.failed) return sink.error(this.failed);
-      if (this.ended) return sink.end();
-    }
-    this.flow.resume();
+    if (this.sink === null || this.settled) return;
+    this.drain();
   }
 
-  /** Stops the transfer (client left, timeout). */
+  /** Stops the transfer (client left, timeout, size limit). The consumer, if any, gets `reason`. */
   abort(reason: Error): void {
     if (this.ended) return;
     this.failed ??= reason;
+    this.queue = null;
     this.flow.abort(reason);
+    this.settle();
   }
 
   bytes(limit = Infinity): Promise<Buffer> {

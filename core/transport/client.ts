@@ -111,6 +111,11 @@ class Exchange implements Dispatcher.DispatchHandler, FlowControl {
     if (this.abortReason !== null) return;
     this.abortReason = reason;
     if (this.controller !== null) this.controller.abort(reason);
+    else if (this.body === null) {
+      // Still queued for a connection: answer now; onRequestStart aborts it when it gets one.
+      this.detach();
+      this.reject(reason);
+    }
   }
 }
 
