@@ -12,6 +12,7 @@ import {
   h,
   req,
   rssBytes,
+  withPeakRss,
   sleep,
   startBackend,
   startGateway,
@@ -127,24 +128,10 @@ describe('no-op', () => {
     const w = await countBytes(gw.port, '/stream?mb=16');
     assert.equal(w.total, 16 * MB);
     await sleep(200);
-    const base = rssBytes(pid);
-    let peak = base;
-    const timer = setInterval(() => {
-      try {
-        peak = Math.max(peak, rssBytes(pid));
-      } catch {
-        /* process gone: the byte count will fail */
-      }
-    }, 20);
-    try {
-      const r = await countBytes(gw.port, '/stream?mb=100');
-      assert.equal(r.status, 200);
-      assert.equal(r.total, 100 * MB, 'byte count');
-      assert.ok(r.patternOk, 'body bytes were altered');
-    } finally {
-      clearInterval(timer);
-    }
-    peak = Math.max(peak, rssBytes(pid));
+    const { result: r, base, peak } = await withPeakRss(pid, 20, () => countBytes(gw.port, '/stream?mb=100'));
+    assert.equal(r.status, 200);
+    assert.equal(r.total, 100 * MB, 'byte count');
+    assert.ok(r.patternOk, 'body bytes were altered');
     const growth = peak - base;
     t.diagnostic(`RSS base ${(base / MB).toFixed(1)} MB, peak ${(peak / MB).toFixed(1)} MB`);
     assert.ok(growth < 50 * MB, `gateway RSS grew by ${(growth / MB).toFixed(1)} MB (base ${(base / MB).toFixed(1)} MB)`);

@@ -17,7 +17,7 @@ import {
   freePort,
   h,
   req,
-  rssBytes,
+  withPeakRss,
   runCli,
   sendJSON,
   sleep,
@@ -425,24 +425,10 @@ describe('streaming', () => {
     const warm = await countBytes('/big?mb=16');
     assert.equal(warm.total, 16 * MB);
     await sleep(200);
-    const base = rssBytes(pid);
-    let peak = base;
-    const timer = setInterval(() => {
-      try {
-        peak = Math.max(peak, rssBytes(pid));
-      } catch {
-        /* process gone: the byte count fails */
-      }
-    }, 50);
-    try {
-      const r = await countBytes('/big?mb=100');
-      assert.equal(r.status, 200);
-      assert.equal(r.total, 100 * MB, 'byte count');
-      assert.ok(r.patternOk, 'body bytes were altered');
-    } finally {
-      clearInterval(timer);
-    }
-    peak = Math.max(peak, rssBytes(pid));
+    const { result: r, base, peak } = await withPeakRss(pid, 50, () => countBytes('/big?mb=100'));
+    assert.equal(r.status, 200);
+    assert.equal(r.total, 100 * MB, 'byte count');
+    assert.ok(r.patternOk, 'body bytes were altered');
     const growth = peak - base;
     t.diagnostic(`RSS base ${(base / MB).toFixed(1)} MB, peak ${(peak / MB).toFixed(1)} MB`);
     assert.ok(growth < 50 * MB, `gateway RSS grew by ${(growth / MB).toFixed(1)} MB (base ${(base / MB).toFixed(1)} MB)`);

@@ -505,3 +505,27 @@ export function h(headers: Record<string, string | string[] | undefined>, name: 
 
 /** Regex that matches any stack-trace frame line, e.g. "    at foo (file.js:1:2)". */
 export const STACK_FRAME = /^\s+at .+(\(.*:\d+:\d+\)|:\d+:\d+)$/m;
+
+/**
+ * Runs `work` while sampling the RSS of `pid` every `everyMs`; returns its result with the RSS
+ * before (`base`) and the highest seen (`peak`), for memory-bound assertions.
+ */
+export async function withPeakRss<T>(pid: number, everyMs: number, work: () => Promise<T>): Promise<{ result: T; base: number; peak: number }> {
+  const base = rssBytes(pid);
+  let peak = base;
+  const sample = () => {
+    try {
+      peak = Math.max(peak, rssBytes(pid));
+    } catch {
+      /* process gone: the caller's own checks fail */
+    }
+  };
+  const timer = setInterval(sample, everyMs);
+  try {
+    const result = await work();
+    sample();
+    return { result, base, peak };
+  } finally {
+    clearInterval(timer);
+  }
+}
