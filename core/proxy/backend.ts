@@ -64,7 +64,7 @@ export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, cli
   };
 
   let proxy: ((req: ProxyRequest) => Promise<ProxyResponse>) | null =
-    endpoint.outputEncoding === 'no-op' ? null : b.encoding === 'no-op' ? buildDiscardingProxy(buildOutbound, client) : buildDecodingProxy(endpoint, b, buildOutbound, client);
+    endpoint.outputEncoding === 'no-op' ? null : b.encoding === 'no-op' ? buildDiscardingProxy(buildOutbound, client) : buildDecodingProxy(b, buildOutbound, client);
   if (proxy !== null && endpoint.concurrentCalls > 1) proxy = composeConcurrent(proxy, endpoint.concurrentCalls, endpoint.timeoutMs);
 
   const pipe: BackendPipe = {
@@ -168,7 +168,6 @@ function buildDiscardingProxy(
 }
 
 function buildDecodingProxy(
-  endpoint: EndpointConfig,
   b: BackendConfig,
   buildOutbound: (req: ProxyRequest) => OutboundRequest,
   client: Client,

@@ -44,7 +44,6 @@ export interface ServerState {
 }
 
 const TEXT_PLAIN = 'text/plain; charset=utf-8';
-const APPLICATION_JSON = 'application/json; charset=utf-8';
 
 /** Builds the header capture for an endpoint's `input_headers`. */
 function compileCapture(list: EndpointConfig['inputHeaders']): (req: HttpRequest) => CapturedHeaders {
@@ -673,11 +672,3 @@ function renderSafely(f: Inflight, r: ProxyResponse): void {
 
 const EMPTY: string[] = [];
 
-export function writeText(res: HttpResponse, status: number, body: string, headers?: Headers): void {
-  res.cork(() => {
-    res.writeStatus(statusLine(status));
-    res.writeHeader('Content-Type', TEXT_PLAIN);
-    if (headers) for (const k in headers) res.writeHeader(k, String(headers[k]));
-    res.end(body);
-  });
-}
