@@ -479,8 +479,21 @@ class PayloadTooLarge extends Error {
  * (smuggled) request behind this one through; `close()` stops the parser and drops any unsent
  * bytes, the 400 included.
  */
-function rejectFraming(res: HttpResponse, _problem: string): void {
+function rejectFraming(res: HttpResponse, problem: string, path: string, logger: Logger): void {
+  // The client cannot be told; the log says why its connection was dropped.
+  if (logger.isLevelEnabled('warn')) {
+    logger.warn(`[ENDPOINT: ${path}] ${problem}; connection closed from ${clientIp(res)}, nothing forwarded`);
+  }
   res.close();
+}
+
+/** A plain-text refusal written before any pipe started (414, 431, 413, 400). */
+function refuse(res: HttpResponse, status: number, message: string, close: boolean): void {
+  res.cork(() => {
+    res.writeStatus(statusLine(status));
+    if (message !== '') res.writeHeader('Content-Type', TEXT_PLAIN);
+    res.end(message, close);
+  });
 }
 
 let headerTotal = 0;
@@ -548,33 +561,17 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
   return (res, req) => {
     // 0. Edge checks: nothing below runs for a request gw will not forward.
     const query = req.getQuery() ?? '';
-    if (req.getUrl().length + query.length >= maxUrl) {
-      res.cork(() => {
-        res.writeStatus('414 URI Too Long');
-        res.end('', true);
-      });
-      return;
-    }
+    if (req.getUrl().length + query.length >= maxUrl) return refuse(res, 414, '', true);
     if (maxHeaderBytes > 0 && headerBytes(req) > maxHeaderBytes) {
-      res.cork(() => {
-        res.writeStatus('431 Request Header Fields Too Large');
-        res.writeHeader('Content-Type', TEXT_PLAIN);
-        res.end(`request headers larger than ${maxHeaderBytes} bytes`, true);
-      });
-      return;
+      return refuse(res, 431, `request headers larger than ${maxHeaderBytes} bytes`, true);
     }
     const cl = req.getHeader('content-length');
     const te = req.getHeader('transfer-encoding');
     if (cl !== '' || te !== '') {
       const problem = framingProblem(req, cl, te);
-      if (problem !== null) return rejectFraming(res, problem);
+      if (problem !== null) return rejectFraming(res, problem, ep.path, server.logger);
       if (maxPayload > 0 && cl !== '' && Number(cl) > maxPayload) {
-        res.cork(() => {
-          res.writeStatus('413 Request Entity Too Large');
-          res.writeHeader('Content-Type', TEXT_PLAIN);
-          res.end(`request body larger than ${maxPayload} bytes`, true);
-        });
-        return;
+        return refuse(res, 413, `request body larger than ${maxPayload} bytes`, true);
       }
     }
     // 1. Synchronous capture.
@@ -584,14 +581,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
       params = new Array<string>(nParams);
       for (let i = 0; i < nParams; i++) {
         const v = decodeParam(req.getParameter(i));
-        if (v instanceof ParamError) {
-          res.cork(() => {
-            res.writeStatus('400 Bad Request');
-            res.writeHeader('Content-Type', TEXT_PLAIN);
-            res.end(v.message);
-          });
-          return;
-        }
+        if (v instanceof ParamError) return refuse(res, 400, v.message, false);
         params[i] = v;
       }
     }
