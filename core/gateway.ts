@@ -10,6 +10,7 @@ import type { PluginRegistry } from './plugin/registry.js';
 import { pluginClient, resolveClientPlugin } from './plugin/client.js';
 import { buildBackendPipe, type BackendPipe, type Client } from './proxy/backend.js';
 import { composeEndpointProxy } from './proxy/compose.js';
+import { LUA_BACKEND, LUA_PROXY } from './lua/modifier.js';
 import type { OutboundRequest, Proxy } from './proxy/types.js';
 import { makeEndpointHandler, type EndpointRuntime, type ServerState } from './router/endpoint.js';
 import { FallbackRouter } from './router/fallback.js';
@@ -80,17 +81,24 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       if (plugin !== null) {
         client = pluginClient(plugin.name, plugin.handler, defaultClient, logger, `[BACKEND: ${b.method} ${ep.route} -> ${b.urlPattern}]`);
       }
-      pipes.push(buildBackendPipe(ep, b, client, cfg.transport.disableCompression));
+      pipes.push(buildBackendPipe(ep, b, client, cfg.transport.disableCompression, logger));
     }
     let proxy: Proxy | null = null;
     let noop: BackendPipe | null = null;
-    if (ep.outputEncoding === 'no-op') noop = pipes[0]!;
+    if (ep.outputEncoding === 'no-op') {
+      if (ep.extraConfig[LUA_PROXY] !== undefined) {
+        throw new Error(`endpoint ${ep.path}: "${LUA_PROXY}" needs a decoding endpoint; a no-op endpoint streams the answer untouched (use "${LUA_BACKEND}" "pre" to change the request)`);
+      }
+      noop = pipes[0]!;
+    }
     else {
-      proxy = composeEndpointProxy(ep, pipes);
+      proxy = composeEndpointProxy(ep, pipes, logger);
     }
     logger.debug(`[ENDPOINT: ${ep.path}] Building the http handler`);
     // Every backend call reads the body (concurrent_calls sends it N times): >1 → buffered once.
-    const bodyReaders = ep.backends.length * (ep.outputEncoding === 'no-op' ? 1 : Math.max(1, ep.concurrentCalls));
+    // Lua scripts read the body synchronously (`request:body()`), so it is buffered for them too.
+    const usesLua = ep.extraConfig[LUA_PROXY] !== undefined || ep.backends.some((b) => b.extraConfig[LUA_BACKEND] !== undefined);
+    const bodyReaders = usesLua ? Infinity : ep.backends.length * (ep.outputEncoding === 'no-op' ? 1 : Math.max(1, ep.concurrentCalls));
     endpoints.push({ config: ep, proxy, noop, bodyReaders });
   }
 

@@ -128,7 +128,7 @@ function clientInfo(): ClientInfo {
     ['X-Request-Id', ['0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0']],
     ['X-Trace', ['1', '2']],
   ]);
-  return { headers, host: 'api.example.com', ip: '203.0.113.7' };
+  return { headers, host: 'api.example.com', path: '/users/42', ip: '203.0.113.7' };
 }
 
 function tasks(): MicroTask[] {
@@ -151,7 +151,7 @@ function tasks(): MicroTask[] {
   const cfg50 = normaliseConfig(fiftyEndpointConfig());
   const ep = cfg50.endpoints.find((e) => e.params.length === 2 && e.backends.length === 2) as EndpointConfig;
   const fakeClient = () => Promise.reject(new Error('unused'));
-  const pipe = buildBackendPipe(ep, ep.backends[0]!, fakeClient, false);
+  const pipe = buildBackendPipe(ep, ep.backends[0]!, fakeClient, false, { error: (m) => console.error(m) });
   const abort = new AbortController();
   const preq = new ProxyRequest(['42', 'item-7'], ep.params, 'q=x&page=2', ci, null, abort.signal, 'GET');
   list.push({ suite: 'request', name: 'buildOutbound (2 params)', fn: () => pipe.buildOutbound(preq) });

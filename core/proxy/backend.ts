@@ -14,6 +14,8 @@ import { compileFormatter } from './formatter.js';
 import { compileHeaderBuilder, compileQueryFilter, compileUrlPattern } from './request.js';
 import { DeadlineError, OutboundRequest, StatusError, withBackend, type ProxyRequest, type ProxyResponse } from './types.js';
 import { decodeRss, decodeXml } from './xml.js';
+import { compileBackendLua, type BackendLua, type LuaLog } from '../lua/modifier.js';
+import { RAW_BODY, wholeResponseNeeded } from './merge.js';
 
 export type Client = (r: OutboundRequest) => Promise<BackendResponse>;
 
@@ -33,7 +35,7 @@ const brotli = promisify(zlib.brotliDecompress);
 /** Largest backend body gw decodes into memory (the no-op path has no limit). */
 const MAX_DECODE_BYTES = 64 * 1024 * 1024;
 
-export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, client: Client, disableCompression: boolean): BackendPipe {
+export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, client: Client, disableCompression: boolean, log: LuaLog): BackendPipe {
   const tpl = compileUrlPattern(b.urlPattern, endpoint.params);
   const queryFilter = compileQueryFilter(endpoint.inputQueryStrings, b.inputQueryStrings);
   const buildHeaders = compileHeaderBuilder(b.inputHeaders, disableCompression);
@@ -42,7 +44,7 @@ export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, cli
   let rr = nHosts > 1 ? Math.floor(Math.random() * nHosts) : 0;
   const method = b.method;
 
-  const buildOutbound = (req: ProxyRequest): OutboundRequest => {
+  const buildRequest = (req: ProxyRequest): OutboundRequest => {
     if (nHosts === 0) throw new Error('no hosts available');
     const origin = hosts[rr]!;
     if (nHosts > 1) rr = (rr + 1) % nHosts;
@@ -63,8 +65,18 @@ export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, cli
     );
   };
 
+  const where = `endpoint ${endpoint.path}, backend ${endpoint.backends.indexOf(b)} (${b.urlPattern})`;
+  const lua = compileBackendLua(b.extraConfig, where, b.urlPattern, endpoint.timeoutMs, log);
+  if (lua !== null && endpoint.outputEncoding === 'no-op' && (lua.post !== null || lua.skipNext)) {
+    throw new Error(`${where}: "modifier/lua-backend" post and skip_next need a decoding endpoint; a no-op endpoint streams the answer untouched (only "pre" applies)`);
+  }
+  const luaPre = lua?.pre ?? null;
+  // Lua `pre` edits the built request, on the streaming (no-op) path as on the decoding one.
+  const buildOutbound = luaPre === null ? buildRequest : (req: ProxyRequest) => luaPre(buildRequest(req));
+
   let proxy: ((req: ProxyRequest) => Promise<ProxyResponse>) | null =
-    endpoint.outputEncoding === 'no-op' ? null : b.encoding === 'no-op' ? buildDiscardingProxy(buildOutbound, client) : buildDecodingProxy(b, buildOutbound, client);
+    endpoint.outputEncoding === 'no-op' ? null : b.encoding === 'no-op' ? buildDiscardingProxy(buildOutbound, client, keepsRawBody(endpoint, b)) : buildDecodingProxy(b, buildOutbound, client);
+  if (proxy !== null && lua !== null) proxy = withBackendLua(proxy, lua, buildOutbound);
   if (proxy !== null && endpoint.concurrentCalls > 1) proxy = composeConcurrent(proxy, endpoint.concurrentCalls, endpoint.timeoutMs);
 
   const pipe: BackendPipe = {
@@ -74,6 +86,18 @@ export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, cli
     proxy,
   };
   return pipe;
+}
+
+/** lua-backend `skip_next`/`post` around a backend's decoding proxy (`pre` is in buildOutbound). */
+function withBackendLua(next: (req: ProxyRequest) => Promise<ProxyResponse>, lua: BackendLua, buildOutbound: (req: ProxyRequest) => OutboundRequest) {
+  const post = lua.post;
+  const call: (req: ProxyRequest) => Promise<ProxyResponse> = lua.skipNext
+    ? async (req) => {
+        buildOutbound(req); // pre still runs (and may fail the request)
+        return { data: Object.create(null), isComplete: false, errors: null };
+      }
+    : next;
+  return post === null ? call : (req: ProxyRequest) => call(req).then(post);
 }
 
 function capitalize(s: string): string {
@@ -159,12 +183,31 @@ export function composeConcurrent(
 function buildDiscardingProxy(
   buildOutbound: (req: ProxyRequest) => OutboundRequest,
   client: Client,
+  keepRaw: boolean,
 ): (req: ProxyRequest) => Promise<ProxyResponse> {
+  if (keepRaw) {
+    // A later sequential step uses this whole response: its raw body, as lura propagates it.
+    return async (req) => {
+      const res = await client(buildOutbound(req));
+      const data: Record<string | symbol, unknown> = Object.create(null);
+      data[RAW_BODY] = (await readBody(res, MAX_DECODE_BYTES)).toString('utf8');
+      return { data: data as Record<string, unknown>, isComplete: true, errors: null };
+    };
+  }
   return async (req) => {
     const res = await client(buildOutbound(req));
     discard(res.body);
     return { data: Object.create(null), isComplete: true, errors: null };
   };
+}
+
+/** A no-op backend of a sequential endpoint whose whole response a later step reads. */
+function keepsRawBody(endpoint: EndpointConfig, b: BackendConfig): boolean {
+  const p = endpoint.extraConfig.proxy as { sequential?: unknown; sequential_propagated_params?: unknown } | undefined;
+  if (p?.sequential !== true) return false;
+  const i = endpoint.backends.indexOf(b);
+  const propagated = Array.isArray(p.sequential_propagated_params) ? p.sequential_propagated_params.map(String) : [];
+  return wholeResponseNeeded(i, propagated, endpoint.backends.slice(i + 1).map((x) => x.urlPattern));
 }
 
 function buildDecodingProxy(
@@ -202,7 +245,12 @@ function buildDecodingProxy(
     return { data, isComplete: true, errors: null };
   };
   return (req) => {
-    const out = buildOutbound(req);
+    let out: OutboundRequest;
+    try {
+      out = buildOutbound(req);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
     return call(out).catch((err: Error) => {
       throw withBackend(err, out);
     });

@@ -1,11 +1,12 @@
 /**
  * The endpoint proxy (lura's factory.go + CE proxy factory), composed once per endpoint, outer →
- * inner: shadow → static → [flatmap → merge (parallel or sequential), several backends only] →
+ * inner: Lua (modifier/lua-proxy) → shadow → static → [flatmap → merge (parallel or sequential), several backends only] →
  * per-backend stacks. Stages whose config is absent are not composed.
  */
 import type { EndpointConfig } from '../config/types.js';
 import type { BackendPipe } from './backend.js';
 import { compileFlatmap, flatmapOps, setKey } from './flatmap.js';
+import { wrapProxyLua, type LuaLog } from '../lua/modifier.js';
 import { composeMerge, composeSequential } from './merge.js';
 import { DeadlineError, type Proxy, type ProxyRequest, type ProxyResponse } from './types.js';
 
@@ -24,7 +25,7 @@ export function isShadow(p: BackendPipe): boolean {
  * The decoding proxy of an endpoint (null for no-op endpoints). `pipes` are the endpoint's
  * backends in config order.
  */
-export function composeEndpointProxy(ep: EndpointConfig, pipes: readonly BackendPipe[]): Proxy {
+export function composeEndpointProxy(ep: EndpointConfig, pipes: readonly BackendPipe[], log: LuaLog): Proxy {
   const ns = proxyNs(ep.extraConfig);
   let normal = pipes.filter((p) => !isShadow(p));
   let shadows = pipes.filter(isShadow);
@@ -53,7 +54,8 @@ export function composeEndpointProxy(ep: EndpointConfig, pipes: readonly Backend
     }
   }
   if (shadows.length > 0) proxy = withShadows(proxy, shadows.map((p) => p.proxy!), ep.timeoutMs);
-  return proxy;
+  // Lua is the outermost stage of KrakenD's endpoint proxy.
+  return wrapProxyLua(proxy, ep.extraConfig, `endpoint ${ep.path}`, ep.path, ep.timeoutMs, log);
 }
 
 function withFlatmap(next: Proxy, filter: (d: Obj) => Obj): Proxy {

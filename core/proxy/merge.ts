@@ -114,8 +114,21 @@ interface Replacement {
 const RESP_PLACEHOLDER = /\{(resp(\d+)(?:_([^{}]+))?)\}/g;
 const RESP_NAME = /^resp(\d+)(?:_(.+))?$/i;
 
+/**
+ * Where a no-op backend of a sequential pipe keeps its raw body when a later step asks for the whole
+ * response (`resp0`): a symbol key, so the merge never copies it into the answer.
+ */
+export const RAW_BODY: unique symbol = Symbol('raw body');
+
+/** True when backend `i` of a sequential endpoint is referenced whole (`resp<i>`, no field). */
+export function wholeResponseNeeded(i: number, propagated: readonly string[], laterPatterns: readonly string[]): boolean {
+  const name = `resp${i}`;
+  return propagated.some((p) => p.toLowerCase() === name) || laterPatterns.some((u) => u.includes(`{${name}}`));
+}
+
 /** Go's `%v`-ish text of a response value, as lura puts it in the request params. */
 function paramText(v: unknown): string {
+  if (typeof v === 'object' && v !== null && RAW_BODY in v) return String((v as { [RAW_BODY]: unknown })[RAW_BODY]);
   if (Array.isArray(v)) return v.map((x) => (typeof x === 'object' && x !== null ? goJson(x) : String(x))).join(',');
   if (typeof v === 'string') return v;
   if (typeof v === 'object' && v !== null) return goJson(v);

@@ -130,6 +130,8 @@ export interface ClientInfo {
   readonly headers: CapturedHeaders;
   /** The incoming Host header. */
   readonly host: string;
+  /** The request path as received (no query). */
+  readonly path: string;
   readonly ip: string;
 }
 

@@ -37,6 +37,8 @@ export interface ProxyResponse {
   isComplete: boolean;
   /** Errors of a partial answer (logged by the endpoint). */
   errors: Error[] | null;
+  /** Headers a modifier added for the client (KrakenD's response metadata), if any. */
+  headers?: Headers;
 }
 
 export type Proxy = (req: ProxyRequest) => Promise<ProxyResponse>;

@@ -210,6 +210,7 @@ class Inflight implements StreamOwner {
       res.writeHeader('X-Krakend', router.hideVersionHeader ? 'Version undefined' : VERSION_HEADER_VALUE);
       res.writeHeader('X-Krakend-Completed', complete ? 'true' : 'false');
       if (complete && ep.cacheTtlS > 0) res.writeHeader('Cache-Control', `public, max-age=${ep.cacheTtlS}`);
+      if (resp.headers !== undefined) writeExtraHeaders(res, resp.headers);
       res.end(body);
     });
     this.finish();
@@ -561,7 +562,8 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
   return (res, req) => {
     // 0. Edge checks: nothing below runs for a request gw will not forward.
     const query = req.getQuery() ?? '';
-    if (req.getUrl().length + query.length >= maxUrl) return refuse(res, 414, '', true);
+    const url = req.getUrl();
+    if (url.length + query.length >= maxUrl) return refuse(res, 414, '', true);
     if (maxHeaderBytes > 0 && headerBytes(req) > maxHeaderBytes) {
       return refuse(res, 431, `request headers larger than ${maxHeaderBytes} bytes`, true);
     }
@@ -587,7 +589,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
     }
     const f = new Inflight(res, rt, server);
     res.onAborted(f.onAborted);
-    const client: ClientInfo = { headers: capture(req), host: req.getHeader('host'), ip: clientIp(res) };
+    const client: ClientInfo = { headers: capture(req), host: req.getHeader('host'), path: url, ip: clientIp(res) };
     let body: RequestBodyStream | null = null;
     if ((cl !== '' && cl !== '0') || te !== '') {
       body = new RequestBodyStream(res, maxPayload, f);
@@ -661,4 +663,18 @@ function renderSafely(f: Inflight, r: ProxyResponse): void {
 }
 
 const EMPTY: string[] = [];
+
+/** Headers gw writes itself (or uWS does) and a modifier's response headers may not replace. */
+const OWN_HEADERS: ReadonlySet<string> = new Set(['content-type', 'content-length', 'date', 'x-krakend', 'x-krakend-completed', 'cache-control']);
+
+/** Response headers a Lua modifier set (KrakenD's response metadata), minus hop-by-hop and gw's own. */
+function writeExtraHeaders(res: HttpResponse, h: Headers): void {
+  for (const k in h) {
+    const lower = k.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || OWN_HEADERS.has(lower)) continue;
+    const v = h[k]!;
+    if (Array.isArray(v)) for (const x of v) res.writeHeader(k, x);
+    else res.writeHeader(k, v);
+  }
+}
 

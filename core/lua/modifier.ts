@@ -1,0 +1,345 @@
+/**
+ * KrakenD's Lua modifiers (krakend-lua) on the proxy pipe:
+ *  - `modifier/lua-proxy` (endpoint): `pre` sees the gateway request before the backends are called
+ *    (params, query, headers and body it changes reach every backend); `post` sees the merged
+ *    response (data, completeness, headers added to the client answer).
+ *  - `modifier/lua-backend` (backend): `pre` sees the built backend request (URL, method, headers,
+ *    body); `post` sees that backend's decoded, filtered response.
+ * `skip_next` skips the wrapped call (post then starts from an empty response).
+ *
+ * Everything is compiled at start-up: a wrong md5 or a syntax error stops `gw run` and fails
+ * `gw check`, naming the endpoint, backend and file. A source file that cannot be read is logged at
+ * start-up and fails every request through that modifier (500, naming the file), as KrakenD does:
+ * one missing script never takes the other endpoints down, and never lets a request skip it.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { LuaState } from 'fengari';
+import fengari from 'fengari';
+import { canonicalHeader } from '../config/load.js';
+import type { Headers } from '../plugin/types.js';
+import { HOP_BY_HOP } from '../proxy/request.js';
+import { OutboundRequest, ProxyRequest, StatusError, type ProxyResponse } from '../proxy/types.js';
+import { argString, isNilArg, LuaListRef, LuaTableRef, LuaVm, pushString, pushValue, ScriptHttpError, self, Sources, type ScriptObject } from './vm.js';
+
+const { lua } = fengari;
+
+export const LUA_PROXY = 'modifier/lua-proxy';
+export const LUA_BACKEND = 'modifier/lua-backend';
+
+type HeaderMap = Map<string, string[]>;
+
+/** What `request.load()` returns: a mutable copy the modifier applies back after `pre`. */
+export class ScriptRequest implements ScriptObject {
+  bodyChanged = false;
+  constructor(
+    public method: string,
+    public path: string,
+    public query: string,
+    public url: string,
+    public params: Record<string, string>,
+    public headers: HeaderMap,
+    public body: string,
+  ) {}
+  get methods() {
+    return REQUEST_METHODS;
+  }
+}
+
+/** What `response.load()` returns; `data` is the response's own object, changed in place. */
+export class ScriptResponse implements ScriptObject {
+  headersChanged = false;
+  constructor(
+    public data: Record<string, unknown>,
+    public isComplete: boolean,
+    public statusCode: number,
+    public headers: HeaderMap,
+  ) {}
+  get methods() {
+    return RESPONSE_METHODS;
+  }
+}
+
+/** `get()` with one argument, `set()` with two, as KrakenD's accessors. */
+function accessor<T>(cls: abstract new (...a: never[]) => T, what: string, get: (o: T, L: LuaState) => void, set: (o: T, L: LuaState) => void) {
+  return (L: LuaState) => {
+    const o = self(L, cls, what);
+    if (lua.lua_gettop(L) === 1) {
+      get(o, L);
+      return 1;
+    }
+    set(o, L);
+    return 0;
+  };
+}
+
+function headerMethods<T extends { headers: HeaderMap }>(cls: abstract new (...a: never[]) => T, what: string, onSet: (o: T) => void) {
+  return {
+    headers(L: LuaState) {
+      const o = self(L, cls, what);
+      const n = lua.lua_gettop(L);
+      if (n === 1) {
+        const t: Record<string, unknown> = Object.create(null);
+        for (const [k, v] of o.headers) t[k] = v;
+        lua.lua_pushlightuserdata(L, new LuaTableRef(t));
+        return 1;
+      }
+      const key = canonicalHeader(argString(L, 2));
+      if (n === 2) return pushString(L, o.headers.get(key)?.[0] ?? '');
+      if (isNilArg(L, 3)) o.headers.delete(key);
+      else o.headers.set(key, [argString(L, 3)]);
+      onSet(o);
+      return 0;
+    },
+    headerList(L: LuaState) {
+      const o = self(L, cls, what);
+      const n = lua.lua_gettop(L);
+      if (n < 2) throw new Error('need arguments');
+      const key = canonicalHeader(argString(L, 2));
+      if (n === 2) {
+        lua.lua_pushlightuserdata(L, new LuaListRef((o.headers.get(key) ?? []).slice()));
+        return 1;
+      }
+      const l = lua.lua_touserdata(L, 3);
+      if (!(l instanceof LuaListRef)) throw new Error('invalid header value, must be a luaList');
+      o.headers.set(key, l.data.map(String));
+      onSet(o);
+      return 0;
+    },
+  };
+}
+
+const REQUEST_METHODS = {
+  method: accessor(ScriptRequest, 'request', (r, L) => pushString(L, r.method), (r, L) => (r.method = argString(L, 2).toUpperCase())),
+  path: accessor(ScriptRequest, 'request', (r, L) => pushString(L, r.path), (r, L) => (r.path = argString(L, 2))),
+  query: accessor(ScriptRequest, 'request', (r, L) => pushString(L, r.query), (r, L) => (r.query = argString(L, 2).replace(/^\?/, ''))),
+  url: accessor(ScriptRequest, 'request', (r, L) => pushString(L, r.url), (r, L) => (r.url = argString(L, 2))),
+  params(L: LuaState) {
+    const r = self(L, ScriptRequest, 'request');
+    const n = lua.lua_gettop(L);
+    if (n === 1) {
+      lua.lua_pushlightuserdata(L, new LuaTableRef(r.params));
+      return 1;
+    }
+    const k = argString(L, 2);
+    if (n === 2) return pushString(L, Object.prototype.hasOwnProperty.call(r.params, k) ? r.params[k]! : '');
+    r.params[k] = argString(L, 3);
+    return 0;
+  },
+  ...headerMethods(ScriptRequest, 'request', () => {}),
+  body: accessor(ScriptRequest, 'request', (r, L) => pushString(L, r.body), (r, L) => {
+    r.body = argString(L, 2);
+    r.bodyChanged = true;
+  }),
+};
+
+const RESPONSE_METHODS = {
+  isComplete: accessor(ScriptResponse, 'response', (r, L) => lua.lua_pushboolean(L, r.isComplete), (r, L) => (r.isComplete = lua.lua_toboolean(L, 2))),
+  statusCode: accessor(ScriptResponse, 'response', (r, L) => lua.lua_pushinteger(L, r.statusCode), (r, L) => (r.statusCode = Math.trunc(lua.lua_tonumber(L, 2)))),
+  data(L: LuaState) {
+    lua.lua_pushlightuserdata(L, new LuaTableRef(self(L, ScriptResponse, 'response').data));
+    return 1;
+  },
+  ...headerMethods(ScriptResponse, 'response', (r) => (r.headersChanged = true)),
+  body: accessor(ScriptResponse, 'response', (_r, L) => pushValue(L, ''), () => {
+    throw new Error('response:body() needs a no-op response; gw decodes this one (use response:data())');
+  }),
+};
+
+// ---- config ----
+
+interface LuaConfig {
+  vm: LuaVm;
+  pre: number | null;
+  post: number | null;
+  skipNext: boolean;
+  sources: Sources;
+  sourcesRef: number | null;
+  label: string;
+  /** Why this modifier cannot run (a source file missing at start-up), or null. */
+  broken: string | null;
+}
+
+export interface LuaLog {
+  error(msg: string): void;
+}
+
+/** Compiles one namespace's config, or returns null when it is absent. Throws start-up errors. */
+function compile(extra: Readonly<Record<string, unknown>>, ns: string, where: string, label: string, log: LuaLog): LuaConfig | null {
+  const raw = extra[ns];
+  if (raw === undefined) return null;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${where}: "${ns}" must be an object`);
+  const c = raw as Record<string, unknown>;
+  const files = Array.isArray(c.sources) ? c.sources.filter((s): s is string => typeof s === 'string').map((s) => resolve(s)) : [];
+  let sources: Sources;
+  let broken: string | null = null;
+  try {
+    sources = new Sources(files, c.live === true);
+  } catch (err) {
+    broken = `lua: unable to load required source ${(err as NodeJS.ErrnoException).path ?? ''}: ${(err as Error).message}`;
+    log.error(`${label} ${where}: ${broken}; every request through this modifier fails until it is fixed`);
+    sources = new Sources([], false);
+  }
+  const md5 = c.md5;
+  if (typeof md5 === 'object' && md5 !== null) {
+    for (const [file, want] of Object.entries(md5 as Record<string, unknown>)) {
+      const i = (c.sources as unknown[] | undefined)?.indexOf(file) ?? -1;
+      const path = i >= 0 ? files[i]! : resolve(file);
+      if (broken !== null) continue;
+      const have = createHash('md5').update(readFileSync(path)).digest('hex');
+      if (have !== want) throw new Error(`${where}: "${ns}" wrong checksum for source ${file}: have ${have}, want ${String(want)}`);
+    }
+  }
+  const vm = new LuaVm({ allowOpenLibs: c.allow_open_libs === true, label });
+  const cfg: LuaConfig = { vm, pre: null, post: null, skipNext: c.skip_next === true, sources, sourcesRef: null, label, broken };
+  try {
+    if (files.length > 0) loadSources(cfg);
+    if (typeof c.pre === 'string' && c.pre.trim() !== '') cfg.pre = vm.compile(c.pre, 'pre-script');
+    if (typeof c.post === 'string' && c.post.trim() !== '') cfg.post = vm.compile(c.post, 'post-script');
+  } catch (err) {
+    throw new Error(`${where}: "${ns}": ${(err as Error).message}`);
+  }
+  return cfg;
+}
+
+function loadSources(cfg: LuaConfig): void {
+  cfg.sourcesRef = cfg.vm.compile(cfg.sources.read(), cfg.sources.files.length === 1 ? cfg.sources.files[0]! : 'sources');
+  const err = cfg.vm.run(cfg.sourcesRef, { request: null, response: null }, 1000);
+  if (err !== null) throw err;
+}
+
+/** Runs one script; a script error becomes the request's error (custom_error keeps its status). */
+function runScript(cfg: LuaConfig, ref: number, request: ScriptObject | null, response: ScriptObject | null, limitMs: number): void {
+  if (cfg.broken !== null) throw new Error(cfg.broken);
+  if (cfg.sources.changed()) loadSources(cfg);
+  const err = cfg.vm.run(ref, { request, response }, limitMs);
+  if (err === null) return;
+  if (err instanceof ScriptHttpError && err.status > 0) {
+    throw new StatusError(err.message, err.status, err.message, err.contentType, true);
+  }
+  throw new Error(err.message);
+}
+
+function headerMapFrom(h: Headers): HeaderMap {
+  const m: HeaderMap = new Map();
+  for (const k in h) {
+    const v = h[k]!;
+    m.set(k, Array.isArray(v) ? v.slice() : [v]);
+  }
+  return m;
+}
+
+function headersFrom(m: HeaderMap): Headers {
+  const out: Headers = {};
+  for (const [k, v] of m) {
+    if (HOP_BY_HOP.has(k.toLowerCase()) || v.length === 0) continue;
+    out[k] = v.length === 1 ? v[0]! : v;
+  }
+  return out;
+}
+
+function bodyText(b: unknown): string {
+  return Buffer.isBuffer(b) ? b.toString('utf8') : typeof b === 'string' ? b : '';
+}
+
+function luaParams(names: readonly string[], values: readonly string[]): Record<string, string> {
+  const p: Record<string, string> = Object.create(null);
+  for (let i = 0; i < names.length; i++) {
+    const n = names[i]!;
+    p[n.length > 0 ? n[0]!.toUpperCase() + n.slice(1) : n] = values[i] ?? '';
+  }
+  return p;
+}
+
+// ---- backend level ----
+
+export interface BackendLua {
+  /** Rewrites the built backend request; returns the request to send. */
+  pre: ((out: OutboundRequest) => OutboundRequest) | null;
+  post: ((r: ProxyResponse) => ProxyResponse) | null;
+  skipNext: boolean;
+}
+
+export function compileBackendLua(
+  extra: Readonly<Record<string, unknown>>, where: string, urlPattern: string, timeoutMs: number, log: LuaLog,
+): BackendLua | null {
+  const cfg = compile(extra, LUA_BACKEND, where, `[BACKEND: ${urlPattern}][Lua]`, log);
+  if (cfg === null) return null;
+  const preRef = cfg.pre;
+  const postRef = cfg.post;
+  return {
+    skipNext: cfg.skipNext,
+    pre:
+      preRef === null
+        ? null
+        : (out) => {
+            const q = out.path.indexOf('?');
+            const params = luaParams(Object.keys(out.params), Object.values(out.params));
+            const r = new ScriptRequest(
+              out.method, q < 0 ? out.path : out.path.slice(0, q), q < 0 ? '' : out.path.slice(q + 1), out.url, params, headerMapFrom(out.headers), bodyText(out.body),
+            );
+            runScript(cfg, preRef, r, null, timeoutMs);
+            out.method = r.method;
+            out.url = r.url;
+            out.headers = headersFrom(r.headers);
+            if (r.bodyChanged) out.body = Buffer.from(r.body);
+            return out.urlChanged() ? out.rebased() : out;
+          },
+    post:
+      postRef === null
+        ? null
+        : (resp) => {
+            const r = new ScriptResponse(resp.data, resp.isComplete, 200, resp.headers !== undefined ? headerMapFrom(resp.headers) : new Map());
+            runScript(cfg, postRef, null, r, timeoutMs);
+            resp.isComplete = r.isComplete;
+            if (r.headersChanged) resp.headers = headersFrom(r.headers);
+            return resp;
+          },
+  };
+}
+
+// ---- endpoint level ----
+
+export type ProxyFn = (req: ProxyRequest) => Promise<ProxyResponse>;
+
+export function wrapProxyLua(
+  next: ProxyFn, extra: Readonly<Record<string, unknown>>, where: string, endpoint: string, timeoutMs: number, log: LuaLog,
+): ProxyFn {
+  const cfg = compile(extra, LUA_PROXY, where, `[ENDPOINT: ${endpoint}][Lua]`, log);
+  if (cfg === null) return next;
+  const preRef = cfg.pre;
+  const postRef = cfg.post;
+  const skip = cfg.skipNext;
+  const pre = (req: ProxyRequest): ProxyRequest => {
+    if (preRef === null) return req;
+    const r = new ScriptRequest(req.method, req.client.path, req.query, '', luaParams(req.paramNames, req.params), new Map(req.client.headers), bodyText(req.body));
+    for (const [k, v] of r.headers) r.headers.set(k, v.slice());
+    runScript(cfg, preRef, r, null, timeoutMs);
+    const params = req.paramNames.map((n, i) => r.params[n.length > 0 ? n[0]!.toUpperCase() + n.slice(1) : n] ?? req.params[i]!);
+    const headers: HeaderMap = new Map();
+    for (const [k, v] of r.headers) if (!HOP_BY_HOP.has(k.toLowerCase())) headers.set(k, v);
+    const client = { ...req.client, headers };
+    const body = r.bodyChanged ? Buffer.from(r.body) : req.body;
+    return new ProxyRequest(params, req.paramNames, r.query, client, body, req.signal, r.method, req.extra);
+  };
+  const post = (resp: ProxyResponse): ProxyResponse => {
+    // As KrakenD: post runs only when the call returned no error (a partial merge carries one).
+    if (postRef === null || resp.errors !== null) return resp;
+    const r = new ScriptResponse(resp.data, resp.isComplete, 200, resp.headers !== undefined ? headerMapFrom(resp.headers) : new Map());
+    runScript(cfg, postRef, null, r, timeoutMs);
+    resp.isComplete = r.isComplete;
+    if (r.headersChanged) resp.headers = headersFrom(r.headers);
+    return resp;
+  };
+  return (req) => {
+    let sub: ProxyRequest;
+    try {
+      sub = pre(req);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    const p = skip ? Promise.resolve<ProxyResponse>({ data: Object.create(null), isComplete: false, errors: null }) : next(sub);
+    return p.then(post);
+  };
+}

@@ -1,0 +1,443 @@
+/**
+ * One Lua state per configured modifier (fengari: Lua 5.3 in JavaScript, synchronous).
+ *
+ * KrakenD (krakend-lua on gopher-lua) builds a fresh state per request and re-runs the `sources`
+ * each time. gw builds the state once at start-up: sources run once, `pre`/`post` are compiled
+ * once, and a request only pays for the call itself. Scripts run to completion synchronously, so
+ * two requests never interleave inside one state; what a script leaves in a global stays there
+ * for the next request of the same worker (documented in docs/lua.md).
+ *
+ * The KrakenD script API is reproduced on top: `request.load()`, `response.load()`, `luaTable`,
+ * `luaList`, `luaNil`, `json`, `custom_error`. Objects handed to scripts are JS objects pushed as
+ * light userdata; one metatable dispatches their methods by class.
+ */
+import { readFileSync, statSync } from 'node:fs';
+import fengari, { type JsFunction, type LuaState } from 'fengari';
+
+const { lua, lauxlib, lualib, to_luastring } = fengari;
+const S = (s: string) => to_luastring(s, true);
+
+/** A JS value a script handles as userdata; `methods` are what `obj:name(...)` calls. */
+export interface ScriptObject {
+  readonly methods: Readonly<Record<string, JsFunction>>;
+}
+
+export class LuaTableRef implements ScriptObject {
+  constructor(readonly data: Record<string, unknown>) {}
+  get methods() {
+    return TABLE_METHODS;
+  }
+}
+
+export class LuaListRef implements ScriptObject {
+  constructor(readonly data: unknown[]) {}
+  get methods() {
+    return LIST_METHODS;
+  }
+}
+
+/** `luaNil.new()`: a JSON null a script can store (plain Lua nil deletes). */
+export const LUA_NIL: ScriptObject = { methods: {} };
+
+/** `custom_error(msg, code, content_type)`: ends the request with that status and body. */
+export class ScriptHttpError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly contentType: string | null,
+  ) {
+    super(message);
+    this.name = 'ScriptHttpError';
+  }
+}
+
+// ---- conversions ----
+
+export function pushValue(L: LuaState, v: unknown): void {
+  switch (typeof v) {
+    case 'string':
+      lua.lua_pushstring(L, to_luastring(v));
+      return;
+    case 'number':
+      if (Number.isSafeInteger(v)) lua.lua_pushinteger(L, v);
+      else lua.lua_pushnumber(L, v);
+      return;
+    case 'boolean':
+      lua.lua_pushboolean(L, v);
+      return;
+    case 'object':
+      if (v === null) lua.lua_pushlightuserdata(L, LUA_NIL);
+      else if (Array.isArray(v)) lua.lua_pushlightuserdata(L, new LuaListRef(v));
+      else lua.lua_pushlightuserdata(L, new LuaTableRef(v as Record<string, unknown>));
+      return;
+    default:
+      lua.lua_pushnil(L);
+  }
+}
+
+/** A Lua value as JSON-able data: tables with keys 1..n become arrays, other tables objects. */
+export function toValue(L: LuaState, i: number, depth = 0): unknown {
+  switch (lua.lua_type(L, i)) {
+    case lua.LUA_TSTRING:
+      return lua.lua_tojsstring(L, i);
+    case lua.LUA_TNUMBER:
+      return lua.lua_tonumber(L, i);
+    case lua.LUA_TBOOLEAN:
+      return lua.lua_toboolean(L, i);
+    case lua.LUA_TLIGHTUSERDATA: {
+      const u = lua.lua_touserdata(L, i);
+      if (u === LUA_NIL) return null;
+      if (u instanceof LuaTableRef || u instanceof LuaListRef) return u.data;
+      return undefined;
+    }
+    case lua.LUA_TTABLE: {
+      if (depth > 64) throw new Error('table nested too deep');
+      const idx = i < 0 ? lua.lua_gettop(L) + i + 1 : i;
+      const obj: Record<string, unknown> = Object.create(null);
+      const seq: unknown[] = [];
+      let isSeq = true;
+      lua.lua_pushnil(L);
+      while (lua.lua_next(L, idx) !== 0) {
+        const v = toValue(L, -1, depth + 1);
+        lua.lua_pop(L, 1);
+        let key: string;
+        if (lua.lua_type(L, -1) === lua.LUA_TNUMBER) {
+          const n = lua.lua_tonumber(L, -1);
+          key = String(n);
+          if (Number.isInteger(n) && n >= 1) seq[n - 1] = v;
+          else isSeq = false;
+        } else {
+          key = lua.lua_tojsstring(L, -1);
+          isSeq = false;
+        }
+        obj[key] = v;
+      }
+      if (isSeq && seq.length > 0 && !seq.includes(undefined)) return seq;
+      return obj;
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** An argument as text, the way gopher-lua's `String()` gives it (42, not 42.0). */
+export function argString(L: LuaState, i: number): string {
+  const t = lua.lua_type(L, i);
+  if (t === lua.LUA_TSTRING) return lua.lua_tojsstring(L, i);
+  if (t === lua.LUA_TNUMBER) {
+    const n = lua.lua_tonumber(L, i);
+    return Number.isInteger(n) ? String(n) : lua.lua_tojsstring(L, i);
+  }
+  if (t === lua.LUA_TNIL) return '';
+  const s = lauxlib.luaL_tolstring(L, i);
+  lua.lua_pop(L, 1);
+  return new TextDecoder().decode(s);
+}
+
+export function isNilArg(L: LuaState, i: number): boolean {
+  const t = lua.lua_type(L, i);
+  return t === lua.LUA_TNIL || (t === lua.LUA_TLIGHTUSERDATA && lua.lua_touserdata(L, i) === LUA_NIL);
+}
+
+/** The userdata argument `i` as an instance of `cls`, or a script error naming what was expected. */
+export function self<T>(L: LuaState, cls: abstract new (...a: never[]) => T, what: string): T {
+  const u = lua.lua_touserdata(L, 1);
+  if (!(u instanceof cls)) throw new Error(`${what} expected`);
+  return u;
+}
+
+export function pushString(L: LuaState, s: string): number {
+  lua.lua_pushstring(L, to_luastring(s));
+  return 1;
+}
+
+// ---- luaTable / luaList ----
+
+const TABLE_METHODS: Record<string, JsFunction> = {
+  get(L) {
+    const t = self(L, LuaTableRef, 'luaTable');
+    const k = argString(L, 2);
+    if (!Object.prototype.hasOwnProperty.call(t.data, k)) return 0;
+    pushValue(L, t.data[k]);
+    return 1;
+  },
+  set(L) {
+    const t = self(L, LuaTableRef, 'luaTable');
+    if (lua.lua_gettop(L) !== 3) throw new Error('need arguments');
+    const v = toValue(L, 3);
+    if (v !== undefined) defineKey(t.data, argString(L, 2), v);
+    return 0;
+  },
+  len(L) {
+    lua.lua_pushinteger(L, Object.keys(self(L, LuaTableRef, 'luaTable').data).length);
+    return 1;
+  },
+  del(L) {
+    const t = self(L, LuaTableRef, 'luaTable');
+    delete t.data[argString(L, 2)];
+    return 0;
+  },
+  keys(L) {
+    lua.lua_pushlightuserdata(L, new LuaListRef(Object.keys(self(L, LuaTableRef, 'luaTable').data).sort()));
+    return 1;
+  },
+  keyExists(L) {
+    const t = self(L, LuaTableRef, 'luaTable');
+    lua.lua_pushboolean(L, Object.prototype.hasOwnProperty.call(t.data, argString(L, 2)));
+    return 1;
+  },
+};
+
+/** Lists are 0-based, as in KrakenD. */
+const LIST_METHODS: Record<string, JsFunction> = {
+  get(L) {
+    const l = self(L, LuaListRef, 'luaList');
+    const i = lua.lua_tonumber(L, 2);
+    if (!Number.isInteger(i) || i < 0 || i >= l.data.length) return 0;
+    pushValue(L, l.data[i]);
+    return 1;
+  },
+  set(L) {
+    const l = self(L, LuaListRef, 'luaList');
+    if (lua.lua_gettop(L) !== 3) throw new Error('need arguments');
+    const i = lua.lua_tonumber(L, 2);
+    if (!Number.isInteger(i) || i < 0 || i > l.data.length) throw new Error(`index ${i} out of range`);
+    const v = toValue(L, 3);
+    if (v !== undefined) l.data[i] = v;
+    return 0;
+  },
+  len(L) {
+    lua.lua_pushinteger(L, self(L, LuaListRef, 'luaList').data.length);
+    return 1;
+  },
+  del(L) {
+    const l = self(L, LuaListRef, 'luaList');
+    const i = lua.lua_tonumber(L, 2);
+    if (Number.isInteger(i) && i >= 0 && i < l.data.length) l.data.splice(i, 1);
+    return 0;
+  },
+};
+
+/** Sets an own key even when it is `__proto__` (the data objects come from JSON.parse). */
+function defineKey(o: Record<string, unknown>, k: string, v: unknown): void {
+  if (k === '__proto__') Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
+  else o[k] = v;
+}
+
+// ---- the state ----
+
+export interface VmOptions {
+  /** `allow_open_libs`: the whole standard library (io, os, package, debug...). */
+  allowOpenLibs: boolean;
+  /** Where log lines and errors say the script lives (`[BACKEND: /x][Lua]`). */
+  label: string;
+}
+
+/** What `request.load()` / `response.load()` return during one run. */
+export interface RunBindings {
+  request: ScriptObject | null;
+  response: ScriptObject | null;
+}
+
+/** Steps between two checks of the run's time limit. */
+const HOOK_EVERY = 10_000;
+
+export class LuaVm {
+  private readonly L: LuaState;
+  private current: RunBindings = { request: null, response: null };
+  private deadline = 0;
+
+  constructor(opts: VmOptions) {
+    const L = lauxlib.luaL_newstate();
+    this.L = L;
+    // A JS exception inside a binding becomes a Lua error (our error objects pass through).
+    lua.lua_atnativeerror(L, (L) => {
+      const e = lua.lua_touserdata(L, -1);
+      if (e instanceof ScriptHttpError) lua.lua_pushlightuserdata(L, e);
+      else pushString(L, e instanceof Error ? e.message : String(e));
+      return 1;
+    });
+    openLibs(L, opts.allowOpenLibs);
+    // One metatable for every light userdata: `obj:name()` looks `name` up in obj's class methods.
+    lua.lua_pushlightuserdata(L, LUA_NIL);
+    lua.lua_newtable(L);
+    lua.lua_pushjsfunction(L, (L) => {
+      const o = lua.lua_touserdata(L, 1) as ScriptObject | undefined;
+      const fn = o?.methods?.[argString(L, 2)];
+      if (fn === undefined) return 0;
+      lua.lua_pushjsfunction(L, fn);
+      return 1;
+    });
+    lua.lua_setfield(L, -2, S('__index'));
+    lua.lua_pushjsfunction(L, (L) => {
+      const o = lua.lua_touserdata(L, 1);
+      return pushString(L, o === LUA_NIL ? 'nil' : o instanceof LuaTableRef ? 'luaTable' : o instanceof LuaListRef ? 'luaList' : 'userdata');
+    });
+    lua.lua_setfield(L, -2, S('__tostring'));
+    lua.lua_setmetatable(L, -2);
+    lua.lua_pop(L, 1);
+
+    this.table('request', { load: (L) => this.pushCurrent(L, this.current.request, 'request') });
+    this.table('response', { load: (L) => this.pushCurrent(L, this.current.response, 'response') });
+    this.table('luaTable', {
+      new: (L) => {
+        lua.lua_pushlightuserdata(L, new LuaTableRef(Object.create(null)));
+        return 1;
+      },
+    });
+    this.table('luaList', {
+      new: (L) => {
+        lua.lua_pushlightuserdata(L, new LuaListRef([]));
+        return 1;
+      },
+    });
+    this.table('luaNil', {
+      new: (L) => {
+        lua.lua_pushlightuserdata(L, LUA_NIL);
+        return 1;
+      },
+    });
+    this.table('json', {
+      unmarshal: (L) => {
+        pushValue(L, JSON.parse(argString(L, 1)));
+        return 1;
+      },
+      marshal: (L) => pushString(L, JSON.stringify(toValue(L, 1) ?? null, null, '\t')),
+    });
+    this.table('http_response', {
+      new: () => {
+        throw new Error('http_response.new is not supported by gw (scripts cannot make HTTP calls)');
+      },
+    });
+    this.func('custom_error', (L) => {
+      const n = lua.lua_gettop(L);
+      if (n === 0) throw new Error('need arguments');
+      const msg = argString(L, 1);
+      const code = n >= 2 ? Math.trunc(lua.lua_tonumber(L, 2)) : -1;
+      lua.lua_pushlightuserdata(L, new ScriptHttpError(msg, code, n >= 3 ? argString(L, 3) : null));
+      return lua.lua_error(L);
+    });
+    this.func('print', (L) => {
+      const parts: string[] = [];
+      for (let i = 1; i <= lua.lua_gettop(L); i++) parts.push(argString(L, i));
+      process.stdout.write(`${opts.label} ${parts.join('\t')}\n`);
+      return 0;
+    });
+    lua.lua_sethook(L, (L) => {
+      if (Date.now() > this.deadline) lauxlib.luaL_error(L, S('script ran past its time limit'));
+    }, lua.LUA_MASKCOUNT, HOOK_EVERY);
+  }
+
+  private pushCurrent(L: LuaState, o: ScriptObject | null, what: string): number {
+    if (o === null) throw new Error(`${what}.load() is not available here`);
+    lua.lua_pushlightuserdata(L, o);
+    return 1;
+  }
+
+  private table(name: string, fns: Record<string, JsFunction>): void {
+    const L = this.L;
+    lua.lua_newtable(L);
+    for (const k of Object.keys(fns)) {
+      lua.lua_pushjsfunction(L, fns[k]!);
+      lua.lua_setfield(L, -2, S(k));
+    }
+    lua.lua_setglobal(L, S(name));
+  }
+
+  private func(name: string, fn: JsFunction): void {
+    lua.lua_pushjsfunction(this.L, fn);
+    lua.lua_setglobal(this.L, S(name));
+  }
+
+  /** Compiles a chunk; a syntax error is thrown with the chunk's name. */
+  compile(code: string, name: string): number {
+    const L = this.L;
+    if (lauxlib.luaL_loadbuffer(L, to_luastring(code), null, to_luastring(name)) !== lua.LUA_OK) {
+      const msg = lua.lua_tojsstring(L, -1);
+      lua.lua_settop(L, 0);
+      throw new Error(msg);
+    }
+    return lauxlib.luaL_ref(L, lua.LUA_REGISTRYINDEX);
+  }
+
+  /** Runs a compiled chunk with these bindings; returns the script's error, if any. */
+  run(ref: number, bindings: RunBindings, limitMs: number): Error | null {
+    const L = this.L;
+    this.current = bindings;
+    this.deadline = Date.now() + limitMs;
+    lua.lua_rawgeti(L, lua.LUA_REGISTRYINDEX, ref);
+    const status = lua.lua_pcall(L, 0, 0, 0);
+    let err: Error | null = null;
+    if (status !== lua.LUA_OK) {
+      const t = lua.lua_type(L, -1);
+      const u = t === lua.LUA_TLIGHTUSERDATA ? lua.lua_touserdata(L, -1) : null;
+      err = u instanceof ScriptHttpError ? u : new Error(t === lua.LUA_TSTRING || t === lua.LUA_TNUMBER ? lua.lua_tojsstring(L, -1) : 'lua error');
+    }
+    lua.lua_settop(L, 0);
+    this.current = NO_BINDINGS;
+    return err;
+  }
+}
+
+const NO_BINDINGS: RunBindings = { request: null, response: null };
+
+function openLibs(L: LuaState, all: boolean): void {
+  const libs: [string, JsFunction][] = [
+    ['_G', lualib.luaopen_base],
+    ['string', lualib.luaopen_string],
+    ['table', lualib.luaopen_table],
+    ['math', lualib.luaopen_math],
+    ['utf8', lualib.luaopen_utf8],
+  ];
+  if (all) {
+    // Everything KrakenD's allow_open_libs gives, except fengari's JS bridge (that would hand
+    // scripts the whole Node process).
+    const l = lualib as unknown as Record<string, JsFunction>;
+    for (const n of ['package', 'coroutine', 'io', 'os', 'debug']) libs.push([n, l['luaopen_' + n]!]);
+  }
+  for (const [name, open] of libs) {
+    lauxlib.luaL_requiref(L, S(name), open, 1);
+    lua.lua_pop(L, 1);
+  }
+  if (!all) {
+    // The base library without the functions that read files or load code.
+    for (const n of ['dofile', 'loadfile', 'load', 'collectgarbage']) {
+      lua.lua_pushnil(L);
+      lua.lua_setglobal(L, S(n));
+    }
+  }
+}
+
+/** Source files: read at start-up; with `live`, re-read when their mtime changes. */
+export class Sources {
+  private stamps: number[];
+  constructor(
+    readonly files: readonly string[],
+    readonly live: boolean,
+  ) {
+    this.stamps = files.map((f) => statSync(f).mtimeMs);
+  }
+
+  read(): string {
+    return this.files.map((f) => readFileSync(f, 'utf8')).join('\n');
+  }
+
+  /** True when a live source changed since the last call. */
+  changed(): boolean {
+    if (!this.live) return false;
+    let changed = false;
+    for (let i = 0; i < this.files.length; i++) {
+      let m: number;
+      try {
+        m = statSync(this.files[i]!).mtimeMs;
+      } catch {
+        continue; // a file being replaced: keep the loaded version
+      }
+      if (m !== this.stamps[i]) {
+        this.stamps[i] = m;
+        changed = true;
+      }
+    }
+    return changed;
+  }
+}
