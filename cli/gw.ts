@@ -63,6 +63,7 @@ async function run(flags: RunFlags): Promise<void> {
   logger.info(`Starting gw v${GW_VERSION} (KrakenD ${KRAKEND_COMPAT_VERSION} compatible)`);
   logger.info(`Working directory is ${process.cwd()}`);
   logger.info('Starting the KrakenD instance');
+  for (const w of cfg.warnings) logger.warn(w);
   const workers = workerCount(flags, cfg);
   if (workers > 1) return runCluster(flags, cfg, logger, workers);
   let gw;

@@ -85,13 +85,16 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     }
     let proxy: Proxy | null = null;
     let noop: BackendPipe | null = null;
-    if (ep.outputEncoding === 'no-op') {
+    if (ep.unenforced.length > 0) {
+      // Fail closed: gw cannot apply what would have refused requests here (config/unsupported.ts).
+      const why = `gw does not implement ${ep.unenforced.join(', ')}: request refused`;
+      proxy = () => Promise.reject(new Error(why));
+    } else if (ep.outputEncoding === 'no-op') {
       if (ep.extraConfig[LUA_PROXY] !== undefined) {
         throw new Error(`endpoint ${ep.path}: "${LUA_PROXY}" needs a decoding endpoint; a no-op endpoint streams the answer untouched (use "${LUA_BACKEND}" "pre" to change the request)`);
       }
       noop = pipes[0]!;
-    }
-    else {
+    } else {
       proxy = composeEndpointProxy(ep, pipes, logger);
     }
     logger.debug(`[ENDPOINT: ${ep.path}] Building the http handler`);

@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import { normaliseNamespaces } from './aliases.js';
 import { parseDuration } from './duration.js';
+import { checkNamespaces } from './unsupported.js';
 import { configSchema, lintSchema } from './schema.js';
 import type {
   AllowList, BackendConfig, Encoding, EndpointConfig, LogLevel, Method, OutputEncoding, ServiceConfig,
@@ -120,6 +121,7 @@ export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptio
   const outputDefault = typeof raw.output_encoding === 'string' && raw.output_encoding !== '' ? raw.output_encoding : 'json';
 
   const warnings: string[] = [];
+  checkNamespaces(extra, 'extra_config', false, { warnings, enforcing: [] });
   const endpoints: EndpointConfig[] = [];
   const seen = new Map<string, { desc: string; index: number }>();
   const list: unknown[] = Array.isArray(raw.endpoints) ? raw.endpoints : [];
@@ -317,10 +319,17 @@ function normaliseEndpoint(e: Record<string, any>, index: number, inh: Inherited
     };
   });
 
+  const unsupported = { warnings: inh.warnings, enforcing: [] as string[] };
+  checkNamespaces(extra, `endpoints[${index}] (${path})`, true, unsupported);
+  backendsRaw.forEach((_, bi) => {
+    checkNamespaces(backends[bi]!.extraConfig, `endpoints[${index}] (${path}), backend ${bi}`, true, unsupported);
+  });
+
   return {
     index,
     path,
     route,
+    unenforced: unsupported.enforcing,
     method,
     params,
     timeoutMs: parseDuration(e.timeout) || inh.timeoutMs,

@@ -47,6 +47,9 @@ export interface EndpointConfig {
   readonly concurrentCalls: number;
   readonly backends: readonly BackendConfig[];
   readonly extraConfig: Readonly<Record<string, unknown>>;
+  /** Namespaces here that would refuse requests and that gw does not implement (see
+   *  config/unsupported.ts): when non-empty, the endpoint answers 500 to every request. */
+  readonly unenforced: readonly string[];
   /** Largest request body accepted (bytes; 0 = no limit): endpoint `extra_config.router.max_payload`,
    *  else the service's. Larger bodies get 413 and are never forwarded. */
   readonly maxPayload: number;

@@ -1,0 +1,58 @@
+/**
+ * KrakenD namespaces gw does not implement yet. KrakenD ignores namespaces it does not know, and so
+ * would a naive port; gw names each one at start-up instead (a `gw check` / `gw run` warning), and
+ * for the ones that exist to REJECT requests (authentication, authorisation, validation, filters
+ * that can answer on their own) it fails closed: the endpoint answers 500 rather than serve
+ * requests KrakenD would have refused.
+ */
+
+/** Namespaces gw reads (all levels). */
+const IMPLEMENTED: ReadonlySet<string> = new Set([
+  'router', 'proxy', 'backend/http', 'plugin/http-client', 'telemetry/logging', 'gw/server',
+  'modifier/lua-proxy', 'modifier/lua-backend',
+]);
+
+/**
+ * Namespaces whose job is to refuse or rewrite requests, by what they do. Rate limits are not here:
+ * skipping one costs capacity, not access, and failing a tenth of real configs' endpoints for it
+ * would be worse than the warning.
+ */
+const ENFORCING: ReadonlyMap<string, string> = new Map([
+  ['auth/validator', 'JWT validation'],
+  ['auth/basic', 'basic authentication'],
+  ['auth/api-keys', 'API-key authentication'],
+  ['auth/signer', 'JWT signing (skipping it would hand out the unsigned payload)'],
+  ['security/policies', 'security policies'],
+  ['validation/cel', 'CEL validation'],
+  ['validation/json-schema', 'JSON-schema validation'],
+  ['security/bot-detector', 'bot detection'],
+  ['modifier/lua-endpoint', 'a Lua endpoint script'],
+  ['plugin/req-resp-modifier', 'request/response modifier plugins'],
+]);
+
+export interface Unsupported {
+  /** Warnings to print (one per namespace and place). */
+  readonly warnings: string[];
+  /** Enforcing namespaces found, as `namespace (what it does)`. */
+  readonly enforcing: string[];
+}
+
+/**
+ * Checks one `extra_config`. `where` names the place (`endpoints[2] (/users)`); `endpointLevel` is
+ * false for the service level, where enforcing namespaces only warn (they cannot be tied to one
+ * endpoint, and failing every endpoint for a service-wide bot filter would be worse than a warning).
+ */
+export function checkNamespaces(extra: Readonly<Record<string, unknown>>, where: string, endpointLevel: boolean, out: Unsupported): void {
+  for (const ns of Object.keys(extra)) {
+    if (IMPLEMENTED.has(ns) || ns.startsWith('gw/')) continue;
+    const what = ENFORCING.get(ns);
+    if (what !== undefined && endpointLevel) {
+      out.enforcing.push(`"${ns}" (${what})`);
+      out.warnings.push(
+        `${where}: "${ns}" (${what}) is not implemented by gw; this endpoint answers 500 to every request rather than skip it`,
+      );
+    } else {
+      out.warnings.push(`${where}: "${ns}" is not implemented by gw and is ignored`);
+    }
+  }
+}
