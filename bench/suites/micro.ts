@@ -10,6 +10,7 @@ import type { BackendConfig, EndpointConfig } from '../../core/config/types.js';
 import type { Logger } from '../../core/log.js';
 import { pluginClient } from '../../core/plugin/client.js';
 import type { BackendResponse, ClientHandler } from '../../core/plugin/types.js';
+import { compileBackendLua } from '../../core/lua/modifier.js';
 import { buildBackendPipe } from '../../core/proxy/backend.js';
 import { compileFormatter } from '../../core/proxy/formatter.js';
 import { composeMerge } from '../../core/proxy/merge.js';
@@ -155,6 +156,13 @@ function tasks(): MicroTask[] {
   const abort = new AbortController();
   const preq = new ProxyRequest(['42', 'item-7'], ep.params, 'q=x&page=2', ci, null, abort.signal, 'GET');
   list.push({ suite: 'request', name: 'buildOutbound (2 params)', fn: () => pipe.buildOutbound(preq) });
+
+  // core/lua: a lua-backend pre script (KrakenD's url rewrite) on the same backend request.
+  const lua = compileBackendLua(
+    { 'modifier/lua-backend': { pre: 'local r = request.load(); r:url(r:url() .. r:params("Id")); r:headers("X-Lua", "1")' } },
+    'bench', '/x', 2000, { error: (m) => console.error(m) },
+  )!;
+  list.push({ suite: 'lua', name: 'lua-backend pre (url + header)', fn: () => lua.pre!(pipe.buildOutbound(preq)) });
 
   // core/router/params.ts
   list.push({ suite: 'router', name: 'decodeParam (plain)', fn: () => decodeParam('abc-123_def') });

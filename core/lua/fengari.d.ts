@@ -46,12 +46,15 @@ declare module 'fengari' {
     lua_setmetatable(L: LuaState, i: number): void;
     lua_pcall(L: LuaState, nargs: number, nresults: number, errfunc: number): number;
     lua_error(L: LuaState): never;
+    lua_setupvalue(L: LuaState, funcindex: number, n: number): LuaString | null;
+    lua_pushglobaltable(L: LuaState): void;
     lua_sethook(L: LuaState, f: ((L: LuaState, ar: unknown) => void) | null, mask: number, count: number): void;
   };
   export const lauxlib: {
     luaL_newstate(): LuaState;
     luaL_loadbuffer(L: LuaState, s: LuaString, sz: number | null, name: LuaString): number;
     luaL_ref(L: LuaState, t: number): number;
+    luaL_unref(L: LuaState, t: number, ref: number): void;
     luaL_tolstring(L: LuaState, i: number): LuaString;
     luaL_error(L: LuaState, fmt: LuaString): never;
     luaL_requiref(L: LuaState, name: LuaString, f: JsFunction, glb: number): void;

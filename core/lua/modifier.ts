@@ -210,10 +210,10 @@ function loadSources(cfg: LuaConfig): void {
 }
 
 /** Runs one script; a script error becomes the request's error (custom_error keeps its status). */
-function runScript(cfg: LuaConfig, ref: number, request: ScriptObject | null, response: ScriptObject | null, limitMs: number): void {
+function runScript(cfg: LuaConfig, ref: number, request: ScriptObject | null, response: ScriptObject | null, limitMs: number, env: number): void {
   if (cfg.broken !== null) throw new Error(cfg.broken);
   if (cfg.sources.changed()) loadSources(cfg);
-  const err = cfg.vm.run(ref, { request, response }, limitMs);
+  const err = cfg.vm.run(ref, { request, response }, limitMs, env);
   if (err === null) return;
   if (err instanceof ScriptHttpError && err.status > 0) {
     throw new StatusError(err.message, err.status, err.message, err.contentType, true);
@@ -254,11 +254,17 @@ function luaParams(names: readonly string[], values: readonly string[]): Record<
 
 // ---- backend level ----
 
+/**
+ * lua-backend around one backend call: `pre` rewrites the built request, `finish` runs `post` on
+ * the decoded response, `release` ends a call that failed in between. `pre` and `post` of one call
+ * share an environment (kept by the request object).
+ */
 export interface BackendLua {
-  /** Rewrites the built backend request; returns the request to send. */
-  pre: ((out: OutboundRequest) => OutboundRequest) | null;
-  post: ((r: ProxyResponse) => ProxyResponse) | null;
-  skipNext: boolean;
+  pre(out: OutboundRequest): OutboundRequest;
+  finish(resp: ProxyResponse, out: OutboundRequest): ProxyResponse;
+  release(out: OutboundRequest): void;
+  readonly hasPost: boolean;
+  readonly skipNext: boolean;
 }
 
 export function compileBackendLua(
@@ -268,34 +274,59 @@ export function compileBackendLua(
   if (cfg === null) return null;
   const preRef = cfg.pre;
   const postRef = cfg.post;
+  const vm = cfg.vm;
+  const envs = new WeakMap<OutboundRequest, number>();
   return {
     skipNext: cfg.skipNext,
-    pre:
-      preRef === null
-        ? null
-        : (out) => {
-            const q = out.path.indexOf('?');
-            const params = luaParams(Object.keys(out.params), Object.values(out.params));
-            const r = new ScriptRequest(
-              out.method, q < 0 ? out.path : out.path.slice(0, q), q < 0 ? '' : out.path.slice(q + 1), out.url, params, headerMapFrom(out.headers), bodyText(out.body),
-            );
-            runScript(cfg, preRef, r, null, timeoutMs);
-            out.method = r.method;
-            out.url = r.url;
-            out.headers = headersFrom(r.headers);
-            if (r.bodyChanged) out.body = Buffer.from(r.body);
-            return out.urlChanged() ? out.rebased() : out;
-          },
-    post:
-      postRef === null
-        ? null
-        : (resp) => {
-            const r = new ScriptResponse(resp.data, resp.isComplete, 200, resp.headers !== undefined ? headerMapFrom(resp.headers) : new Map());
-            runScript(cfg, postRef, null, r, timeoutMs);
-            resp.isComplete = r.isComplete;
-            if (r.headersChanged) resp.headers = headersFrom(r.headers);
-            return resp;
-          },
+    hasPost: postRef !== null,
+    pre(out) {
+      if (preRef === null) return out;
+      const q = out.path.indexOf('?');
+      const p = out.params;
+      const r = new ScriptRequest(
+        out.method, q < 0 ? out.path : out.path.slice(0, q), q < 0 ? '' : out.path.slice(q + 1), out.url,
+        luaParams(Object.keys(p), Object.values(p)), headerMapFrom(out.headers), bodyText(out.body),
+      );
+      const env = vm.newEnv();
+      try {
+        runScript(cfg, preRef, r, null, timeoutMs, env);
+      } catch (err) {
+        vm.releaseEnv(env);
+        throw err;
+      }
+      out.method = r.method;
+      out.url = r.url;
+      if (r.bodyChanged) {
+        r.headers.delete('Content-Length'); // the new body's length is computed when it is sent
+        out.body = Buffer.from(r.body);
+      }
+      out.headers = headersFrom(r.headers);
+      const sent = out.urlChanged() ? out.rebased() : out;
+      if (postRef !== null) envs.set(sent, env);
+      else vm.releaseEnv(env);
+      return sent;
+    },
+    finish(resp, out) {
+      const env = envs.get(out);
+      if (env !== undefined) envs.delete(out);
+      if (postRef === null) return resp;
+      const e = env ?? vm.newEnv();
+      try {
+        const r = new ScriptResponse(resp.data, resp.isComplete, 200, resp.headers !== undefined ? headerMapFrom(resp.headers) : new Map());
+        runScript(cfg, postRef, null, r, timeoutMs, e);
+        resp.isComplete = r.isComplete;
+        if (r.headersChanged) resp.headers = headersFrom(r.headers);
+        return resp;
+      } finally {
+        vm.releaseEnv(e);
+      }
+    },
+    release(out) {
+      const env = envs.get(out);
+      if (env === undefined) return;
+      envs.delete(out);
+      vm.releaseEnv(env);
+    },
   };
 }
 
@@ -311,11 +342,13 @@ export function wrapProxyLua(
   const preRef = cfg.pre;
   const postRef = cfg.post;
   const skip = cfg.skipNext;
-  const pre = (req: ProxyRequest): ProxyRequest => {
+  const vm = cfg.vm;
+  const pre = (req: ProxyRequest, env: number): ProxyRequest => {
     if (preRef === null) return req;
     const r = new ScriptRequest(req.method, req.client.path, req.query, '', luaParams(req.paramNames, req.params), new Map(req.client.headers), bodyText(req.body));
     for (const [k, v] of r.headers) r.headers.set(k, v.slice());
-    runScript(cfg, preRef, r, null, timeoutMs);
+    runScript(cfg, preRef, r, null, timeoutMs, env);
+    if (r.bodyChanged) r.headers.delete('Content-Length');
     const params = req.paramNames.map((n, i) => r.params[n.length > 0 ? n[0]!.toUpperCase() + n.slice(1) : n] ?? req.params[i]!);
     const headers: HeaderMap = new Map();
     for (const [k, v] of r.headers) if (!HOP_BY_HOP.has(k.toLowerCase())) headers.set(k, v);
@@ -323,23 +356,38 @@ export function wrapProxyLua(
     const body = r.bodyChanged ? Buffer.from(r.body) : req.body;
     return new ProxyRequest(params, req.paramNames, r.query, client, body, req.signal, r.method, req.extra);
   };
-  const post = (resp: ProxyResponse): ProxyResponse => {
+  const post = (resp: ProxyResponse, env: number): ProxyResponse => {
     // As KrakenD: post runs only when the call returned no error (a partial merge carries one).
     if (postRef === null || resp.errors !== null) return resp;
     const r = new ScriptResponse(resp.data, resp.isComplete, 200, resp.headers !== undefined ? headerMapFrom(resp.headers) : new Map());
-    runScript(cfg, postRef, null, r, timeoutMs);
+    runScript(cfg, postRef, null, r, timeoutMs, env);
     resp.isComplete = r.isComplete;
     if (r.headersChanged) resp.headers = headersFrom(r.headers);
     return resp;
   };
   return (req) => {
+    // One environment per request, shared by its pre and post.
+    const env = vm.newEnv();
     let sub: ProxyRequest;
     try {
-      sub = pre(req);
+      sub = pre(req, env);
     } catch (err) {
+      vm.releaseEnv(env);
       return Promise.reject(err as Error);
     }
     const p = skip ? Promise.resolve<ProxyResponse>({ data: Object.create(null), isComplete: false, errors: null }) : next(sub);
-    return p.then(post);
+    return p.then(
+      (r) => {
+        try {
+          return post(r, env);
+        } finally {
+          vm.releaseEnv(env);
+        }
+      },
+      (err: Error) => {
+        vm.releaseEnv(env);
+        throw err;
+      },
+    );
   };
 }

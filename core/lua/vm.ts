@@ -4,8 +4,10 @@
  * KrakenD (krakend-lua on gopher-lua) builds a fresh state per request and re-runs the `sources`
  * each time. gw builds the state once at start-up: sources run once, `pre`/`post` are compiled
  * once, and a request only pays for the call itself. Scripts run to completion synchronously, so
- * two requests never interleave inside one state; what a script leaves in a global stays there
- * for the next request of the same worker (documented in docs/lua.md).
+ * two requests never interleave inside one state. Each request gets its own environment table
+ * (`_ENV`, falling back to the shared globals): a global that `pre` sets is seen by that request's
+ * `post` and by no other request, as with KrakenD's state per request. Functions defined in `sources`
+ * keep the shared globals (documented in docs/lua.md).
  *
  * The KrakenD script API is reproduced on top: `request.load()`, `response.load()`, `luaTable`,
  * `luaList`, `luaNil`, `json`, `custom_error`. Objects handed to scripts are JS objects pushed as
@@ -246,6 +248,8 @@ export class LuaVm {
   private readonly L: LuaState;
   private current: RunBindings = { request: null, response: null };
   private deadline = 0;
+  /** Registry ref of `{ __index = _G }`, the metatable of per-request environments. */
+  private readonly envMeta: number;
 
   constructor(opts: VmOptions) {
     const L = lauxlib.luaL_newstate();
@@ -323,6 +327,10 @@ export class LuaVm {
       process.stdout.write(`${opts.label} ${parts.join('\t')}\n`);
       return 0;
     });
+    lua.lua_newtable(L);
+    lua.lua_pushglobaltable(L);
+    lua.lua_setfield(L, -2, S('__index'));
+    this.envMeta = lauxlib.luaL_ref(L, lua.LUA_REGISTRYINDEX);
     lua.lua_sethook(L, (L) => {
       if (Date.now() > this.deadline) lauxlib.luaL_error(L, S('script ran past its time limit'));
     }, lua.LUA_MASKCOUNT, HOOK_EVERY);
@@ -360,12 +368,33 @@ export class LuaVm {
     return lauxlib.luaL_ref(L, lua.LUA_REGISTRYINDEX);
   }
 
-  /** Runs a compiled chunk with these bindings; returns the script's error, if any. */
-  run(ref: number, bindings: RunBindings, limitMs: number): Error | null {
+  /** A fresh environment for one request's scripts; give it back with {@link releaseEnv}. */
+  newEnv(): number {
+    const L = this.L;
+    lua.lua_newtable(L);
+    lua.lua_rawgeti(L, lua.LUA_REGISTRYINDEX, this.envMeta);
+    lua.lua_setmetatable(L, -2);
+    return lauxlib.luaL_ref(L, lua.LUA_REGISTRYINDEX);
+  }
+
+  releaseEnv(env: number): void {
+    lauxlib.luaL_unref(this.L, lua.LUA_REGISTRYINDEX, env);
+  }
+
+  /**
+   * Runs a compiled chunk with these bindings, in environment `env` (0: the shared globals, for
+   * `sources`); returns the script's error, if any.
+   */
+  run(ref: number, bindings: RunBindings, limitMs: number, env = 0): Error | null {
     const L = this.L;
     this.current = bindings;
     this.deadline = Date.now() + limitMs;
     lua.lua_rawgeti(L, lua.LUA_REGISTRYINDEX, ref);
+    if (env !== 0) {
+      // A main chunk's first upvalue is its _ENV.
+      lua.lua_rawgeti(L, lua.LUA_REGISTRYINDEX, env);
+      lua.lua_setupvalue(L, -2, 1);
+    }
     const status = lua.lua_pcall(L, 0, 0, 0);
     let err: Error | null = null;
     if (status !== lua.LUA_OK) {

@@ -67,16 +67,17 @@ export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, cli
 
   const where = `endpoint ${endpoint.path}, backend ${endpoint.backends.indexOf(b)} (${b.urlPattern})`;
   const lua = compileBackendLua(b.extraConfig, where, b.urlPattern, endpoint.timeoutMs, log);
-  if (lua !== null && endpoint.outputEncoding === 'no-op' && (lua.post !== null || lua.skipNext)) {
+  if (lua !== null && endpoint.outputEncoding === 'no-op' && (lua.hasPost || lua.skipNext)) {
     throw new Error(`${where}: "modifier/lua-backend" post and skip_next need a decoding endpoint; a no-op endpoint streams the answer untouched (only "pre" applies)`);
   }
-  const luaPre = lua?.pre ?? null;
   // Lua `pre` edits the built request, on the streaming (no-op) path as on the decoding one.
-  const buildOutbound = luaPre === null ? buildRequest : (req: ProxyRequest) => luaPre(buildRequest(req));
+  const buildOutbound = lua === null ? buildRequest : (req: ProxyRequest) => lua.pre(buildRequest(req));
 
-  let proxy: ((req: ProxyRequest) => Promise<ProxyResponse>) | null =
-    endpoint.outputEncoding === 'no-op' ? null : b.encoding === 'no-op' ? buildDiscardingProxy(buildOutbound, client, keepsRawBody(endpoint, b)) : buildDecodingProxy(b, buildOutbound, client);
-  if (proxy !== null && lua !== null) proxy = withBackendLua(proxy, lua, buildOutbound);
+  let proxy: ((req: ProxyRequest) => Promise<ProxyResponse>) | null = null;
+  if (endpoint.outputEncoding !== 'no-op') {
+    const call = b.encoding === 'no-op' ? discardingCall(client, keepsRawBody(endpoint, b)) : decodingCall(b, client);
+    proxy = toProxy(buildOutbound, call, lua);
+  }
   if (proxy !== null && endpoint.concurrentCalls > 1) proxy = composeConcurrent(proxy, endpoint.concurrentCalls, endpoint.timeoutMs);
 
   const pipe: BackendPipe = {
@@ -88,16 +89,27 @@ export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, cli
   return pipe;
 }
 
-/** lua-backend `skip_next`/`post` around a backend's decoding proxy (`pre` is in buildOutbound). */
-function withBackendLua(next: (req: ProxyRequest) => Promise<ProxyResponse>, lua: BackendLua, buildOutbound: (req: ProxyRequest) => OutboundRequest) {
-  const post = lua.post;
-  const call: (req: ProxyRequest) => Promise<ProxyResponse> = lua.skipNext
-    ? async (req) => {
-        buildOutbound(req); // pre still runs (and may fail the request)
-        return { data: Object.create(null), isComplete: false, errors: null };
-      }
-    : next;
-  return post === null ? call : (req: ProxyRequest) => call(req).then(post);
+type Call = (out: OutboundRequest) => Promise<ProxyResponse>;
+
+/** Build the request (a throw becomes a rejection), call, and run lua-backend's skip_next/post. */
+function toProxy(buildOutbound: (req: ProxyRequest) => OutboundRequest, call: Call, lua: BackendLua | null) {
+  return (req: ProxyRequest): Promise<ProxyResponse> => {
+    let out: OutboundRequest;
+    try {
+      out = buildOutbound(req);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    if (lua === null) return call(out);
+    const p = lua.skipNext ? Promise.resolve<ProxyResponse>({ data: Object.create(null), isComplete: false, errors: null }) : call(out);
+    return p.then(
+      (r) => lua.finish(r, out),
+      (err: Error) => {
+        lua.release(out);
+        throw err;
+      },
+    );
+  };
 }
 
 function capitalize(s: string): string {
@@ -180,22 +192,18 @@ export function composeConcurrent(
  * A no-op backend inside a decoding endpoint (lura's NoOpHTTPResponseParser): it is called, its
  * status is not checked, and it contributes no data to the merge.
  */
-function buildDiscardingProxy(
-  buildOutbound: (req: ProxyRequest) => OutboundRequest,
-  client: Client,
-  keepRaw: boolean,
-): (req: ProxyRequest) => Promise<ProxyResponse> {
+function discardingCall(client: Client, keepRaw: boolean): Call {
   if (keepRaw) {
     // A later sequential step uses this whole response: its raw body, as lura propagates it.
-    return async (req) => {
-      const res = await client(buildOutbound(req));
+    return async (out) => {
+      const res = await client(out);
       const data: Record<string | symbol, unknown> = Object.create(null);
       data[RAW_BODY] = (await readBody(res, MAX_DECODE_BYTES)).toString('utf8');
       return { data: data as Record<string, unknown>, isComplete: true, errors: null };
     };
   }
-  return async (req) => {
-    const res = await client(buildOutbound(req));
+  return async (out) => {
+    const res = await client(out);
     discard(res.body);
     return { data: Object.create(null), isComplete: true, errors: null };
   };
@@ -210,11 +218,7 @@ function keepsRawBody(endpoint: EndpointConfig, b: BackendConfig): boolean {
   return wholeResponseNeeded(i, propagated, endpoint.backends.slice(i + 1).map((x) => x.urlPattern));
 }
 
-function buildDecodingProxy(
-  b: BackendConfig,
-  buildOutbound: (req: ProxyRequest) => OutboundRequest,
-  client: Client,
-): (req: ProxyRequest) => Promise<ProxyResponse> {
+function decodingCall(b: BackendConfig, client: Client): Call {
   const decode = compileDecoder(b);
   const format = compileFormatter(b);
   const httpOpts = (b.extraConfig['backend/http'] ?? {}) as Record<string, unknown>;
@@ -244,17 +248,10 @@ function buildDecodingProxy(
     if (format !== null) data = format(data);
     return { data, isComplete: true, errors: null };
   };
-  return (req) => {
-    let out: OutboundRequest;
-    try {
-      out = buildOutbound(req);
-    } catch (err) {
-      return Promise.reject(err as Error);
-    }
-    return call(out).catch((err: Error) => {
+  return (out) =>
+    call(out).catch((err: Error) => {
       throw withBackend(err, out);
     });
-  };
 }
 
 function headerValue(h: Headers, name: string): string | null {
