@@ -10,6 +10,7 @@ import type { PluginRegistry } from './plugin/registry.js';
 import { pluginClient, resolveClientPlugin } from './plugin/client.js';
 import { buildBackendPipe, type BackendPipe, type Client } from './proxy/backend.js';
 import { composeEndpointProxy } from './proxy/compose.js';
+import { compileCors, CORS_NS, type Cors } from './router/cors.js';
 import { LUA_BACKEND, LUA_PROXY } from './lua/modifier.js';
 import type { OutboundRequest, Proxy } from './proxy/types.js';
 import { makeEndpointHandler, type EndpointRuntime, type ServerState } from './router/endpoint.js';
@@ -105,7 +106,9 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     endpoints.push({ config: ep, proxy, noop, bodyReaders });
   }
 
-  const state: ServerState = { router: cfg.router, limits: cfg.limits, logger, inflight: 0, onIdle: null };
+  const cors = compileCors(cfg.extraConfig[CORS_NS]);
+  if (cors !== null) logger.info('[SERVICE: Gin][CORS] Enabled CORS for all requests');
+  const state: ServerState = { router: cfg.router, limits: cfg.limits, logger, cors, inflight: 0, onIdle: null };
   let listenSocket: us_listen_socket | null = null;
   let app: TemplatedApp | null = null;
   const port = opts.port || cfg.port;
@@ -194,7 +197,9 @@ function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints: readon
   }
   const notFound = router.errorBody?.['404'];
   const notAllowed = router.errorBody?.['405'];
-  app.any('/*', (res: HttpResponse, req: HttpRequest) => {
+  const cors = state.cors;
+  const noHeaders = () => {};
+  const answer = (res: HttpResponse, req: HttpRequest, extra: (res: HttpResponse) => void) => {
     const method = req.getCaseSensitiveMethod().toUpperCase();
     const d = fallback.decide(method, req.getUrl(), req.getQuery() ?? '');
     switch (d.kind) {
@@ -202,37 +207,61 @@ function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints: readon
         res.cork(() => {
           res.writeStatus(d.status === 301 ? '301 Moved Permanently' : '307 Temporary Redirect');
           res.writeHeader('Location', d.location);
+          extra(res);
           res.end();
         });
         return;
       case 'method-not-allowed':
-        if (notAllowed !== undefined) return writeJson(res, 405, notAllowed);
+        if (notAllowed !== undefined) return writeJson(res, 405, notAllowed, extra);
         res.cork(() => {
           res.writeStatus('405 Method Not Allowed');
           res.writeHeader('Allow', d.allow.join(', '));
           res.writeHeader('Content-Type', 'text/plain');
           res.writeHeader('X-Krakend', VERSION_HEADER_VALUE);
           res.writeHeader('X-Krakend-Completed', 'false');
+          extra(res);
           res.end('405 method not allowed');
         });
         return;
       default:
-        if (notFound !== undefined) return writeJson(res, 404, notFound);
+        if (notFound !== undefined) return writeJson(res, 404, notFound, extra);
         res.cork(() => {
           res.writeStatus('404 Not Found');
           res.writeHeader('Content-Type', 'text/plain');
           res.writeHeader('X-Krakend', VERSION_HEADER_VALUE);
           res.writeHeader('X-Krakend-Completed', 'false');
+          extra(res);
           res.end('404 page not found');
         });
     }
+  };
+  if (cors === null) {
+    app.any('/*', (res: HttpResponse, req: HttpRequest) => answer(res, req, noHeaders));
+    return;
+  }
+  // CORS wraps the router (as in KrakenD): preflights are answered on any path, and the router's
+  // own 404/405/redirect answers carry the CORS headers too.
+  app.options('/*', (res: HttpResponse, req: HttpRequest) => {
+    const p = cors.preflight(res, req);
+    if (p === true) return;
+    answer(res, req, p === false ? corsWriter(cors, req, 'OPTIONS') : p);
+  });
+  app.any('/*', (res: HttpResponse, req: HttpRequest) => {
+    answer(res, req, corsWriter(cors, req, req.getCaseSensitiveMethod().toUpperCase()));
   });
 }
 
-function writeJson(res: HttpResponse, status: number, body: unknown): void {
+function writeJson(res: HttpResponse, status: number, body: unknown, extra: (res: HttpResponse) => void): void {
   res.cork(() => {
     res.writeStatus(status === 404 ? '404 Not Found' : '405 Method Not Allowed');
     res.writeHeader('Content-Type', 'application/json; charset=utf-8');
+    extra(res);
     res.end(goJson(body));
   });
+}
+
+/** The CORS headers of an answer gw writes itself (`req` is read now, while it is alive). */
+function corsWriter(cors: Cors, req: HttpRequest, method: string): (res: HttpResponse) => void {
+  const allow = cors.allowOrigin(req.getHeader('origin'), method);
+  return (res) => cors.write(res, allow);
 }

@@ -9,7 +9,7 @@
 /** Namespaces gw reads (all levels). */
 const IMPLEMENTED: ReadonlySet<string> = new Set([
   'router', 'proxy', 'backend/http', 'plugin/http-client', 'telemetry/logging', 'gw/server',
-  'modifier/lua-proxy', 'modifier/lua-backend',
+  'modifier/lua-proxy', 'modifier/lua-backend', 'security/cors',
 ]);
 
 /**

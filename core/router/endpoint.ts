@@ -13,6 +13,7 @@ import { canonicalHeader } from '../config/load.js';
 import type { Logger } from '../log.js';
 import type { BackendResponse, Headers } from '../plugin/types.js';
 import type { BackendPipe } from '../proxy/backend.js';
+import type { Cors } from './cors.js';
 import { HOP_BY_HOP, type CapturedHeaders, type ClientInfo } from '../proxy/request.js';
 import { CanceledError, DeadlineError, ProxyRequest, StatusError, withBackend, type Proxy, type ProxyResponse } from '../proxy/types.js';
 import { isUpstreamBody, UpstreamBody } from '../transport/body.js';
@@ -38,6 +39,8 @@ export interface ServerState {
   readonly router: RouterOptions;
   readonly limits: ServerLimits;
   readonly logger: Logger;
+  /** `security/cors`, or null. */
+  readonly cors: Cors | null;
   /** Requests in flight, for graceful shutdown. */
   inflight: number;
   onIdle: (() => void) | null;
@@ -136,6 +139,8 @@ class Inflight implements StreamOwner {
   body: RequestBodyStream | null = null;
   upstream: UpstreamBody | null = null;
   sink: ClientSink | null = null;
+  /** Access-Control-Allow-Origin for this request (null: not allowed); unused without CORS. */
+  corsOrigin: string | null = null;
 
   constructor(
     readonly res: HttpResponse,
@@ -211,6 +216,7 @@ class Inflight implements StreamOwner {
       res.writeHeader('X-Krakend-Completed', complete ? 'true' : 'false');
       if (complete && ep.cacheTtlS > 0) res.writeHeader('Cache-Control', `public, max-age=${ep.cacheTtlS}`);
       if (resp.headers !== undefined) writeExtraHeaders(res, resp.headers);
+      if (this.server.cors !== null) this.server.cors.write(res, this.corsOrigin);
       res.end(body);
     });
     this.finish();
@@ -246,6 +252,7 @@ class Inflight implements StreamOwner {
       res.writeHeader('X-Krakend', router.hideVersionHeader ? 'Version undefined' : VERSION_HEADER_VALUE);
       res.writeHeader('X-Krakend-Completed', 'false');
       if (body !== '') res.writeHeader('Content-Type', contentType);
+      if (this.server.cors !== null) this.server.cors.write(res, this.corsOrigin);
       res.end(body);
     });
     this.finish();
@@ -310,9 +317,12 @@ class Inflight implements StreamOwner {
     const conn = headers['connection'] ?? headers['Connection'];
     const named = conn === undefined ? null : new Set(String(conn).toLowerCase().split(',').map((t) => t.trim()));
     const gunzip = this.headGunzip;
+    const cors = this.server.cors;
     for (const k in headers) {
       const lk = k.toLowerCase();
       if (HOP_BY_HOP.has(lk) || lk === 'content-length' || lk === 'date' || lk === 'uwebsockets') continue;
+      // With CORS on, gw's CORS answer replaces the backend's.
+      if (cors !== null && lk.startsWith('access-control-')) continue;
       if (named !== null && named.has(lk)) continue;
       if (gunzip && lk === 'content-encoding') continue;
       const v = headers[k];
@@ -325,6 +335,7 @@ class Inflight implements StreamOwner {
     if (this.headJson && !hasContentType) res.writeHeader('Content-Type', 'application/json; charset=utf-8');
     res.writeHeader('X-Krakend', this.server.router.hideVersionHeader ? 'Version undefined' : VERSION_HEADER_VALUE);
     res.writeHeader('X-Krakend-Completed', 'false');
+    if (cors !== null) cors.write(res, this.corsOrigin);
   }
 
   failBeforeHead(err: Error): void {
@@ -556,6 +567,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
   const { render, needsAccept } = compileRender(ep);
 
   const maxUrl = server.limits.maxUrlLength;
+  const cors = server.cors;
   const maxHeaderBytes = server.limits.maxHeaderBytes;
   const maxPayload = ep.maxPayload;
 
@@ -589,6 +601,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
     }
     const f = new Inflight(res, rt, server);
     res.onAborted(f.onAborted);
+    if (cors !== null) f.corsOrigin = cors.allowOrigin(req.getHeader('origin'), method);
     const client: ClientInfo = { headers: capture(req), host: req.getHeader('host'), path: url, ip: clientIp(res) };
     let body: RequestBodyStream | null = null;
     if ((cl !== '' && cl !== '0') || te !== '') {
