@@ -11,6 +11,8 @@ import { pluginClient, resolveClientPlugin } from './plugin/client.js';
 import { buildBackendPipe, type BackendPipe, type Client } from './proxy/backend.js';
 import { composeEndpointProxy } from './proxy/compose.js';
 import { compileCors, CORS_NS, type Cors } from './router/cors.js';
+import { compileJwt } from './auth/jwt.js';
+import { SIGNER_NS } from './auth/signer.js';
 import { LUA_BACKEND, LUA_PROXY } from './lua/modifier.js';
 import type { OutboundRequest, Proxy } from './proxy/types.js';
 import { makeEndpointHandler, type EndpointRuntime, type ServerState } from './router/endpoint.js';
@@ -91,6 +93,9 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       const why = `gw does not implement ${ep.unenforced.join(', ')}: request refused`;
       proxy = () => Promise.reject(new Error(why));
     } else if (ep.outputEncoding === 'no-op') {
+      if (ep.extraConfig[SIGNER_NS] !== undefined) {
+        throw new Error(`endpoint ${ep.path}: "${SIGNER_NS}" signs values of a decoded answer; a no-op endpoint streams the answer untouched`);
+      }
       if (ep.extraConfig[LUA_PROXY] !== undefined) {
         throw new Error(`endpoint ${ep.path}: "${LUA_PROXY}" needs a decoding endpoint; a no-op endpoint streams the answer untouched (use "${LUA_BACKEND}" "pre" to change the request)`);
       }
@@ -103,7 +108,8 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     // Lua scripts read the body synchronously (`request:body()`), so it is buffered for them too.
     const usesLua = ep.extraConfig[LUA_PROXY] !== undefined || ep.backends.some((b) => b.extraConfig[LUA_BACKEND] !== undefined);
     const bodyReaders = usesLua ? Infinity : ep.backends.length * (ep.outputEncoding === 'no-op' ? 1 : Math.max(1, ep.concurrentCalls));
-    endpoints.push({ config: ep, proxy, noop, bodyReaders });
+    const jwt = compileJwt(ep.extraConfig, `endpoint ${ep.path}`, ep.backends.map((b) => b.urlPattern), ep.inputHeaders, (m) => logger.warn(m));
+    endpoints.push({ config: ep, proxy, noop, bodyReaders, jwt, signed: ep.extraConfig[SIGNER_NS] !== undefined });
   }
 
   const cors = compileCors(cfg.extraConfig[CORS_NS]);

@@ -121,7 +121,7 @@ export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptio
   const outputDefault = typeof raw.output_encoding === 'string' && raw.output_encoding !== '' ? raw.output_encoding : 'json';
 
   const warnings: string[] = [];
-  checkNamespaces(extra, 'extra_config', false, { warnings, enforcing: [] });
+  checkNamespaces(extra, 'extra_config', 'service', { warnings, enforcing: [] });
   const endpoints: EndpointConfig[] = [];
   const seen = new Map<string, { desc: string; index: number }>();
   const list: unknown[] = Array.isArray(raw.endpoints) ? raw.endpoints : [];
@@ -320,9 +320,9 @@ function normaliseEndpoint(e: Record<string, any>, index: number, inh: Inherited
   });
 
   const unsupported = { warnings: inh.warnings, enforcing: [] as string[] };
-  checkNamespaces(extra, `endpoints[${index}] (${path})`, true, unsupported);
+  checkNamespaces(extra, `endpoints[${index}] (${path})`, 'endpoint', unsupported);
   backendsRaw.forEach((_, bi) => {
-    checkNamespaces(backends[bi]!.extraConfig, `endpoints[${index}] (${path}), backend ${bi}`, true, unsupported);
+    checkNamespaces(backends[bi]!.extraConfig, `endpoints[${index}] (${path}), backend ${bi}`, 'backend', unsupported);
   });
 
   return {

@@ -6,11 +6,22 @@
  * requests KrakenD would have refused.
  */
 
-/** Namespaces gw reads (all levels). */
-const IMPLEMENTED: ReadonlySet<string> = new Set([
-  'router', 'proxy', 'backend/http', 'plugin/http-client', 'telemetry/logging', 'gw/server',
-  'modifier/lua-proxy', 'modifier/lua-backend', 'security/cors',
+/** Namespaces gw reads, and the levels it reads them at. */
+const IMPLEMENTED: ReadonlyMap<string, readonly Level[]> = new Map<string, Level[]>([
+  ['router', ['service', 'endpoint']],
+  ['proxy', ['endpoint', 'backend']],
+  ['backend/http', ['backend']],
+  ['plugin/http-client', ['backend']],
+  ['telemetry/logging', ['service']],
+  ['gw/server', ['service']],
+  ['modifier/lua-proxy', ['endpoint']],
+  ['modifier/lua-backend', ['backend']],
+  ['security/cors', ['service']],
+  ['auth/validator', ['endpoint']],
+  ['auth/signer', ['endpoint']],
 ]);
+
+export type Level = 'service' | 'endpoint' | 'backend';
 
 /**
  * Namespaces whose job is to refuse or rewrite requests, by what they do. Rate limits are not here:
@@ -18,10 +29,8 @@ const IMPLEMENTED: ReadonlySet<string> = new Set([
  * would be worse than the warning.
  */
 const ENFORCING: ReadonlyMap<string, string> = new Map([
-  ['auth/validator', 'JWT validation'],
   ['auth/basic', 'basic authentication'],
   ['auth/api-keys', 'API-key authentication'],
-  ['auth/signer', 'JWT signing (skipping it would hand out the unsigned payload)'],
   ['security/policies', 'security policies'],
   ['validation/cel', 'CEL validation'],
   ['validation/json-schema', 'JSON-schema validation'],
@@ -38,15 +47,20 @@ export interface Unsupported {
 }
 
 /**
- * Checks one `extra_config`. `where` names the place (`endpoints[2] (/users)`); `endpointLevel` is
- * false for the service level, where enforcing namespaces only warn (they cannot be tied to one
+ * Checks one `extra_config`. `where` names the place (`endpoints[2] (/users)`). At the service
+ * level enforcing namespaces only warn (they cannot be tied to one
  * endpoint, and failing every endpoint for a service-wide bot filter would be worse than a warning).
  */
-export function checkNamespaces(extra: Readonly<Record<string, unknown>>, where: string, endpointLevel: boolean, out: Unsupported): void {
+export function checkNamespaces(extra: Readonly<Record<string, unknown>>, where: string, level: Level, out: Unsupported): void {
   for (const ns of Object.keys(extra)) {
-    if (IMPLEMENTED.has(ns) || ns.startsWith('gw/')) continue;
+    const levels = IMPLEMENTED.get(ns);
+    if (levels !== undefined) {
+      if (!levels.includes(level)) out.warnings.push(`${where}: "${ns}" is read at ${levels.join(' and ')} level only, as in KrakenD; ignored here`);
+      continue;
+    }
+    if (ns.startsWith('gw/')) continue;
     const what = ENFORCING.get(ns);
-    if (what !== undefined && endpointLevel) {
+    if (what !== undefined && level !== 'service') {
       out.enforcing.push(`"${ns}" (${what})`);
       out.warnings.push(
         `${where}: "${ns}" (${what}) is not implemented by gw; this endpoint answers 500 to every request rather than skip it`,

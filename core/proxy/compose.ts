@@ -1,11 +1,12 @@
 /**
  * The endpoint proxy (lura's factory.go + CE proxy factory), composed once per endpoint, outer →
- * inner: Lua (modifier/lua-proxy) → shadow → static → [flatmap → merge (parallel or sequential), several backends only] →
+ * inner: signer (auth/signer) → Lua (modifier/lua-proxy) → shadow → static → [flatmap → merge (parallel or sequential), several backends only] →
  * per-backend stacks. Stages whose config is absent are not composed.
  */
 import type { EndpointConfig } from '../config/types.js';
 import type { BackendPipe } from './backend.js';
 import { compileFlatmap, flatmapOps, setKey } from './flatmap.js';
+import { wrapSigner } from '../auth/signer.js';
 import { wrapProxyLua, type LuaLog } from '../lua/modifier.js';
 import { composeMerge, composeSequential } from './merge.js';
 import { DeadlineError, type Proxy, type ProxyRequest, type ProxyResponse } from './types.js';
@@ -54,8 +55,10 @@ export function composeEndpointProxy(ep: EndpointConfig, pipes: readonly Backend
     }
   }
   if (shadows.length > 0) proxy = withShadows(proxy, shadows.map((p) => p.proxy!), ep.timeoutMs);
-  // Lua is the outermost stage of KrakenD's endpoint proxy.
-  return wrapProxyLua(proxy, ep.extraConfig, `endpoint ${ep.path}`, ep.path, ep.timeoutMs, log);
+  // Lua is the outermost stage of KrakenD's endpoint proxy; the signer (a router-level wrapper in
+  // KrakenD) signs the final answer.
+  proxy = wrapProxyLua(proxy, ep.extraConfig, `endpoint ${ep.path}`, ep.path, ep.timeoutMs, log);
+  return wrapSigner(proxy, ep.extraConfig, `endpoint ${ep.path}`);
 }
 
 function withFlatmap(next: Proxy, filter: (d: Obj) => Obj): Proxy {

@@ -14,6 +14,8 @@ import type { Logger } from '../log.js';
 import type { BackendResponse, Headers } from '../plugin/types.js';
 import type { BackendPipe } from '../proxy/backend.js';
 import type { Cors } from './cors.js';
+import type { JWTPayload } from 'jose';
+import { AuthError, claim, claimText, type JwtValidator } from '../auth/jwt.js';
 import { HOP_BY_HOP, type CapturedHeaders, type ClientInfo } from '../proxy/request.js';
 import { CanceledError, DeadlineError, ProxyRequest, StatusError, withBackend, type Proxy, type ProxyResponse } from '../proxy/types.js';
 import { isUpstreamBody, UpstreamBody } from '../transport/body.js';
@@ -33,6 +35,10 @@ export interface EndpointRuntime {
   readonly noop: BackendPipe | null;
   /** How many backends will read the request body (>1 → it is buffered once and shared). */
   readonly bodyReaders: number;
+  /** `auth/validator`, or null. */
+  readonly jwt: JwtValidator | null;
+  /** `auth/signer` is on: the answer carries tokens, never a cache header. */
+  readonly signed: boolean;
 }
 
 export interface ServerState {
@@ -213,8 +219,11 @@ class Inflight implements StreamOwner {
       res.writeStatus('200 OK');
       res.writeHeader('Content-Type', contentType);
       res.writeHeader('X-Krakend', router.hideVersionHeader ? 'Version undefined' : VERSION_HEADER_VALUE);
-      res.writeHeader('X-Krakend-Completed', complete ? 'true' : 'false');
-      if (complete && ep.cacheTtlS > 0) res.writeHeader('Cache-Control', `public, max-age=${ep.cacheTtlS}`);
+      // auth/signer endpoints answer from KrakenD's signer handler: no completeness, no caching.
+      if (!this.rt.signed) {
+        res.writeHeader('X-Krakend-Completed', complete ? 'true' : 'false');
+        if (complete && ep.cacheTtlS > 0) res.writeHeader('Cache-Control', `public, max-age=${ep.cacheTtlS}`);
+      }
       if (resp.headers !== undefined) writeExtraHeaders(res, resp.headers);
       if (this.server.cors !== null) this.server.cors.write(res, this.corsOrigin);
       res.end(body);
@@ -254,6 +263,25 @@ class Inflight implements StreamOwner {
       if (body !== '') res.writeHeader('Content-Type', contentType);
       if (this.server.cors !== null) this.server.cors.write(res, this.corsOrigin);
       res.end(body);
+    });
+    this.finish();
+  }
+
+  /** auth/validator refused the request: 401/403 with an empty body, as KrakenD. */
+  refuseAuth(err: Error): void {
+    if (this.aborted || this.done) return;
+    const status = err instanceof AuthError ? err.status : 500;
+    const msg = `[ENDPOINT: ${this.rt.config.path}][JWTValidator] ${err.message}`;
+    // Client mistakes are routine (debug); a key set gw could not fetch is an outage (error).
+    if (!(err instanceof AuthError) || err.fault) this.server.logger.error(msg);
+    else this.server.logger.debug(msg);
+    const res = this.res;
+    const cors = this.server.cors;
+    res.cork(() => {
+      this.releaseBody();
+      res.writeStatus(statusLine(status));
+      if (cors !== null) cors.write(res, this.corsOrigin);
+      res.end();
     });
     this.finish();
   }
@@ -568,6 +596,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
 
   const maxUrl = server.limits.maxUrlLength;
   const cors = server.cors;
+  const jwt = rt.jwt;
   const maxHeaderBytes = server.limits.maxHeaderBytes;
   const maxPayload = ep.maxPayload;
 
@@ -619,20 +648,59 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
     // 2. The pipe, bounded by the endpoint timeout.
     f.timer = setTimeout(onTimeout, timeoutMs, f);
     const preq = new ProxyRequest(params, ep.params, query, client, body, f.controller.signal, method);
-    if (body !== null && (bufferBody || (maxPayload > 0 && cl === ''))) {
-      // Several backends share one copy; a length-less body under max_payload is read (bounded)
-      // before anything is forwarded, so an oversized one never reaches a backend.
-      readAll(body).then(
-        (buf) => {
-          preq.body = buf;
-          runPipe(f, preq, noop, proxy);
+    // Several backends share one copy; a length-less body under max_payload is read (bounded)
+    // before anything is forwarded, so an oversized one never reaches a backend.
+    const readFirst = body !== null && (bufferBody || (maxPayload > 0 && cl === ''));
+    if (jwt !== null) {
+      // auth/validator: nothing is read or forwarded before the token is accepted.
+      const token = req.getHeader(jwt.header);
+      const cookie = jwt.cookie !== null ? req.getHeader('cookie') : '';
+      jwt.validate(token, cookie).then(
+        (claims) => {
+          if (!f.aborted && !f.done) startPipe(f, withClaims(preq, claims, jwt), readFirst, noop, proxy);
         },
-        (err: Error) => f.renderError(err),
+        (err: Error) => f.refuseAuth(err),
       );
       return;
     }
-    runPipe(f, preq, noop, proxy);
+    startPipe(f, preq, readFirst, noop, proxy);
   };
+}
+
+function startPipe(f: Inflight, preq: ProxyRequest, readFirst: boolean, noop: BackendPipe | null, proxy: Proxy | null): void {
+  if (readFirst) {
+    readAll(preq.body as Readable).then(
+      (buf) => {
+        preq.body = buf;
+        runPipe(f, preq, noop, proxy);
+      },
+      (err: Error) => f.renderError(err),
+    );
+    return;
+  }
+  runPipe(f, preq, noop, proxy);
+}
+
+/** The request with the accepted token's claims: `{JWT.x}` values and `propagate_claims` headers. */
+function withClaims(p: ProxyRequest, claims: JWTPayload, jwt: JwtValidator): ProxyRequest {
+  let extra = p.extra;
+  if (jwt.placeholders.length > 0) {
+    const e: Record<string, string> = Object.create(null);
+    for (const name of jwt.placeholders) e[name] = claimText(claim(claims, name.slice(4)));
+    extra = e;
+  }
+  let client = p.client;
+  if (jwt.propagate.length > 0) {
+    const headers = new Map(client.headers);
+    for (const [c, h] of jwt.propagate) {
+      const v = claim(claims, c);
+      // The claim always wins over what the client sent under that name.
+      if (v === undefined) headers.delete(h);
+      else headers.set(h, [claimText(v)]);
+    }
+    client = { ...client, headers };
+  }
+  return new ProxyRequest(p.params, p.paramNames, p.query, client, p.body, p.signal, p.method, extra);
 }
 
 function runPipe(f: Inflight, preq: ProxyRequest, noop: BackendPipe | null, proxy: Proxy | null): void {
