@@ -13,6 +13,7 @@ import { composeEndpointProxy } from './proxy/compose.js';
 import { compileCors, CORS_NS, type Cors } from './router/cors.js';
 import { compileJwt } from './auth/jwt.js';
 import { SIGNER_NS } from './auth/signer.js';
+import { BOT_NS, compileBodySchema, compileBotDetector, SCHEMA_NS } from './validation/guards.js';
 import { LUA_BACKEND, LUA_PROXY } from './lua/modifier.js';
 import type { OutboundRequest, Proxy } from './proxy/types.js';
 import { makeEndpointHandler, type EndpointRuntime, type ServerState } from './router/endpoint.js';
@@ -67,6 +68,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   const defaultClient: Client = (r: OutboundRequest) => send(pools, r.origin, r.path, r.method, r.headers, r.body as never, r.signal);
 
   const endpoints: EndpointRuntime[] = [];
+  const serviceBot = compileBotDetector(cfg.extraConfig[BOT_NS], 'extra_config');
   for (const ep of cfg.endpoints) {
     logger.debug(`[ENDPOINT: ${ep.path}] Building the proxy pipe`);
     const pipes: BackendPipe[] = [];
@@ -107,9 +109,12 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     // Every backend call reads the body (concurrent_calls sends it N times): >1 → buffered once.
     // Lua scripts read the body synchronously (`request:body()`), so it is buffered for them too.
     const usesLua = ep.extraConfig[LUA_PROXY] !== undefined || ep.backends.some((b) => b.extraConfig[LUA_BACKEND] !== undefined);
-    const bodyReaders = usesLua ? Infinity : ep.backends.length * (ep.outputEncoding === 'no-op' ? 1 : Math.max(1, ep.concurrentCalls));
+    const bodyCheck = compileBodySchema(ep.extraConfig[SCHEMA_NS], `endpoint ${ep.path}`);
+    const bodyReaders = usesLua || bodyCheck !== null ? Infinity : ep.backends.length * (ep.outputEncoding === 'no-op' ? 1 : Math.max(1, ep.concurrentCalls));
     const jwt = compileJwt(ep.extraConfig, `endpoint ${ep.path}`, ep.backends.map((b) => b.urlPattern), ep.inputHeaders, (m) => logger.warn(m));
-    endpoints.push({ config: ep, proxy, noop, bodyReaders, jwt, signed: ep.extraConfig[SIGNER_NS] !== undefined });
+    const epBot = compileBotDetector(ep.extraConfig[BOT_NS], `endpoint ${ep.path}`);
+    const bot = epBot === null ? serviceBot : serviceBot === null ? epBot : (ua: string) => serviceBot(ua) || epBot(ua);
+    endpoints.push({ config: ep, proxy, noop, bodyReaders, jwt, signed: ep.extraConfig[SIGNER_NS] !== undefined, bot, bodyCheck });
   }
 
   const cors = compileCors(cfg.extraConfig[CORS_NS]);

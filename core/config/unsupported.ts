@@ -19,6 +19,8 @@ const IMPLEMENTED: ReadonlyMap<string, readonly Level[]> = new Map<string, Level
   ['security/cors', ['service']],
   ['auth/validator', ['endpoint']],
   ['auth/signer', ['endpoint']],
+  ['security/bot-detector', ['service', 'endpoint']],
+  ['validation/json-schema', ['endpoint']],
 ]);
 
 export type Level = 'service' | 'endpoint' | 'backend';
@@ -33,8 +35,6 @@ const ENFORCING: ReadonlyMap<string, string> = new Map([
   ['auth/api-keys', 'API-key authentication'],
   ['security/policies', 'security policies'],
   ['validation/cel', 'CEL validation'],
-  ['validation/json-schema', 'JSON-schema validation'],
-  ['security/bot-detector', 'bot detection'],
   ['modifier/lua-endpoint', 'a Lua endpoint script'],
   ['plugin/req-resp-modifier', 'request/response modifier plugins'],
 ]);

@@ -14,6 +14,7 @@ import type { Logger } from '../log.js';
 import type { BackendResponse, Headers } from '../plugin/types.js';
 import type { BackendPipe } from '../proxy/backend.js';
 import type { Cors } from './cors.js';
+import type { BodyCheck, BotCheck } from '../validation/guards.js';
 import type { JWTPayload } from 'jose';
 import { AuthError, claim, claimText, type JwtValidator } from '../auth/jwt.js';
 import { HOP_BY_HOP, type CapturedHeaders, type ClientInfo } from '../proxy/request.js';
@@ -39,6 +40,10 @@ export interface EndpointRuntime {
   readonly jwt: JwtValidator | null;
   /** `auth/signer` is on: the answer carries tokens, never a cache header. */
   readonly signed: boolean;
+  /** `security/bot-detector` (service and/or endpoint), or null. */
+  readonly bot: BotCheck | null;
+  /** `validation/json-schema` on the request body, or null. */
+  readonly bodyCheck: BodyCheck | null;
 }
 
 export interface ServerState {
@@ -267,11 +272,11 @@ class Inflight implements StreamOwner {
     this.finish();
   }
 
-  /** auth/validator refused the request: 401/403 with an empty body, as KrakenD. */
-  refuseAuth(err: Error): void {
+  /** auth/validator or the bot detector refused the request: 401/403 with an empty body, as KrakenD. */
+  refuseAuth(err: Error, tag: string): void {
     if (this.aborted || this.done) return;
     const status = err instanceof AuthError ? err.status : 500;
-    const msg = `[ENDPOINT: ${this.rt.config.path}][JWTValidator] ${err.message}`;
+    const msg = `[ENDPOINT: ${this.rt.config.path}][${tag}] ${err.message}`;
     // Client mistakes are routine (debug); a key set gw could not fetch is an outage (error).
     if (!(err instanceof AuthError) || err.fault) this.server.logger.error(msg);
     else this.server.logger.debug(msg);
@@ -597,6 +602,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
   const maxUrl = server.limits.maxUrlLength;
   const cors = server.cors;
   const jwt = rt.jwt;
+  const bot = rt.bot;
   const maxHeaderBytes = server.limits.maxHeaderBytes;
   const maxPayload = ep.maxPayload;
 
@@ -651,6 +657,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
     // Several backends share one copy; a length-less body under max_payload is read (bounded)
     // before anything is forwarded, so an oversized one never reaches a backend.
     const readFirst = body !== null && (bufferBody || (maxPayload > 0 && cl === ''));
+    if (bot !== null && bot(req.getHeader('user-agent'))) return f.refuseAuth(new AuthError(403, 'bot detected'), 'BotDetector');
     if (jwt !== null) {
       // auth/validator: nothing is read or forwarded before the token is accepted.
       const token = req.getHeader(jwt.header);
@@ -659,7 +666,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
         (claims) => {
           if (!f.aborted && !f.done) startPipe(f, withClaims(preq, claims, jwt), readFirst, noop, proxy);
         },
-        (err: Error) => f.refuseAuth(err),
+        (err: Error) => f.refuseAuth(err, 'JWTValidator'),
       );
       return;
     }
@@ -672,11 +679,24 @@ function startPipe(f: Inflight, preq: ProxyRequest, readFirst: boolean, noop: Ba
     readAll(preq.body as Readable).then(
       (buf) => {
         preq.body = buf;
-        runPipe(f, preq, noop, proxy);
+        checkThenRun(f, preq, noop, proxy);
       },
       (err: Error) => f.renderError(err),
     );
     return;
+  }
+  checkThenRun(f, preq, noop, proxy);
+}
+
+/** validation/json-schema on the (buffered) body, then the pipe. */
+function checkThenRun(f: Inflight, preq: ProxyRequest, noop: BackendPipe | null, proxy: Proxy | null): void {
+  const check = f.rt.bodyCheck;
+  if (check !== null) {
+    const problem = check(preq.body as Buffer | null);
+    if (problem !== null) {
+      f.renderError(new StatusError(problem, 400, problem, null, true));
+      return;
+    }
   }
   runPipe(f, preq, noop, proxy);
 }
