@@ -13,6 +13,7 @@ import { composeEndpointProxy } from './proxy/compose.js';
 import { compileCors, CORS_NS, type Cors } from './router/cors.js';
 import { compileJwt } from './auth/jwt.js';
 import { SIGNER_NS } from './auth/signer.js';
+import { CEL_NS, compileCel } from './validation/cel.js';
 import { BOT_NS, compileBodySchema, compileBotDetector, SCHEMA_NS } from './validation/guards.js';
 import { LUA_BACKEND, LUA_PROXY } from './lua/modifier.js';
 import type { OutboundRequest, Proxy } from './proxy/types.js';
@@ -95,6 +96,9 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       const why = `gw does not implement ${ep.unenforced.join(', ')}: request refused`;
       proxy = () => Promise.reject(new Error(why));
     } else if (ep.outputEncoding === 'no-op') {
+      if ((compileCel(ep.extraConfig[CEL_NS], `endpoint ${ep.path}`)?.post.length ?? 0) > 0) {
+        throw new Error(`endpoint ${ep.path}: "${CEL_NS}" response checks (resp_*) need a decoding endpoint; a no-op endpoint streams the answer untouched`);
+      }
       if (ep.extraConfig[SIGNER_NS] !== undefined) {
         throw new Error(`endpoint ${ep.path}: "${SIGNER_NS}" signs values of a decoded answer; a no-op endpoint streams the answer untouched`);
       }
@@ -114,7 +118,8 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     const jwt = compileJwt(ep.extraConfig, `endpoint ${ep.path}`, ep.backends.map((b) => b.urlPattern), ep.inputHeaders, (m) => logger.warn(m));
     const epBot = compileBotDetector(ep.extraConfig[BOT_NS], `endpoint ${ep.path}`);
     const bot = epBot === null ? serviceBot : serviceBot === null ? epBot : (ua: string) => serviceBot(ua) || epBot(ua);
-    endpoints.push({ config: ep, proxy, noop, bodyReaders, jwt, signed: ep.extraConfig[SIGNER_NS] !== undefined, bot, bodyCheck });
+    const cel = compileCel(ep.extraConfig[CEL_NS], `endpoint ${ep.path}`);
+    endpoints.push({ config: ep, proxy, noop, bodyReaders, jwt, signed: ep.extraConfig[SIGNER_NS] !== undefined, bot, bodyCheck, cel });
   }
 
   const cors = compileCors(cfg.extraConfig[CORS_NS]);

@@ -21,6 +21,7 @@ const IMPLEMENTED: ReadonlyMap<string, readonly Level[]> = new Map<string, Level
   ['auth/signer', ['endpoint']],
   ['security/bot-detector', ['service', 'endpoint']],
   ['validation/json-schema', ['endpoint']],
+  ['validation/cel', ['endpoint', 'backend']],
 ]);
 
 export type Level = 'service' | 'endpoint' | 'backend';
@@ -34,7 +35,6 @@ const ENFORCING: ReadonlyMap<string, string> = new Map([
   ['auth/basic', 'basic authentication'],
   ['auth/api-keys', 'API-key authentication'],
   ['security/policies', 'security policies'],
-  ['validation/cel', 'CEL validation'],
   ['modifier/lua-endpoint', 'a Lua endpoint script'],
   ['plugin/req-resp-modifier', 'request/response modifier plugins'],
 ]);

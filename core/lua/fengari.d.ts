@@ -23,6 +23,7 @@ declare module 'fengari' {
     lua_type(L: LuaState, i: number): number;
     lua_isinteger(L: LuaState, i: number): boolean;
     lua_tojsstring(L: LuaState, i: number): string;
+    lua_tolstring(L: LuaState, i: number): LuaString;
     lua_tonumber(L: LuaState, i: number): number;
     lua_toboolean(L: LuaState, i: number): boolean;
     lua_touserdata(L: LuaState, i: number): unknown;
@@ -57,6 +58,7 @@ declare module 'fengari' {
     luaL_unref(L: LuaState, t: number, ref: number): void;
     luaL_tolstring(L: LuaState, i: number): LuaString;
     luaL_error(L: LuaState, fmt: LuaString): never;
+    luaL_checkstack(L: LuaState, n: number, msg: LuaString | null): void;
     luaL_requiref(L: LuaState, name: LuaString, f: JsFunction, glb: number): void;
   };
   export const lualib: {

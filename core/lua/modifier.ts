@@ -11,6 +11,10 @@
  * `gw check`, naming the endpoint, backend and file. A source file that cannot be read is logged at
  * start-up and fails every request through that modifier (500, naming the file), as KrakenD does:
  * one missing script never takes the other endpoints down, and never lets a request skip it.
+ *
+ * Each request runs in its own environment: the compiled `sources` run first in it (defining their
+ * functions and globals afresh, as KrakenD's state per request does), then `pre`, and later `post`
+ * in the same one.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -19,9 +23,9 @@ import type { LuaState } from 'fengari';
 import fengari from 'fengari';
 import { canonicalHeader } from '../config/load.js';
 import type { Headers } from '../plugin/types.js';
-import { HOP_BY_HOP } from '../proxy/request.js';
+import { HOP_BY_HOP, validHeaderName, validHeaderValue } from '../proxy/request.js';
 import { OutboundRequest, ProxyRequest, StatusError, type ProxyResponse } from '../proxy/types.js';
-import { argString, isNilArg, LuaListRef, LuaTableRef, LuaVm, pushString, pushValue, ScriptHttpError, self, Sources, type ScriptObject } from './vm.js';
+import { argBytes, argString, isNilArg, LuaListRef, LuaTableRef, LuaVm, pushString, pushValue, ScriptHttpError, self, Sources, type ScriptObject } from './vm.js';
 
 const { lua } = fengari;
 
@@ -40,7 +44,7 @@ export class ScriptRequest implements ScriptObject {
     public url: string,
     public params: Record<string, string>,
     public headers: HeaderMap,
-    public body: string,
+    public body: Buffer,
   ) {}
   get methods() {
     return REQUEST_METHODS;
@@ -87,8 +91,9 @@ function headerMethods<T extends { headers: HeaderMap }>(cls: abstract new (...a
       }
       const key = canonicalHeader(argString(L, 2));
       if (n === 2) return pushString(L, o.headers.get(key)?.[0] ?? '');
+      if (!validHeaderName(key)) throw new Error(`invalid header name ${JSON.stringify(key)}`);
       if (isNilArg(L, 3)) o.headers.delete(key);
-      else o.headers.set(key, [argString(L, 3)]);
+      else o.headers.set(key, [headerValue(argString(L, 3), key)]);
       onSet(o);
       return 0;
     },
@@ -103,11 +108,18 @@ function headerMethods<T extends { headers: HeaderMap }>(cls: abstract new (...a
       }
       const l = lua.lua_touserdata(L, 3);
       if (!(l instanceof LuaListRef)) throw new Error('invalid header value, must be a luaList');
-      o.headers.set(key, l.data.map(String));
+      if (!validHeaderName(key)) throw new Error(`invalid header name ${JSON.stringify(key)}`);
+      o.headers.set(key, l.data.map((v) => headerValue(String(v), key)));
       onSet(o);
       return 0;
     },
   };
+}
+
+/** A script-set header value, refused when it could start another header line. */
+function headerValue(v: string, name: string): string {
+  if (!validHeaderValue(v)) throw new Error(`invalid value for header ${name}: CR, LF and NUL are not allowed`);
+  return v;
 }
 
 const REQUEST_METHODS = {
@@ -128,8 +140,8 @@ const REQUEST_METHODS = {
     return 0;
   },
   ...headerMethods(ScriptRequest, 'request', () => {}),
-  body: accessor(ScriptRequest, 'request', (r, L) => pushString(L, r.body), (r, L) => {
-    r.body = argString(L, 2);
+  body: accessor(ScriptRequest, 'request', (r, L) => lua.lua_pushstring(L, r.body), (r, L) => {
+    r.body = argBytes(L, 2);
     r.bodyChanged = true;
   }),
 };
@@ -159,6 +171,9 @@ interface LuaConfig {
   label: string;
   /** Why this modifier cannot run (a source file missing at start-up), or null. */
   broken: string | null;
+  /** A `live` reload that failed: requests fail until a later change loads. */
+  reloadError: string | null;
+  limitMs: number;
 }
 
 export interface LuaLog {
@@ -166,7 +181,7 @@ export interface LuaLog {
 }
 
 /** Compiles one namespace's config, or returns null when it is absent. Throws start-up errors. */
-function compile(extra: Readonly<Record<string, unknown>>, ns: string, where: string, label: string, log: LuaLog): LuaConfig | null {
+function compile(extra: Readonly<Record<string, unknown>>, ns: string, where: string, label: string, log: LuaLog, limitMs: number): LuaConfig | null {
   const raw = extra[ns];
   if (raw === undefined) return null;
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${where}: "${ns}" must be an object`);
@@ -192,7 +207,7 @@ function compile(extra: Readonly<Record<string, unknown>>, ns: string, where: st
     }
   }
   const vm = new LuaVm({ allowOpenLibs: c.allow_open_libs === true, label });
-  const cfg: LuaConfig = { vm, pre: null, post: null, skipNext: c.skip_next === true, sources, sourcesRef: null, label, broken };
+  const cfg: LuaConfig = { vm, pre: null, post: null, skipNext: c.skip_next === true, sources, sourcesRef: null, label, broken, reloadError: null, limitMs };
   try {
     if (files.length > 0) loadSources(cfg);
     if (typeof c.pre === 'string' && c.pre.trim() !== '') cfg.pre = vm.compile(c.pre, 'pre-script');
@@ -203,19 +218,60 @@ function compile(extra: Readonly<Record<string, unknown>>, ns: string, where: st
   return cfg;
 }
 
+/** Compiles the sources and runs them once in a scratch environment (to fail at start-up/reload). */
 function loadSources(cfg: LuaConfig): void {
-  cfg.sourcesRef = cfg.vm.compile(cfg.sources.read(), cfg.sources.files.length === 1 ? cfg.sources.files[0]! : 'sources');
-  const err = cfg.vm.run(cfg.sourcesRef, { request: null, response: null }, 1000);
-  if (err !== null) throw err;
+  const vm = cfg.vm;
+  const ref = vm.compile(cfg.sources.read(), cfg.sources.files.length === 1 ? cfg.sources.files[0]! : 'sources');
+  const env = vm.newEnv();
+  const err = vm.run(ref, NO_SCRIPT_OBJECTS, 1000, env);
+  vm.releaseEnv(env);
+  if (err !== null) {
+    vm.unref(ref);
+    throw err;
+  }
+  if (cfg.sourcesRef !== null) vm.unref(cfg.sourcesRef);
+  cfg.sourcesRef = ref;
+}
+
+const NO_SCRIPT_OBJECTS = { request: null, response: null };
+
+/**
+ * Starts one request's run through a modifier: a fresh environment with the sources run in it.
+ * Throws (before anything is called) when the modifier cannot run.
+ */
+function begin(cfg: LuaConfig): number {
+  if (cfg.broken !== null) throw new Error(cfg.broken);
+  if (cfg.sources.changed()) {
+    try {
+      loadSources(cfg);
+      cfg.reloadError = null;
+    } catch (err) {
+      cfg.reloadError = `lua: reloading ${cfg.sources.files.join(', ')}: ${(err as Error).message}`;
+    }
+  }
+  if (cfg.reloadError !== null) throw new Error(cfg.reloadError);
+  const env = cfg.vm.newEnv();
+  if (cfg.sourcesRef !== null) {
+    try {
+      runScript(cfg, cfg.sourcesRef, null, null, env);
+    } catch (err) {
+      cfg.vm.releaseEnv(env);
+      throw err;
+    }
+  }
+  return env;
+}
+
+/** Statuses custom_error may set: a real status line, and one that may carry a body. */
+function usableStatus(s: number): boolean {
+  return s >= 200 && s <= 599 && s !== 204 && s !== 205 && s !== 304;
 }
 
 /** Runs one script; a script error becomes the request's error (custom_error keeps its status). */
-function runScript(cfg: LuaConfig, ref: number, request: ScriptObject | null, response: ScriptObject | null, limitMs: number, env: number): void {
-  if (cfg.broken !== null) throw new Error(cfg.broken);
-  if (cfg.sources.changed()) loadSources(cfg);
-  const err = cfg.vm.run(ref, { request, response }, limitMs, env);
+function runScript(cfg: LuaConfig, ref: number, request: ScriptObject | null, response: ScriptObject | null, env: number): void {
+  const err = cfg.vm.run(ref, { request, response }, cfg.limitMs, env);
   if (err === null) return;
-  if (err instanceof ScriptHttpError && err.status > 0) {
+  if (err instanceof ScriptHttpError && usableStatus(err.status)) {
     throw new StatusError(err.message, err.status, err.message, err.contentType, true);
   }
   throw new Error(err.message);
@@ -239,8 +295,10 @@ function headersFrom(m: HeaderMap): Headers {
   return out;
 }
 
-function bodyText(b: unknown): string {
-  return Buffer.isBuffer(b) ? b.toString('utf8') : typeof b === 'string' ? b : '';
+const NO_BYTES = Buffer.alloc(0);
+
+function bodyBytes(b: unknown): Buffer {
+  return Buffer.isBuffer(b) ? b : typeof b === 'string' ? Buffer.from(b) : b instanceof Uint8Array ? Buffer.from(b) : NO_BYTES;
 }
 
 function luaParams(names: readonly string[], values: readonly string[]): Record<string, string> {
@@ -270,55 +328,57 @@ export interface BackendLua {
 export function compileBackendLua(
   extra: Readonly<Record<string, unknown>>, where: string, urlPattern: string, timeoutMs: number, log: LuaLog,
 ): BackendLua | null {
-  const cfg = compile(extra, LUA_BACKEND, where, `[BACKEND: ${urlPattern}][Lua]`, log);
+  const cfg = compile(extra, LUA_BACKEND, where, `[BACKEND: ${urlPattern}][Lua]`, log, timeoutMs);
   if (cfg === null) return null;
   const preRef = cfg.pre;
   const postRef = cfg.post;
   const vm = cfg.vm;
   const envs = new WeakMap<OutboundRequest, number>();
+  const rewrite = (out: OutboundRequest, ref: number, env: number): OutboundRequest => {
+    const q = out.path.indexOf('?');
+    const p = out.params;
+    const r = new ScriptRequest(
+      out.method, q < 0 ? out.path : out.path.slice(0, q), q < 0 ? '' : out.path.slice(q + 1), out.url,
+      luaParams(Object.keys(p), Object.values(p)), headerMapFrom(out.headers), bodyBytes(out.body),
+    );
+    runScript(cfg, ref, r, null, env);
+    out.method = r.method;
+    out.url = r.url;
+    if (r.bodyChanged) {
+      r.headers.delete('Content-Length'); // the new body's length is computed when it is sent
+      out.body = r.body;
+    }
+    out.headers = headersFrom(r.headers);
+    return out.urlChanged() ? out.rebased() : out;
+  };
   return {
     skipNext: cfg.skipNext,
     hasPost: postRef !== null,
     pre(out) {
-      if (preRef === null) return out;
-      const q = out.path.indexOf('?');
-      const p = out.params;
-      const r = new ScriptRequest(
-        out.method, q < 0 ? out.path : out.path.slice(0, q), q < 0 ? '' : out.path.slice(q + 1), out.url,
-        luaParams(Object.keys(p), Object.values(p)), headerMapFrom(out.headers), bodyText(out.body),
-      );
-      const env = vm.newEnv();
+      const env = begin(cfg);
+      let sent = out;
       try {
-        runScript(cfg, preRef, r, null, timeoutMs, env);
+        if (preRef !== null) sent = rewrite(out, preRef, env);
       } catch (err) {
         vm.releaseEnv(env);
         throw err;
       }
-      out.method = r.method;
-      out.url = r.url;
-      if (r.bodyChanged) {
-        r.headers.delete('Content-Length'); // the new body's length is computed when it is sent
-        out.body = Buffer.from(r.body);
-      }
-      out.headers = headersFrom(r.headers);
-      const sent = out.urlChanged() ? out.rebased() : out;
       if (postRef !== null) envs.set(sent, env);
       else vm.releaseEnv(env);
       return sent;
     },
     finish(resp, out) {
       const env = envs.get(out);
-      if (env !== undefined) envs.delete(out);
-      if (postRef === null) return resp;
-      const e = env ?? vm.newEnv();
+      if (env === undefined) return resp;
+      envs.delete(out);
       try {
         const r = new ScriptResponse(resp.data, resp.isComplete, 200, resp.headers !== undefined ? headerMapFrom(resp.headers) : new Map());
-        runScript(cfg, postRef, null, r, timeoutMs, e);
+        runScript(cfg, postRef!, null, r, env);
         resp.isComplete = r.isComplete;
         if (r.headersChanged) resp.headers = headersFrom(r.headers);
         return resp;
       } finally {
-        vm.releaseEnv(e);
+        vm.releaseEnv(env);
       }
     },
     release(out) {
@@ -337,7 +397,7 @@ export type ProxyFn = (req: ProxyRequest) => Promise<ProxyResponse>;
 export function wrapProxyLua(
   next: ProxyFn, extra: Readonly<Record<string, unknown>>, where: string, endpoint: string, timeoutMs: number, log: LuaLog,
 ): ProxyFn {
-  const cfg = compile(extra, LUA_PROXY, where, `[ENDPOINT: ${endpoint}][Lua]`, log);
+  const cfg = compile(extra, LUA_PROXY, where, `[ENDPOINT: ${endpoint}][Lua]`, log, timeoutMs);
   if (cfg === null) return next;
   const preRef = cfg.pre;
   const postRef = cfg.post;
@@ -345,29 +405,34 @@ export function wrapProxyLua(
   const vm = cfg.vm;
   const pre = (req: ProxyRequest, env: number): ProxyRequest => {
     if (preRef === null) return req;
-    const r = new ScriptRequest(req.method, req.client.path, req.query, '', luaParams(req.paramNames, req.params), new Map(req.client.headers), bodyText(req.body));
+    const r = new ScriptRequest(req.method, req.client.path, req.query, '', luaParams(req.paramNames, req.params), new Map(req.client.headers), bodyBytes(req.body));
     for (const [k, v] of r.headers) r.headers.set(k, v.slice());
-    runScript(cfg, preRef, r, null, timeoutMs, env);
+    runScript(cfg, preRef, r, null, env);
     if (r.bodyChanged) r.headers.delete('Content-Length');
     const params = req.paramNames.map((n, i) => r.params[n.length > 0 ? n[0]!.toUpperCase() + n.slice(1) : n] ?? req.params[i]!);
     const headers: HeaderMap = new Map();
     for (const [k, v] of r.headers) if (!HOP_BY_HOP.has(k.toLowerCase())) headers.set(k, v);
     const client = { ...req.client, headers };
-    const body = r.bodyChanged ? Buffer.from(r.body) : req.body;
+    const body = r.bodyChanged ? r.body : req.body;
     return new ProxyRequest(params, req.paramNames, r.query, client, body, req.signal, r.method, req.extra);
   };
   const post = (resp: ProxyResponse, env: number): ProxyResponse => {
     // As KrakenD: post runs only when the call returned no error (a partial merge carries one).
     if (postRef === null || resp.errors !== null) return resp;
     const r = new ScriptResponse(resp.data, resp.isComplete, 200, resp.headers !== undefined ? headerMapFrom(resp.headers) : new Map());
-    runScript(cfg, postRef, null, r, timeoutMs, env);
+    runScript(cfg, postRef, null, r, env);
     resp.isComplete = r.isComplete;
     if (r.headersChanged) resp.headers = headersFrom(r.headers);
     return resp;
   };
   return (req) => {
-    // One environment per request, shared by its pre and post.
-    const env = vm.newEnv();
+    // One environment per request, shared by its pre and post; nothing is called when it fails.
+    let env: number;
+    try {
+      env = begin(cfg);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
     let sub: ProxyRequest;
     try {
       sub = pre(req, env);

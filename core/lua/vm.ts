@@ -15,6 +15,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import fengari, { type JsFunction, type LuaState } from 'fengari';
+import { validHeaderValue } from '../proxy/request.js';
 
 const { lua, lauxlib, lualib, to_luastring } = fengari;
 const S = (s: string) => to_luastring(s, true);
@@ -77,8 +78,16 @@ export function pushValue(L: LuaState, v: unknown): void {
   }
 }
 
+/** Most table entries one conversion may copy (a `t = {a = t, b = t}` is exponential otherwise). */
+const MAX_NODES = 100_000;
+
 /** A Lua value as JSON-able data: tables with keys 1..n become arrays, other tables objects. */
-export function toValue(L: LuaState, i: number, depth = 0): unknown {
+export function toValue(L: LuaState, i: number): unknown {
+  const budget = { left: MAX_NODES };
+  return convert(L, i, 0, budget);
+}
+
+function convert(L: LuaState, i: number, depth: number, budget: { left: number }): unknown {
   switch (lua.lua_type(L, i)) {
     case lua.LUA_TSTRING:
       return lua.lua_tojsstring(L, i);
@@ -94,22 +103,26 @@ export function toValue(L: LuaState, i: number, depth = 0): unknown {
     }
     case lua.LUA_TTABLE: {
       if (depth > 64) throw new Error('table nested too deep');
+      lauxlib.luaL_checkstack(L, 4, S('table conversion'));
       const idx = i < 0 ? lua.lua_gettop(L) + i + 1 : i;
       const obj: Record<string, unknown> = Object.create(null);
       const seq: unknown[] = [];
       let isSeq = true;
       lua.lua_pushnil(L);
       while (lua.lua_next(L, idx) !== 0) {
-        const v = toValue(L, -1, depth + 1);
+        if (--budget.left < 0) throw new Error(`table larger than ${MAX_NODES} entries`);
+        const v = convert(L, -1, depth + 1, budget);
         lua.lua_pop(L, 1);
         let key: string;
-        if (lua.lua_type(L, -1) === lua.LUA_TNUMBER) {
+        const kt = lua.lua_type(L, -1);
+        if (kt === lua.LUA_TNUMBER) {
           const n = lua.lua_tonumber(L, -1);
           key = String(n);
           if (Number.isInteger(n) && n >= 1) seq[n - 1] = v;
           else isSeq = false;
         } else {
-          key = lua.lua_tojsstring(L, -1);
+          // lua_tojsstring would convert the key in place and break lua_next; booleans print as text.
+          key = kt === lua.LUA_TSTRING ? lua.lua_tojsstring(L, -1) : kt === lua.LUA_TBOOLEAN ? String(lua.lua_toboolean(L, -1)) : typeName(L, -1);
           isSeq = false;
         }
         obj[key] = v;
@@ -120,6 +133,19 @@ export function toValue(L: LuaState, i: number, depth = 0): unknown {
     default:
       return undefined;
   }
+}
+
+function typeName(L: LuaState, i: number): string {
+  const s = lauxlib.luaL_tolstring(L, i);
+  lua.lua_pop(L, 1);
+  return new TextDecoder().decode(s);
+}
+
+/** An argument as bytes (bodies are binary-safe, as Go strings are). */
+export function argBytes(L: LuaState, i: number): Buffer {
+  const t = lua.lua_type(L, i);
+  if (t === lua.LUA_TSTRING) return Buffer.from(lua.lua_tolstring(L, i));
+  return Buffer.from(argString(L, i));
 }
 
 /** An argument as text, the way gopher-lua's `String()` gives it (42, not 42.0). */
@@ -194,18 +220,21 @@ const TABLE_METHODS: Record<string, JsFunction> = {
 const LIST_METHODS: Record<string, JsFunction> = {
   get(L) {
     const l = self(L, LuaListRef, 'luaList');
-    const i = lua.lua_tonumber(L, 2);
-    if (!Number.isInteger(i) || i < 0 || i >= l.data.length) return 0;
+    const i = Math.trunc(lua.lua_tonumber(L, 2));
+    if (!(i >= 0) || i >= l.data.length) return 0;
     pushValue(L, l.data[i]);
     return 1;
   },
   set(L) {
     const l = self(L, LuaListRef, 'luaList');
     if (lua.lua_gettop(L) !== 3) throw new Error('need arguments');
-    const i = lua.lua_tonumber(L, 2);
-    if (!Number.isInteger(i) || i < 0 || i > l.data.length) throw new Error(`index ${i} out of range`);
+    // As KrakenD: the index is truncated, a negative one ignored, a list grows (with nulls) to it.
+    const i = Math.trunc(lua.lua_tonumber(L, 2));
+    if (!(i >= 0)) return 0;
+    if (i > 1_000_000) throw new Error(`index ${i} too large`);
     const v = toValue(L, 3);
-    if (v !== undefined) l.data[i] = v;
+    while (l.data.length < i) l.data.push(null);
+    l.data[i] = v === undefined ? null : v;
     return 0;
   },
   len(L) {
@@ -214,8 +243,8 @@ const LIST_METHODS: Record<string, JsFunction> = {
   },
   del(L) {
     const l = self(L, LuaListRef, 'luaList');
-    const i = lua.lua_tonumber(L, 2);
-    if (Number.isInteger(i) && i >= 0 && i < l.data.length) l.data.splice(i, 1);
+    const i = Math.trunc(lua.lua_tonumber(L, 2));
+    if (i >= 0 && i < l.data.length) l.data.splice(i, 1);
     return 0;
   },
 };
@@ -318,7 +347,9 @@ export class LuaVm {
       if (n === 0) throw new Error('need arguments');
       const msg = argString(L, 1);
       const code = n >= 2 ? Math.trunc(lua.lua_tonumber(L, 2)) : -1;
-      lua.lua_pushlightuserdata(L, new ScriptHttpError(msg, code, n >= 3 ? argString(L, 3) : null));
+      const ct = n >= 3 ? argString(L, 3) : null;
+      if (ct !== null && !validHeaderValue(ct)) throw new Error('custom_error: invalid content type');
+      lua.lua_pushlightuserdata(L, new ScriptHttpError(msg, code, ct));
       return lua.lua_error(L);
     });
     this.func('print', (L) => {
@@ -331,10 +362,23 @@ export class LuaVm {
     lua.lua_pushglobaltable(L);
     lua.lua_setfield(L, -2, S('__index'));
     this.envMeta = lauxlib.luaL_ref(L, lua.LUA_REGISTRYINDEX);
-    lua.lua_sethook(L, (L) => {
-      if (Date.now() > this.deadline) lauxlib.luaL_error(L, S('script ran past its time limit'));
-    }, lua.LUA_MASKCOUNT, HOOK_EVERY);
+    lua.lua_sethook(L, this.hook, lua.LUA_MASKCOUNT, HOOK_EVERY);
+    if (opts.allowOpenLibs) {
+      // debug.sethook would let a script remove its own time limit.
+      const ref = this.compile('debug.sethook = function() error("debug.sethook is disabled in gw", 2) end', 'gw');
+      this.run(ref, NO_BINDINGS, 1000);
+    }
   }
+
+  /**
+   * The time limit. Past the deadline it fires on every instruction, so an error a script catches
+   * with pcall is raised again at once and the run unwinds completely.
+   */
+  private readonly hook = (L: LuaState): void => {
+    if (Date.now() <= this.deadline) return;
+    lua.lua_sethook(L, this.hook, lua.LUA_MASKCOUNT, 1);
+    lauxlib.luaL_error(L, S('script ran past its time limit'));
+  };
 
   private pushCurrent(L: LuaState, o: ScriptObject | null, what: string): number {
     if (o === null) throw new Error(`${what}.load() is not available here`);
@@ -377,6 +421,11 @@ export class LuaVm {
     return lauxlib.luaL_ref(L, lua.LUA_REGISTRYINDEX);
   }
 
+  /** Drops a compiled chunk. */
+  unref(ref: number): void {
+    lauxlib.luaL_unref(this.L, lua.LUA_REGISTRYINDEX, ref);
+  }
+
   releaseEnv(env: number): void {
     lauxlib.luaL_unref(this.L, lua.LUA_REGISTRYINDEX, env);
   }
@@ -389,6 +438,7 @@ export class LuaVm {
     const L = this.L;
     this.current = bindings;
     this.deadline = Date.now() + limitMs;
+    lua.lua_sethook(L, this.hook, lua.LUA_MASKCOUNT, HOOK_EVERY);
     lua.lua_rawgeti(L, lua.LUA_REGISTRYINDEX, ref);
     if (env !== 0) {
       // A main chunk's first upvalue is its _ENV.

@@ -16,6 +16,7 @@ import { DeadlineError, OutboundRequest, StatusError, withBackend, type ProxyReq
 import { decodeRss, decodeXml } from './xml.js';
 import { compileBackendLua, type BackendLua, type LuaLog } from '../lua/modifier.js';
 import { RAW_BODY, wholeResponseNeeded } from './merge.js';
+import { CEL_NS, compileCel, requestActivation, responseActivation, runChecks, type CelChecks } from '../validation/cel.js';
 
 export type Client = (r: OutboundRequest) => Promise<BackendResponse>;
 
@@ -67,15 +68,35 @@ export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, cli
 
   const where = `endpoint ${endpoint.path}, backend ${endpoint.backends.indexOf(b)} (${b.urlPattern})`;
   const lua = compileBackendLua(b.extraConfig, where, b.urlPattern, endpoint.timeoutMs, log);
+  if (lua !== null && b.encoding === 'no-op' && endpoint.outputEncoding !== 'no-op' && lua.hasPost) {
+    throw new Error(`${where}: "modifier/lua-backend" post on a no-op backend: gw does not decode nor keep that body, so the script would see nothing`);
+  }
   if (lua !== null && endpoint.outputEncoding === 'no-op' && (lua.hasPost || lua.skipNext)) {
     throw new Error(`${where}: "modifier/lua-backend" post and skip_next need a decoding endpoint; a no-op endpoint streams the answer untouched (only "pre" applies)`);
   }
-  // Lua `pre` edits the built request, on the streaming (no-op) path as on the decoding one.
-  const buildOutbound = lua === null ? buildRequest : (req: ProxyRequest) => lua.pre(buildRequest(req));
+  // Lua `pre` edits the built request, on the streaming (no-op) path as on the decoding one; the
+  // request CEL checks see the result (KrakenD: Lua backend → CEL → HTTP proxy).
+  const cel = compileCel(b.extraConfig[CEL_NS], where);
+  if (cel !== null && cel.post.length > 0 && (endpoint.outputEncoding === 'no-op' || b.encoding === 'no-op')) {
+    throw new Error(`${where}: "${CEL_NS}" response checks (resp_*) need a decoded backend answer; this one is no-op`);
+  }
+  const withLua = lua === null ? buildRequest : (req: ProxyRequest) => lua.pre(buildRequest(req));
+  const celPre = cel !== null && cel.pre.length > 0 ? cel.pre : null;
+  const buildOutbound = celPre === null ? withLua : (req: ProxyRequest) => {
+    const out = withLua(req);
+    try {
+      runChecks(celPre, outboundActivation(out));
+    } catch (err) {
+      lua?.release(out);
+      throw err;
+    }
+    return out;
+  };
 
   let proxy: ((req: ProxyRequest) => Promise<ProxyResponse>) | null = null;
   if (endpoint.outputEncoding !== 'no-op') {
-    const call = b.encoding === 'no-op' ? discardingCall(client, keepsRawBody(endpoint, b)) : decodingCall(b, client);
+    let call = b.encoding === 'no-op' ? discardingCall(client, keepsRawBody(endpoint, b)) : decodingCall(b, client);
+    if (cel !== null && cel.post.length > 0) call = withCelPost(call, cel.post);
     proxy = toProxy(buildOutbound, call, lua);
   }
   if (proxy !== null && endpoint.concurrentCalls > 1) proxy = composeConcurrent(proxy, endpoint.concurrentCalls, endpoint.timeoutMs);
@@ -90,6 +111,29 @@ export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, cli
 }
 
 type Call = (out: OutboundRequest) => Promise<ProxyResponse>;
+
+/** Backend response CEL checks: a refused answer fails this backend. */
+function withCelPost(call: Call, checks: CelChecks['post']): Call {
+  return (out) =>
+    call(out).then((r) => {
+      runChecks(checks, responseActivation(r.data, r.isComplete, 200, {}));
+      return r;
+    });
+}
+
+/** The CEL request variables of a built backend request. */
+function outboundActivation(out: OutboundRequest): Record<string, unknown> {
+  const q = out.path.indexOf('?');
+  const params: Record<string, string> = Object.create(null);
+  const p = out.params;
+  for (const k in p) params[capitalize(k)] = p[k]!;
+  const headers: Record<string, string[]> = Object.create(null);
+  for (const k in out.headers) {
+    const v = out.headers[k]!;
+    headers[k] = Array.isArray(v) ? v : [v];
+  }
+  return requestActivation(out.method, q < 0 ? out.path : out.path.slice(0, q), params, headers, q < 0 ? '' : out.path.slice(q + 1));
+}
 
 /** Build the request (a throw becomes a rejection), call, and run lua-backend's skip_next/post. */
 function toProxy(buildOutbound: (req: ProxyRequest) => OutboundRequest, call: Call, lua: BackendLua | null) {

@@ -7,6 +7,7 @@ import type { EndpointConfig } from '../config/types.js';
 import type { BackendPipe } from './backend.js';
 import { compileFlatmap, flatmapOps, setKey } from './flatmap.js';
 import { wrapSigner } from '../auth/signer.js';
+import { CEL_NS, compileCel, responseActivation, runChecks, type CelChecks } from '../validation/cel.js';
 import { wrapProxyLua, type LuaLog } from '../lua/modifier.js';
 import { composeMerge, composeSequential } from './merge.js';
 import { DeadlineError, type Proxy, type ProxyRequest, type ProxyResponse } from './types.js';
@@ -55,10 +56,23 @@ export function composeEndpointProxy(ep: EndpointConfig, pipes: readonly Backend
     }
   }
   if (shadows.length > 0) proxy = withShadows(proxy, shadows.map((p) => p.proxy!), ep.timeoutMs);
+  // CEL response checks sit inside Lua (KrakenD: Lua → CEL → ...); its request checks run in the
+  // endpoint handler, before the body is read by anything else.
+  const cel = compileCel(ep.extraConfig[CEL_NS], `endpoint ${ep.path}`);
+  if (cel !== null && cel.post.length > 0) proxy = withCelPost(proxy, cel.post);
   // Lua is the outermost stage of KrakenD's endpoint proxy; the signer (a router-level wrapper in
   // KrakenD) signs the final answer.
   proxy = wrapProxyLua(proxy, ep.extraConfig, `endpoint ${ep.path}`, ep.path, ep.timeoutMs, log);
   return wrapSigner(proxy, ep.extraConfig, `endpoint ${ep.path}`);
+}
+
+/** Response CEL checks on the merged answer; skipped for a partial one, as KrakenD (it carries an error). */
+function withCelPost(next: Proxy, checks: CelChecks['post']): Proxy {
+  return (req) =>
+    next(req).then((r) => {
+      if (r.errors === null) runChecks(checks, responseActivation(r.data, r.isComplete, 200, {}));
+      return r;
+    });
 }
 
 function withFlatmap(next: Proxy, filter: (d: Obj) => Obj): Proxy {

@@ -146,6 +146,19 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'host', 'proxy-authenticate', 'proxy-authorization',
 ]);
 
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const BAD_VALUE = /[\r\n\0]/;
+
+/** An HTTP field name (a token). uWS writes whatever it is given, so gw checks what it did not build. */
+export function validHeaderName(n: string): boolean {
+  return TOKEN.test(n);
+}
+
+/** A field value that cannot start another header line. */
+export function validHeaderValue(v: string): boolean {
+  return !BAD_VALUE.test(v);
+}
+
 export function compileHeaderBuilder(backend: AllowList | null, disableCompression: boolean): HeaderBuilder {
   // The endpoint list was applied at capture time; the backend list filters further and, as in
   // KrakenD, also removes X-Forwarded-* and User-Agent unless it names them.

@@ -15,9 +15,11 @@ import type { BackendResponse, Headers } from '../plugin/types.js';
 import type { BackendPipe } from '../proxy/backend.js';
 import type { Cors } from './cors.js';
 import type { BodyCheck, BotCheck } from '../validation/guards.js';
+import { jwtActivation, requestActivation, runChecks, type CelChecks } from '../validation/cel.js';
+import { paramKey } from '../config/load.js';
 import type { JWTPayload } from 'jose';
 import { AuthError, claim, claimText, type JwtValidator } from '../auth/jwt.js';
-import { HOP_BY_HOP, type CapturedHeaders, type ClientInfo } from '../proxy/request.js';
+import { HOP_BY_HOP, validHeaderName, validHeaderValue, type CapturedHeaders, type ClientInfo } from '../proxy/request.js';
 import { CanceledError, DeadlineError, ProxyRequest, StatusError, withBackend, type Proxy, type ProxyResponse } from '../proxy/types.js';
 import { isUpstreamBody, UpstreamBody } from '../transport/body.js';
 import { VERSION_HEADER_VALUE } from '../version.js';
@@ -44,6 +46,8 @@ export interface EndpointRuntime {
   readonly bot: BotCheck | null;
   /** `validation/json-schema` on the request body, or null. */
   readonly bodyCheck: BodyCheck | null;
+  /** Endpoint `validation/cel` (request and JWT checks run here; response ones in the proxy). */
+  readonly cel: CelChecks | null;
 }
 
 export interface ServerState {
@@ -251,7 +255,7 @@ class Inflight implements StreamOwner {
       status = e.status;
       if (router.returnErrorMsg) {
         body = e.body ?? '';
-        if (e.contentType) contentType = e.contentType;
+        if (e.contentType && validHeaderValue(e.contentType)) contentType = e.contentType;
       }
     } else if ((e as { code?: string }).code === 'QUEUE_FULL') {
       status = 503;
@@ -361,9 +365,18 @@ class Inflight implements StreamOwner {
       const v = headers[k];
       if (v === undefined || v === null) continue;
       if (lk === 'content-type') hasContentType = true;
-      // Plugins may hand over numbers; uWS takes strings only.
-      if (Array.isArray(v)) for (const x of v) res.writeHeader(k, String(x));
-      else res.writeHeader(k, String(v));
+      // Plugins may hand over numbers (uWS takes strings only) or anything else: uWS writes what it
+      // is given, so a name or value that could split the response is dropped.
+      if (!validHeaderName(k)) continue;
+      if (Array.isArray(v)) {
+        for (const x of v) {
+          const t = String(x);
+          if (validHeaderValue(t)) res.writeHeader(k, t);
+        }
+      } else {
+        const t = String(v);
+        if (validHeaderValue(t)) res.writeHeader(k, t);
+      }
     }
     if (this.headJson && !hasContentType) res.writeHeader('Content-Type', 'application/json; charset=utf-8');
     res.writeHeader('X-Krakend', this.server.router.hideVersionHeader ? 'Version undefined' : VERSION_HEADER_VALUE);
@@ -664,7 +677,16 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
       const cookie = jwt.cookie !== null ? req.getHeader('cookie') : '';
       jwt.validate(token, cookie).then(
         (claims) => {
-          if (!f.aborted && !f.done) startPipe(f, withClaims(preq, claims, jwt), readFirst, noop, proxy);
+          if (f.aborted || f.done) return;
+          const cel = rt.cel;
+          if (cel !== null && cel.jwt.length > 0) {
+            try {
+              runChecks(cel.jwt, jwtActivation(claims));
+            } catch (err) {
+              return f.refuseAuth(new AuthError(401, (err as Error).message), 'CEL');
+            }
+          }
+          startPipe(f, withClaims(preq, claims, jwt), readFirst, noop, proxy);
         },
         (err: Error) => f.refuseAuth(err, 'JWTValidator'),
       );
@@ -688,13 +710,24 @@ function startPipe(f: Inflight, preq: ProxyRequest, readFirst: boolean, noop: Ba
   checkThenRun(f, preq, noop, proxy);
 }
 
-/** validation/json-schema on the (buffered) body, then the pipe. */
+/** validation/json-schema on the (buffered) body and the request CEL checks, then the pipe. */
 function checkThenRun(f: Inflight, preq: ProxyRequest, noop: BackendPipe | null, proxy: Proxy | null): void {
   const check = f.rt.bodyCheck;
   if (check !== null) {
     const problem = check(preq.body as Buffer | null);
     if (problem !== null) {
       f.renderError(new StatusError(problem, 400, problem, null, true));
+      return;
+    }
+  }
+  const cel = f.rt.cel;
+  if (cel !== null && cel.pre.length > 0) {
+    const params: Record<string, string> = Object.create(null);
+    for (let i = 0; i < preq.paramNames.length; i++) params[paramKey(preq.paramNames[i]!)] = preq.params[i]!;
+    try {
+      runChecks(cel.pre, requestActivation(preq.method, preq.client.path, params, preq.client.headers, preq.query));
+    } catch (err) {
+      f.renderError(err as Error);
       return;
     }
   }
@@ -772,10 +805,11 @@ const OWN_HEADERS: ReadonlySet<string> = new Set(['content-type', 'content-lengt
 function writeExtraHeaders(res: HttpResponse, h: Headers): void {
   for (const k in h) {
     const lower = k.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || OWN_HEADERS.has(lower)) continue;
+    if (HOP_BY_HOP.has(lower) || OWN_HEADERS.has(lower) || !validHeaderName(k)) continue;
     const v = h[k]!;
-    if (Array.isArray(v)) for (const x of v) res.writeHeader(k, x);
-    else res.writeHeader(k, v);
+    if (Array.isArray(v)) {
+      for (const x of v) if (validHeaderValue(x)) res.writeHeader(k, x);
+    } else if (validHeaderValue(v)) res.writeHeader(k, v);
   }
 }
 
