@@ -60,13 +60,13 @@ describe('configuration hints', () => {
         endpoints: [
           {
             endpoint: '/private',
-            extra_config: { 'auth/validator': { alg: 'RS256', jwk_url: 'http://127.0.0.1:1/jwk' } },
+            extra_config: { 'auth/basic': { htpasswd_path: '/nonexistent' } },
             backend: [{ host: [backend.url], url_pattern: '/p' }],
           },
           {
             endpoint: '/private-noop',
             output_encoding: 'no-op',
-            backend: [{ host: [backend.url], url_pattern: '/p', extra_config: { 'validation/cel': [{ check_expr: 'false' }] } }],
+            backend: [{ host: [backend.url], url_pattern: '/p', extra_config: { 'security/policies': { req: { policies: ['false'] } } } }],
           },
           {
             endpoint: '/public',
@@ -77,8 +77,8 @@ describe('configuration hints', () => {
       const r = await runCli(['check', '-c', writeConfig(cfg)]);
       assert.equal(r.code, 0, r.output);
       assert.match(r.output, /WARNING: extra_config: "telemetry\/metrics" is not implemented by gw and is ignored/);
-      assert.match(r.output, /WARNING: endpoints\[0\] \(\/private\): "auth\/validator" \(JWT validation\) is not implemented by gw; this endpoint answers 500/);
-      assert.match(r.output, /WARNING: endpoints\[1\] \(\/private-noop\), backend 0: "validation\/cel" \(CEL validation\) is not implemented/);
+      assert.match(r.output, /WARNING: endpoints\[0\] \(\/private\): "auth\/basic" \(basic authentication\) is not implemented by gw; this endpoint answers 500/);
+      assert.match(r.output, /WARNING: endpoints\[1\] \(\/private-noop\), backend 0: "security\/policies" \(security policies\) is not implemented/);
       assert.match(r.output, /WARNING: endpoints\[2\] \(\/public\), backend 0: "qos\/circuit-breaker" is not implemented by gw and is ignored/);
 
       const gw = await startGateway(cfg, { args: ['--workers', '1'] });
@@ -86,14 +86,14 @@ describe('configuration hints', () => {
         for (const path of ['/private', '/private-noop']) {
           const res = await fetch(`${gw.url}${path}`);
           assert.equal(res.status, 500, path);
-          assert.match(await res.text(), /gw does not implement "(auth\/validator|validation\/cel)"/);
+          assert.match(await res.text(), /gw does not implement "(auth\/basic|security\/policies)"/);
         }
         assert.equal(hits, 0, 'nothing reached the backend through an unenforced endpoint');
         const ok = await fetch(`${gw.url}/public`);
         assert.equal(ok.status, 200);
         assert.deepEqual(await ok.json(), { ok: true });
         assert.equal(hits, 1);
-        assert.match(gw.output(), /auth\/validator.{1,3} \(JWT validation\) is not implemented by gw/);
+        assert.match(gw.output(), /auth\/basic.{1,3} \(basic authentication\) is not implemented by gw/);
       } finally {
         await gw.stop();
       }

@@ -8,11 +8,13 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Client } from 'undici';
 import {
   type Backend,
   type Gateway,
   type RecordedRequest,
   h,
+  rawRequest,
   req,
   runCli,
   sendJSON,
@@ -522,7 +524,7 @@ describe('gw check', () => {
       noopPreOnly: config(noop(lb({ pre: 'request.load():headers("X-A", "1")' }))),
     };
     const names = Object.keys(cases) as (keyof typeof cases)[];
-    const results = await Promise.all(names.map((n) => runCli(['check', '-c', writeConfig(cases[n])])));
+    const results = await Promise.all(names.map((n) => runCli(['check', '-c', writeConfig(cases[n])], { timeoutMs: 30_000 })));
     const r = Object.fromEntries(names.map((n, i) => [n, results[i]!])) as Record<keyof typeof cases, (typeof results)[number]>;
 
     assert.notEqual(r.md5.code, 0, r.md5.output);
@@ -542,5 +544,294 @@ describe('gw check', () => {
     // The control: pre alone is fine on a no-op endpoint.
     assert.equal(r.noopPreOnly.code, 0, r.noopPreOnly.output);
     assert.match(r.noopPreOnly.output, /Syntax OK/);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Regressions from the Lua review: each of these failed before the fix. One more gateway
+// (`--workers 1`) with its own loopback backend; the scripts that loop run last.
+
+describe('lua review regressions', () => {
+  let rdir: string;
+  let liveFile: string;
+  let missingSrc: string;
+  let rb: Backend;
+  let rgw: Gateway;
+  /** The requests the regression backend got on exactly `pathname` (query ignored). */
+  const hits = (pathname: string) => rb.requests.filter((r) => new URL(r.url, 'http://x').pathname === pathname);
+  /** A deterministic mtime change for the live source (no reliance on the clock's resolution). */
+  let liveStamp = Math.floor(Date.now() / 1000);
+  const writeLive = (code: string) => {
+    fs.writeFileSync(liveFile, code);
+    liveStamp += 10;
+    fs.utimesSync(liveFile, liveStamp, liveStamp);
+  };
+  const rawGet = (p: string) => rawRequest(rgw.port, `GET ${p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+  /** No header line of the raw answer is a Set-Cookie (nor one smuggled into the body). */
+  const assertNoSetCookie = (raw: Buffer) => {
+    const text = raw.toString('latin1');
+    assert.doesNotMatch(text, /^set-cookie/im, `a Set-Cookie line reached the client:\n${JSON.stringify(text)}`);
+  };
+
+  before(async () => {
+    rdir = fs.mkdtempSync(path.join(tempDir(), 'lua-rev-'));
+    const rememberFile = path.join(rdir, 'remember.lua');
+    fs.writeFileSync(rememberFile, 'function remember(v) saved = v end\n');
+    liveFile = path.join(rdir, 'live.lua');
+    writeLive('function tag(d) d:set("v", "one") end\n');
+    missingSrc = path.join(rdir, 'never-written.lua');
+
+    rb = await startBackend(async (_req, res, rec) => {
+      const u = new URL(rec.url, 'http://x');
+      switch (u.pathname) {
+        case '/slow':
+          await sleep(300);
+          return sendJSON(res, 200, { path: u.pathname });
+        case '/r-list':
+          return sendJSON(res, 200, { l: ['a'] });
+        default:
+          return sendJSON(res, 200, { path: u.pathname, len: rec.body.length });
+      }
+    });
+    const be = (url_pattern: string, extra_config?: Record<string, unknown>, more: Record<string, unknown> = {}) => ({
+      host: [rb.url],
+      url_pattern,
+      ...(extra_config ? { extra_config } : {}),
+      ...more,
+    });
+    const endpoints = [
+      // 2. response splitting
+      {
+        endpoint: '/r/split-value',
+        extra_config: lp({ post: 'local r = response.load(); r:headers("X-Trace", "abc\\r\\nSet-Cookie: pwned=1")' }),
+        backend: [be('/r-split-value')],
+      },
+      {
+        endpoint: '/r/split-name',
+        extra_config: lp({ post: 'local r = response.load(); r:headers("X-A: 1\\r\\nSet-Cookie", "pwned=2")' }),
+        backend: [be('/r-split-name')],
+      },
+      {
+        endpoint: '/r/split-ct',
+        extra_config: lp({ post: 'custom_error("boom", 418, "text/plain\\r\\nSet-Cookie: ct=1")' }),
+        backend: [be('/r-split-ct')],
+      },
+      // 3. globals set by source functions, concurrent requests
+      {
+        endpoint: '/r/who/{which}',
+        input_headers: ['X-User'],
+        extra_config: lp({
+          sources: [rememberFile],
+          pre: 'remember(request.load():headers("X-User"))',
+          post: 'response.load():data():set("saved_user", saved)',
+        }),
+        backend: [be('/{which}')],
+      },
+      // 4. missing source, post only
+      {
+        endpoint: '/r/missing-proxy',
+        method: 'POST',
+        extra_config: lp({ sources: [missingSrc], post: 'response.load():data():set("x", 1)' }),
+        backend: [be('/r-missing-proxy')],
+      },
+      {
+        endpoint: '/r/missing-backend',
+        method: 'POST',
+        backend: [be('/r-missing-backend', lb({ sources: [missingSrc], post: 'response.load():data():set("x", 1)' }))],
+      },
+      // 5. binary body
+      { endpoint: '/r/binary', method: 'POST', backend: [be('/r-binary', lb({ pre: 'local r = request.load(); r:body(r:body() .. "-changed")' }))] },
+      // 6. custom_error with a status that is no usable status
+      {
+        endpoint: '/r/status/{code}',
+        extra_config: lp({ pre: 'custom_error("x", tonumber(request.load():params("Code")))' }),
+        backend: [be('/r-status')],
+      },
+      // 7. luaList:set growing / negative
+      { endpoint: '/r/list-grow', backend: [be('/r-list', lb({ post: 'local r = response.load(); local l = r:data():get("l"); l:set(3, "d")' }))] },
+      { endpoint: '/r/list-neg', backend: [be('/r-list', lb({ post: 'local r = response.load(); local l = r:data():get("l"); l:set(-1, "x")' }))] },
+      // 8. live source
+      { endpoint: '/r/live', extra_config: lp({ sources: [liveFile], live: true, post: 'tag(response.load():data())' }), backend: [be('/r-live')] },
+      // 9. Lua tables to JSON
+      {
+        endpoint: '/r/deep',
+        extra_config: lp({ post: 'local r = response.load(); local t = {} for i = 1, 20 do t = {a = t} end r:data():set("deep", t)' }),
+        backend: [be('/r-deep')],
+      },
+      { endpoint: '/r/boolkey', extra_config: lp({ post: 'response.load():data():set("t", {[true] = 1})' }), backend: [be('/r-boolkey')] },
+      // 1. scripts that try to outlive their time limit
+      {
+        endpoint: '/r/pcall-loop',
+        timeout: '300ms',
+        backend: [be('/r-pcall-loop', lb({ pre: 'while true do pcall(function() while true do end end) end' }))],
+      },
+      {
+        endpoint: '/r/sethook',
+        timeout: '300ms',
+        input_headers: ['X-Mode'],
+        backend: [
+          be(
+            '/r-sethook',
+            lb({
+              allow_open_libs: true,
+              pre: lua('if request.load():headers("X-Mode") == "hook" then', '  debug.sethook()', '  return', 'end', 'while true do end'),
+            }),
+          ),
+        ],
+      },
+      { endpoint: '/r/plain', backend: [be('/r-plain')] },
+    ];
+    rgw = await startGateway({ version: 3, extra_config: { router: { return_error_msg: true } }, endpoints }, { args: ['--workers', '1'] });
+  });
+
+  after(async () => {
+    await rgw?.stop();
+    await rb?.close();
+  });
+
+  test('response splitting: CR/LF in a post header value, a header name or a custom_error content type never reaches the client as a header', async () => {
+    for (const p of ['/r/split-value', '/r/split-name', '/r/split-ct']) {
+      const r = await rawGet(p);
+      assertNoSetCookie(r.raw);
+      assert.equal(r.headers['set-cookie'], undefined, p);
+      assert.equal(r.status, 500, `${p}: ${r.statusLine} ${r.body.toString('latin1')}`);
+    }
+  });
+
+  test('a global set by a function from `sources` belongs to its request: a slow alice and a fast bob 50 ms later each read their own', async () => {
+    const alice = req(rgw.port, '/r/who/slow', { headers: { 'X-User': 'alice' } });
+    await sleep(50);
+    const bob = await req(rgw.port, '/r/who/fast', { headers: { 'X-User': 'bob' } });
+    const a = await alice;
+    assert.equal(a.status, 200, a.text);
+    assert.equal(bob.status, 200, bob.text);
+    assert.ok(bob.ms < a.ms, 'bob answered before alice: the two requests overlapped');
+    assert.equal(a.json().saved_user, 'alice');
+    assert.equal(bob.json().saved_user, 'bob');
+  });
+
+  test('a missing source file with only a post (lua-proxy and lua-backend, POST): 500 naming the file, the backend is never called', async () => {
+    for (const p of ['/r/missing-proxy', '/r/missing-backend']) {
+      const r = await req(rgw.port, p, { method: 'POST', body: '{"a":1}', headers: { 'content-type': 'application/json' } });
+      assert.equal(r.status, 500, `${p}: ${r.text}`);
+      assert.ok(r.text.includes(missingSrc), `${p}: the error names the file: ${r.text}`);
+    }
+    assert.equal(hits('/r-missing-proxy').length, 0, 'lua-proxy: the backend was called');
+    assert.equal(hits('/r-missing-backend').length, 0, 'lua-backend: the backend was called');
+  });
+
+  test('binary body: r:body(r:body() .. "-changed") keeps the bytes 0xff 0x00 0x80 (11 bytes, Content-Length 11)', async () => {
+    const sent = Buffer.from([0xff, 0x00, 0x80]);
+    const r = await req(rgw.port, '/r/binary', { method: 'POST', body: sent, headers: { 'content-type': 'application/octet-stream' } });
+    assert.equal(r.status, 200, r.text);
+    const rec = hits('/r-binary').at(-1);
+    assert.ok(rec, 'the backend was not called');
+    assert.deepEqual(rec.body, Buffer.concat([sent, Buffer.from('-changed')]));
+    assert.equal(rec.headers['content-length'], '11');
+  });
+
+  test('custom_error("x", 42 | 204 | 1000) → 500 with the message, framed so the keep-alive connection stays usable', async () => {
+    for (const code of [42, 204, 1000]) {
+      const r = await rawGet(`/r/status/${code}`);
+      assert.equal(r.status, 500, `${code}: ${r.statusLine}`);
+      assert.match(r.statusLine, /^HTTP\/1\.1 500 /);
+      assert.equal(r.body.toString('latin1'), 'x');
+      assert.equal(r.headers['content-length'], '1');
+    }
+    // The same answers, then a normal one, over a single connection.
+    const client = new Client(rgw.url, { pipelining: 1 });
+    try {
+      for (const p of ['/r/status/42', '/r/status/204', '/r/status/1000', '/r/plain']) {
+        const r = await client.request({ path: p, method: 'GET', headersTimeout: 3000, bodyTimeout: 3000 });
+        const text = await r.body.text();
+        if (p === '/r/plain') assert.equal(r.statusCode, 200, text);
+        else {
+          assert.equal(r.statusCode, 500, `${p}: ${text}`);
+          assert.equal(text, 'x');
+        }
+      }
+    } finally {
+      await client.close();
+    }
+    assert.equal(hits('/r-status').length, 0);
+  });
+
+  test('luaList: l:set(3, "d") on ["a"] grows it with nulls; l:set(-1, "x") is ignored', async () => {
+    const grow = await req(rgw.port, '/r/list-grow');
+    assert.equal(grow.status, 200, grow.text);
+    assert.deepEqual(grow.json().l, ['a', null, null, 'd']);
+    const neg = await req(rgw.port, '/r/list-neg');
+    assert.equal(neg.status, 200, neg.text);
+    assert.deepEqual(neg.json().l, ['a']);
+  });
+
+  test('live: a source edited into a syntax error fails every request until it is fixed, then the new code runs', async () => {
+    const one = await req(rgw.port, '/r/live');
+    assert.equal(one.status, 200, one.text);
+    assert.equal(one.json().v, 'one');
+    writeLive('function tag(d) d:set("v", \n');
+    for (let i = 0; i < 3; i++) {
+      const broken = await req(rgw.port, '/r/live');
+      assert.equal(broken.status, 500, `request ${i + 1} after the bad edit: ${broken.text}`);
+      assert.ok(broken.text.includes(liveFile), `the error names the file: ${broken.text}`);
+    }
+    writeLive('function tag(d) d:set("v", "two") end\n');
+    const two = await req(rgw.port, '/r/live');
+    assert.equal(two.status, 200, two.text);
+    assert.equal(two.json().v, 'two');
+  });
+
+  test('Lua tables to JSON: 20 levels deep stays 20 levels deep; {[true]=1} becomes {"true":1}', async () => {
+    const deep = await req(rgw.port, '/r/deep');
+    assert.equal(deep.status, 200, deep.text);
+    let o = deep.json().deep;
+    let levels = 0;
+    while (o !== null && typeof o === 'object' && 'a' in o) {
+      o = o.a;
+      levels++;
+    }
+    assert.equal(levels, 20);
+    const bool = await req(rgw.port, '/r/boolkey');
+    assert.equal(bool.status, 200, bool.text);
+    assert.deepEqual(bool.json().t, { true: 1 });
+  });
+
+  test('gw check: lua-backend post on a no-op backend inside a decoding endpoint is refused', async () => {
+    const cfg = (extra: Record<string, unknown>) =>
+      writeConfig({ version: 3, endpoints: [{ endpoint: '/x', backend: [{ host: [rb.url], url_pattern: '/x', encoding: 'no-op', extra_config: lb(extra) }] }] });
+    const [bad, ok] = await Promise.all([
+      runCli(['check', '-c', cfg({ post: 'response.load():data():set("a", 1)' })]),
+      runCli(['check', '-c', cfg({ pre: 'request.load():headers("X-A", "1")' })]),
+    ]);
+    assert.notEqual(bad.code, 0, bad.output);
+    assert.ok(bad.output.includes(LUA_BACKEND), bad.output);
+    assert.ok(bad.output.includes('no-op backend'), bad.output);
+    // The control: pre alone is fine there.
+    assert.equal(ok.code, 0, ok.output);
+  });
+
+  test('while true do pcall(function() while true do end end) end (timeout 300ms) → 500 within seconds; another endpoint answers meanwhile', async () => {
+    const loop = req(rgw.port, '/r/pcall-loop', { timeoutMs: 4000 });
+    await sleep(20);
+    const during = req(rgw.port, '/r/plain', { timeoutMs: 4000 });
+    const [l, d] = await Promise.all([loop, during]);
+    assert.equal(l.status, 500, l.text);
+    assert.ok(l.ms < 3000, `the looping script ended after ${l.ms} ms`);
+    assert.equal(d.status, 200, d.text);
+    assert.equal(hits('/r-pcall-loop').length, 0);
+    const afterwards = await req(rgw.port, '/r/plain', { timeoutMs: 2000 });
+    assert.equal(afterwards.status, 200);
+  });
+
+  test('allow_open_libs: debug.sethook() is an error, and the next request\'s infinite loop is still stopped', async () => {
+    const hook = await req(rgw.port, '/r/sethook', { headers: { 'X-Mode': 'hook' }, timeoutMs: 4000 });
+    assert.equal(hook.status, 500, hook.text);
+    assert.match(hook.text, /sethook/);
+    const loop = await req(rgw.port, '/r/sethook', { timeoutMs: 4000 });
+    assert.equal(loop.status, 500, loop.text);
+    assert.ok(loop.ms < 3000, `the looping script ended after ${loop.ms} ms`);
+    assert.equal(hits('/r-sethook').length, 0);
+    const plain = await req(rgw.port, '/r/plain', { timeoutMs: 2000 });
+    assert.equal(plain.status, 200);
   });
 });

@@ -46,6 +46,9 @@ export class KeySet {
   private keys = new Map<string, JWK>();
   private imported = new Map<string, Key>();
   private fetchedAt = 0;
+  /** Last fetch attempt, successful or not: fetches are at least REFETCH_COOLDOWN_MS apart. */
+  private attemptedAt = 0;
+  private lastError: Error | null = null;
   private pending: Promise<void> | null = null;
 
   constructor(
@@ -78,12 +81,29 @@ export class KeySet {
     }
   }
 
+  /**
+   * Fetches the set when it is stale (or `force`: a kid it lacks), at most once per cooldown even
+   * when the identity provider fails, so no client can make gw hammer it. A failed refresh keeps
+   * serving the keys it has; with none, requests fail fast with the last error until the next try.
+   */
   private refresh(force: boolean): Promise<void> {
+    if (this.pending !== null) return this.pending;
     const now = Date.now();
     const stale = now - this.fetchedAt > this.ttlMs;
-    const cooled = now - this.fetchedAt > REFETCH_COOLDOWN_MS;
-    if (!stale && !(force && cooled)) return Promise.resolve();
-    this.pending ??= this.fetch().finally(() => {
+    if (!stale && !force) return Promise.resolve();
+    if (now - this.attemptedAt < REFETCH_COOLDOWN_MS) {
+      return this.keys.size === 0 && this.lastError !== null ? Promise.reject(this.lastError) : Promise.resolve();
+    }
+    this.attemptedAt = now;
+    this.pending = this.fetch().then(
+      () => {
+        this.lastError = null;
+      },
+      (err: Error) => {
+        this.lastError = err;
+        if (this.keys.size === 0) throw err;
+      },
+    ).finally(() => {
       this.pending = null;
     });
     return this.pending;
@@ -97,10 +117,12 @@ export class KeySet {
       id = this.pick(header.kid);
     }
     if (id === null) throw new Error(header.kid === undefined ? 'no key for a token without kid' : `no key with kid "${header.kid}"`);
-    let k = this.imported.get(id);
+    // A key imported for one algorithm cannot verify another (RS256 vs PS256 on one RSA key).
+    const slot = `${id}\n${alg}`;
+    let k = this.imported.get(slot);
     if (k === undefined) {
       k = await importJWK(this.keys.get(id)!, alg);
-      this.imported.set(id, k);
+      this.imported.set(slot, k);
     }
     return k;
   }

@@ -71,8 +71,11 @@ export function compileUrlPattern(pattern: string, endpointParams: readonly stri
         const idx = slots[i]!;
         let v: string;
         if (idx >= 0) v = params[idx] ?? '';
-        else if (extra != null && Object.prototype.hasOwnProperty.call(extra, names[i]!)) v = extra[names[i]!]!;
-        else v = '';
+        else if (extra != null && Object.prototype.hasOwnProperty.call(extra, names[i]!)) {
+          v = extra[names[i]!]!;
+          // Values from responses or tokens are checked like path params: never a dot-segment.
+          if ((v === '.' || v === '..') && !inQuery[i]) throw new Error(`{${names[i]}} value "${v}" would be a dot-segment`);
+        } else v = '';
         out += literals[i]! + (inQuery[i] ? encodeURIComponent(v) : escapePathSegment(v));
       }
       return out + tail;
