@@ -13,7 +13,8 @@ import { composeEndpointProxy } from './proxy/compose.js';
 import { compileCors, CORS_NS, type Cors } from './router/cors.js';
 import { compileJwt } from './auth/jwt.js';
 import { SIGNER_NS } from './auth/signer.js';
-import { CEL_NS, compileCel } from './validation/cel.js';
+import { CEL_NS, compileCel, loadCel } from './validation/cel.js';
+import { loadLua } from './lua/vm.js';
 import { BOT_NS, compileBodySchema, compileBotDetector, SCHEMA_NS } from './validation/guards.js';
 import { LUA_BACKEND, LUA_PROXY } from './lua/modifier.js';
 import type { OutboundRequest, Proxy } from './proxy/types.js';
@@ -68,6 +69,10 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   }
   const defaultClient: Client = (r: OutboundRequest) => send(pools, r.origin, r.path, r.method, r.headers, r.body as never, r.signal);
 
+  // Script and expression engines are loaded only when the config uses them.
+  const uses = (ns: string) => cfg.endpoints.some((e) => e.extraConfig[ns] !== undefined || e.backends.some((b) => b.extraConfig[ns] !== undefined));
+  if (uses(LUA_PROXY) || uses(LUA_BACKEND)) await loadLua();
+  if (uses(CEL_NS)) await loadCel();
   const endpoints: EndpointRuntime[] = [];
   const serviceBot = compileBotDetector(cfg.extraConfig[BOT_NS], 'extra_config');
   for (const ep of cfg.endpoints) {

@@ -11,6 +11,7 @@ import type { Logger } from '../../core/log.js';
 import { pluginClient } from '../../core/plugin/client.js';
 import type { BackendResponse, ClientHandler } from '../../core/plugin/types.js';
 import { compileBackendLua } from '../../core/lua/modifier.js';
+import { loadLua } from '../../core/lua/vm.js';
 import { buildBackendPipe } from '../../core/proxy/backend.js';
 import { compileFormatter } from '../../core/proxy/formatter.js';
 import { composeMerge } from '../../core/proxy/merge.js';
@@ -265,6 +266,7 @@ function batched(t: MicroTask, batch: number): () => unknown {
 }
 
 export async function runMicro(opts: MicroOptions): Promise<MicroResult[]> {
+  await loadLua();
   const list = tasks();
   const bench = new Bench({
     name: 'micro',

@@ -14,7 +14,7 @@
  * {@link REFETCH_COOLDOWN_MS}.
  */
 import { readFileSync } from 'node:fs';
-import { importJWK, jwtVerify, type JWK, type JWTPayload, type JWTHeaderParameters } from 'jose';
+import type { JWK, JWTPayload, JWTHeaderParameters } from 'jose';
 import { request } from 'undici';
 import { parseDuration } from '../config/duration.js';
 import { canonicalHeader } from '../config/load.js';
@@ -35,7 +35,14 @@ export class AuthError extends Error {
   }
 }
 
-type Key = Awaited<ReturnType<typeof importJWK>>;
+type Jose = typeof import('jose');
+type Key = Awaited<ReturnType<Jose['importJWK']>>;
+
+let jose: Promise<Jose> | null = null;
+/** jose is loaded on first use: gateways without JWT never load it. */
+export function loadJose(): Promise<Jose> {
+  return (jose ??= import('jose'));
+}
 
 const REFETCH_COOLDOWN_MS = 10_000;
 const FETCH_TIMEOUT_MS = 5_000;
@@ -121,7 +128,7 @@ export class KeySet {
     const slot = `${id}\n${alg}`;
     let k = this.imported.get(slot);
     if (k === undefined) {
-      k = await importJWK(this.keys.get(id)!, alg);
+      k = await (await loadJose()).importJWK(this.keys.get(id)!, alg);
       this.imported.set(slot, k);
     }
     return k;
@@ -272,7 +279,7 @@ export function compileJwt(
       if (token === null || token === '') throw new AuthError(401, 'no token found in the request');
       let payload: JWTPayload;
       try {
-        payload = (await jwtVerify(token, getKey, opts)).payload;
+        payload = (await (await loadJose()).jwtVerify(token, getKey, opts)).payload;
       } catch (err) {
         if (err instanceof KeyFetchError) throw new AuthError(401, err.message, true);
         throw new AuthError(401, `invalid token: ${(err as Error).message}`);

@@ -4,10 +4,9 @@
  * `kid` of the configured JWK set; compact serialisation, or the JSON one with `full: true`. A value
  * that cannot be signed fails the request: an unsigned token must never reach the client.
  */
-import { CompactSign, FlattenedSign } from 'jose';
 import type { Proxy } from '../proxy/types.js';
 import { goJson } from '../router/json.js';
-import { keySetOf } from './jwt.js';
+import { keySetOf, loadJose } from './jwt.js';
 
 export const SIGNER_NS = 'auth/signer';
 
@@ -29,6 +28,7 @@ export function wrapSigner(next: Proxy, extra: Readonly<Record<string, unknown>>
   const sign = async (value: unknown): Promise<unknown> => {
     const key = await keys.key({ alg, kid }, alg);
     const payload = encoder.encode(goJson(value));
+    const { CompactSign, FlattenedSign } = await loadJose();
     if (full) return new FlattenedSign(payload).setProtectedHeader(header).sign(key);
     return new CompactSign(payload).setProtectedHeader(header).sign(key);
   };

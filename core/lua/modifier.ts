@@ -20,14 +20,12 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { LuaState } from 'fengari';
-import fengari from 'fengari';
 import { canonicalHeader } from '../config/load.js';
 import type { Headers } from '../plugin/types.js';
 import { HOP_BY_HOP, validHeaderName, validHeaderValue } from '../proxy/request.js';
 import { OutboundRequest, ProxyRequest, StatusError, type ProxyResponse } from '../proxy/types.js';
-import { argBytes, argString, isNilArg, LuaListRef, LuaTableRef, LuaVm, pushString, pushValue, ScriptHttpError, self, Sources, type ScriptObject } from './vm.js';
+import { argBytes, argString, isNilArg, lua, LuaListRef, LuaTableRef, LuaVm, pushString, pushValue, ScriptHttpError, self, Sources, type ScriptObject } from './vm.js';
 
-const { lua } = fengari;
 
 export const LUA_PROXY = 'modifier/lua-proxy';
 export const LUA_BACKEND = 'modifier/lua-backend';

@@ -14,10 +14,24 @@
  * light userdata; one metatable dispatches their methods by class.
  */
 import { readFileSync, statSync } from 'node:fs';
-import fengari, { type JsFunction, type LuaState } from 'fengari';
+import type { JsFunction, LuaState } from 'fengari';
 import { validHeaderValue } from '../proxy/request.js';
 
-const { lua, lauxlib, lualib, to_luastring } = fengari;
+type Fengari = typeof import('fengari');
+
+// fengari is loaded only by configs that use Lua (`loadLua()`, awaited by the gateway before it
+// builds any modifier): a gateway without scripts does not pay for it at start-up.
+export let lua: Fengari['lua'];
+let lauxlib: Fengari['lauxlib'];
+let lualib: Fengari['lualib'];
+let to_luastring: Fengari['to_luastring'];
+
+export async function loadLua(): Promise<void> {
+  if (lua !== undefined) return;
+  const f = ((await import('fengari')) as { default: Fengari }).default;
+  ({ lua, lauxlib, lualib, to_luastring } = f);
+}
+
 const S = (s: string) => to_luastring(s, true);
 
 /** A JS value a script handles as userdata; `methods` are what `obj:name(...)` calls. */

@@ -10,7 +10,13 @@
  * the endpoint; at a backend, that backend fails and the answer is partial). An expression that does
  * not parse is a start-up error (KrakenD logs it and skips the whole check list: fail-open).
  */
-import { parse } from '@marcbachmann/cel-js';
+type CelJs = typeof import('@marcbachmann/cel-js');
+let parse: CelJs['parse'] | undefined;
+
+/** cel-js is loaded only by configs with CEL checks (awaited by the gateway before it compiles any). */
+export async function loadCel(): Promise<void> {
+  parse ??= (await import('@marcbachmann/cel-js')).parse;
+}
 import type { CapturedHeaders } from '../proxy/request.js';
 
 export const CEL_NS = 'validation/cel';
@@ -40,6 +46,7 @@ export function compileCel(raw: unknown, where: string): CelChecks | null {
     const expr = (d as { check_expr?: unknown } | null)?.check_expr;
     if (typeof expr !== 'string' || expr === '') return;
     let p: Program;
+    if (parse === undefined) throw new Error('loadCel() was not awaited');
     try {
       p = parse(expr) as unknown as Program;
     } catch (err) {
