@@ -10,7 +10,7 @@ import { buildGateway } from '../core/gateway.js';
 import { ConfigError, loadConfig } from '../core/config/load.js';
 import { formatDuration } from '../core/config/duration.js';
 import type { ServiceConfig } from '../core/config/types.js';
-import { createLogger, type Logger } from '../core/log.js';
+import { createLogger, guardRejections, type Logger } from '../core/log.js';
 import { UwsLoadError } from '../core/router/uws.js';
 import { GW_VERSION, KRAKEND_COMPAT_VERSION } from '../core/version.js';
 import { addTestPluginCommand } from './test-plugin.js';
@@ -66,6 +66,7 @@ async function run(flags: RunFlags): Promise<void> {
   for (const w of cfg.warnings) logger.warn(w);
   const workers = workerCount(flags, cfg);
   if (workers > 1) return runCluster(flags, cfg, logger, workers);
+  guardRejections(logger);
   let gw;
   try {
     gw = await buildGateway(cfg, { logger, debug: (flags.debug ?? 0) > 0, port: flags.port ? Number(flags.port) : 0 });

@@ -14,6 +14,7 @@ import { compileCors, CORS_NS, type Cors } from './router/cors.js';
 import { compileJwt } from './auth/jwt.js';
 import { SIGNER_NS } from './auth/signer.js';
 import { CEL_NS, compileCel, loadCel } from './validation/cel.js';
+import { compileRequestChecks } from './validation/request.js';
 import { loadLua } from './lua/vm.js';
 import { BOT_NS, compileBodySchema, compileBotDetector, SCHEMA_NS } from './validation/guards.js';
 import { LUA_BACKEND, LUA_PROXY } from './lua/modifier.js';
@@ -96,12 +97,18 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     }
     let proxy: Proxy | null = null;
     let noop: BackendPipe | null = null;
+    const where = `endpoint ${ep.path}`;
+    const cel = compileCel(ep.extraConfig[CEL_NS], where);
+    const bodyCheck = compileBodySchema(ep.extraConfig[SCHEMA_NS], where);
+    const requestChecks = compileRequestChecks(ep, bodyCheck, cel);
+    // With a lua-proxy script, the request checks run after it, inside the proxy (KrakenD's order).
+    const checksInProxy = ep.extraConfig[LUA_PROXY] !== undefined;
     if (ep.unenforced.length > 0) {
       // Fail closed: gw cannot apply what would have refused requests here (config/unsupported.ts).
       const why = `gw does not implement ${ep.unenforced.join(', ')}: request refused`;
       proxy = () => Promise.reject(new Error(why));
     } else if (ep.outputEncoding === 'no-op') {
-      if ((compileCel(ep.extraConfig[CEL_NS], `endpoint ${ep.path}`)?.post.length ?? 0) > 0) {
+      if ((cel?.post.length ?? 0) > 0) {
         throw new Error(`endpoint ${ep.path}: "${CEL_NS}" response checks (resp_*) need a decoding endpoint; a no-op endpoint streams the answer untouched`);
       }
       if (ep.extraConfig[SIGNER_NS] !== undefined) {
@@ -112,19 +119,20 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       }
       noop = pipes[0]!;
     } else {
-      proxy = composeEndpointProxy(ep, pipes, logger);
+      proxy = composeEndpointProxy(ep, pipes, logger, checksInProxy ? requestChecks : null);
     }
     logger.debug(`[ENDPOINT: ${ep.path}] Building the http handler`);
     // Every backend call reads the body (concurrent_calls sends it N times): >1 → buffered once.
     // Lua scripts read the body synchronously (`request:body()`), so it is buffered for them too.
     const usesLua = ep.extraConfig[LUA_PROXY] !== undefined || ep.backends.some((b) => b.extraConfig[LUA_BACKEND] !== undefined);
-    const bodyCheck = compileBodySchema(ep.extraConfig[SCHEMA_NS], `endpoint ${ep.path}`);
     const bodyReaders = usesLua || bodyCheck !== null ? Infinity : ep.backends.length * (ep.outputEncoding === 'no-op' ? 1 : Math.max(1, ep.concurrentCalls));
     const jwt = compileJwt(ep.extraConfig, `endpoint ${ep.path}`, ep.backends.map((b) => b.urlPattern), ep.inputHeaders, (m) => logger.warn(m));
     const epBot = compileBotDetector(ep.extraConfig[BOT_NS], `endpoint ${ep.path}`);
     const bot = epBot === null ? serviceBot : serviceBot === null ? epBot : (ua: string) => serviceBot(ua) || epBot(ua);
-    const cel = compileCel(ep.extraConfig[CEL_NS], `endpoint ${ep.path}`);
-    endpoints.push({ config: ep, proxy, noop, bodyReaders, jwt, signed: ep.extraConfig[SIGNER_NS] !== undefined, bot, bodyCheck, cel });
+    endpoints.push({
+      config: ep, proxy, noop, bodyReaders, jwt, signed: ep.extraConfig[SIGNER_NS] !== undefined, bot,
+      requestChecks: checksInProxy ? null : requestChecks, cel,
+    });
   }
 
   const cors = compileCors(cfg.extraConfig[CORS_NS]);
@@ -202,17 +210,26 @@ function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints: readon
     app[METHOD_REGISTER[ep.method]!](ep.route, makeEndpointHandler(rt, state));
     fallback.add(ep.method, ep.route);
   }
+  // CORS wraps the whole router in KrakenD: preflights to the special endpoints are answered too.
+  const preflightFirst = (h: (res: HttpResponse, req: HttpRequest) => void) => {
+    const c = state.cors;
+    if (c === null) return h;
+    return (res: HttpResponse, req: HttpRequest) => {
+      if (req.getMethod() === 'options' && c.preflight(res, req) === true) return;
+      h(res, req);
+    };
+  };
   if (!router.disableHealth) {
     app.get(router.healthPath, healthHandler);
     fallback.add('GET', router.healthPath);
   }
   if (debug) {
-    const h = debugHandler(state.logger);
+    const h = preflightFirst(debugHandler(state.logger));
     app.any('/__debug', h);
     app.any('/__debug/*', h);
   }
   if (cfg.echoEndpoint) {
-    const h = echoHandler();
+    const h = preflightFirst(echoHandler());
     app.any('/__echo', h);
     app.any('/__echo/*', h);
   }

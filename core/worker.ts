@@ -7,7 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { ConfigError, loadConfig } from './config/load.js';
 import { buildGateway, type Gateway } from './gateway.js';
-import { createLogger, toPinoLevel } from './log.js';
+import { createLogger, guardRejections, toPinoLevel } from './log.js';
 
 export interface WorkerInit {
   index: number;
@@ -33,6 +33,7 @@ async function main(): Promise<void> {
     const cfg = loadConfig(init.configFile);
     const level = init.logLevel ?? cfg.logging.level;
     const logger = createLogger({ level: init.quietStart ? 'WARNING' : level, prefix: cfg.logging.prefix, format: init.logFormat });
+    guardRejections(logger);
     gw = await buildGateway(cfg, { logger, debug: init.debug, port: init.port });
     const bound = await gw.listen();
     logger.level = toPinoLevel(level);

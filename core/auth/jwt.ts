@@ -204,6 +204,8 @@ export function claimText(v: unknown): string {
   if (typeof v === 'string') return v;
   if (Array.isArray(v)) return v.map(claimText).join(',');
   if (typeof v === 'object') return JSON.stringify(v);
+  // Go prints whole floats as integers and the others with %f.
+  if (typeof v === 'number' && !Number.isInteger(v)) return v.toFixed(6);
   return String(v);
 }
 
@@ -235,7 +237,8 @@ export function compileJwt(
   const scopesKey = typeof c.scopes_key === 'string' && c.scopes_key !== '' ? c.scopes_key : 'scope';
   const scopesAll = c.scopes_matcher === 'all';
   const header = (typeof c.auth_header_name === 'string' && c.auth_header_name !== '' ? c.auth_header_name : 'Authorization').toLowerCase();
-  const cookie = typeof c.cookie_key === 'string' && c.cookie_key !== '' ? c.cookie_key : null;
+  // KrakenD reads the `access_token` cookie when no cookie_key is set.
+  const cookie = typeof c.cookie_key === 'string' && c.cookie_key !== '' ? c.cookie_key : 'access_token';
 
   const propagate: [string, string][] = [];
   if (Array.isArray(c.propagate_claims)) {
@@ -251,16 +254,18 @@ export function compileJwt(
   }
   const placeholders = [...new Set(urlPatterns.flatMap((u) => [...u.matchAll(/\{(JWT\.[^{}]+)\}/g)].map((m) => m[1]!)))];
 
-  const opts = { algorithms: [alg], issuer, audience: audience.length > 0 ? audience : undefined, clockTolerance: leewayS };
+  // Audiences are checked below: KrakenD (go-jose) wants every configured one in the token, where
+  // jose's own option accepts any of them.
+  const opts = { algorithms: [alg], issuer, clockTolerance: leewayS };
   const getKey = (h: JWTHeaderParameters) => keys.key(h, alg);
 
+  // The Bearer header first, then the cookie (a non-Bearer Authorization header falls through).
   const tokenOf = (headerValue: string, cookieHeader: string): string | null => {
     if (headerValue !== '') {
       const sp = headerValue.indexOf(' ');
       if (sp > 0 && headerValue.slice(0, sp).toLowerCase() === 'bearer') return headerValue.slice(sp + 1).trim();
-      return null;
     }
-    if (cookie !== null && cookieHeader !== '') {
+    if (cookieHeader !== '') {
       for (const part of cookieHeader.split(';')) {
         const eq = part.indexOf('=');
         if (eq > 0 && part.slice(0, eq).trim() === cookie) return part.slice(eq + 1).trim();
@@ -284,8 +289,15 @@ export function compileJwt(
         if (err instanceof KeyFetchError) throw new AuthError(401, err.message, true);
         throw new AuthError(401, `invalid token: ${(err as Error).message}`);
       }
+      if (audience.length > 0) {
+        const aud = strings(payload.aud);
+        const missing = audience.find((a) => !aud.includes(a));
+        if (missing !== undefined) throw new AuthError(401, `invalid token: audience ${missing} missing`);
+      }
       if (roles.length > 0) {
-        const have = strings(claim(payload, rolesKey, rolesNested));
+        const v = claim(payload, rolesKey, rolesNested);
+        // A space-separated string counts as a list, as KrakenD's CanAccess splits it.
+        const have = typeof v === 'string' ? v.split(' ').filter(Boolean) : strings(v);
         if (!roles.some((r) => have.includes(r))) throw new AuthError(403, `none of the roles ${roles.join(', ')} in "${rolesKey}"`);
       }
       if (scopes.length > 0) {

@@ -36,7 +36,10 @@ export function wrapSigner(next: Proxy, extra: Readonly<Record<string, unknown>>
   return async (req) => {
     const r = await next(req);
     for (const k of toSign) {
+      // As KrakenD's SignFields: only objects are signed.
       if (!Object.prototype.hasOwnProperty.call(r.data, k)) continue;
+      const v = r.data[k];
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) continue;
       try {
         r.data[k] = await sign(r.data[k]);
       } catch (err) {

@@ -85,7 +85,7 @@ export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, cli
   const buildOutbound = celPre === null ? withLua : (req: ProxyRequest) => {
     const out = withLua(req);
     try {
-      runChecks(celPre, outboundActivation(out));
+      runChecks(celPre, outboundActivation(out, req.client.headers.has('Accept-Encoding')));
     } catch (err) {
       lua?.release(out);
       throw err;
@@ -121,14 +121,18 @@ function withCelPost(call: Call, checks: CelChecks['post']): Call {
     });
 }
 
-/** The CEL request variables of a built backend request. */
-function outboundActivation(out: OutboundRequest): Record<string, unknown> {
+/**
+ * The CEL request variables of a built backend request. The Accept-Encoding gw adds on its own is
+ * left out: KrakenD's Go client adds it at send time, so its scripts never see it.
+ */
+function outboundActivation(out: OutboundRequest, clientSentAcceptEncoding: boolean): Record<string, unknown> {
   const q = out.path.indexOf('?');
   const params: Record<string, string> = Object.create(null);
   const p = out.params;
   for (const k in p) params[capitalize(k)] = p[k]!;
   const headers: Record<string, string[]> = Object.create(null);
   for (const k in out.headers) {
+    if (k === 'Accept-Encoding' && !clientSentAcceptEncoding) continue;
     const v = out.headers[k]!;
     headers[k] = Array.isArray(v) ? v : [v];
   }

@@ -8,6 +8,7 @@ import type { BackendPipe } from './backend.js';
 import { compileFlatmap, flatmapOps, setKey } from './flatmap.js';
 import { wrapSigner } from '../auth/signer.js';
 import { CEL_NS, compileCel, responseActivation, runChecks, type CelChecks } from '../validation/cel.js';
+import type { RequestChecks } from '../validation/request.js';
 import { wrapProxyLua, type LuaLog } from '../lua/modifier.js';
 import { composeMerge, composeSequential } from './merge.js';
 import { DeadlineError, type Proxy, type ProxyRequest, type ProxyResponse } from './types.js';
@@ -27,7 +28,7 @@ export function isShadow(p: BackendPipe): boolean {
  * The decoding proxy of an endpoint (null for no-op endpoints). `pipes` are the endpoint's
  * backends in config order.
  */
-export function composeEndpointProxy(ep: EndpointConfig, pipes: readonly BackendPipe[], log: LuaLog): Proxy {
+export function composeEndpointProxy(ep: EndpointConfig, pipes: readonly BackendPipe[], log: LuaLog, requestChecks: RequestChecks | null = null): Proxy {
   const ns = proxyNs(ep.extraConfig);
   let normal = pipes.filter((p) => !isShadow(p));
   let shadows = pipes.filter(isShadow);
@@ -60,10 +61,23 @@ export function composeEndpointProxy(ep: EndpointConfig, pipes: readonly Backend
   // endpoint handler, before the body is read by anything else.
   const cel = compileCel(ep.extraConfig[CEL_NS], `endpoint ${ep.path}`);
   if (cel !== null && cel.post.length > 0) proxy = withCelPost(proxy, cel.post);
+  if (requestChecks !== null) proxy = withRequestChecks(proxy, requestChecks);
   // Lua is the outermost stage of KrakenD's endpoint proxy; the signer (a router-level wrapper in
   // KrakenD) signs the final answer.
   proxy = wrapProxyLua(proxy, ep.extraConfig, `endpoint ${ep.path}`, ep.path, ep.timeoutMs, log);
   return wrapSigner(proxy, ep.extraConfig, `endpoint ${ep.path}`);
+}
+
+/** JSON schema and request CEL checks, here only when a lua-proxy script runs before them. */
+function withRequestChecks(next: Proxy, checks: RequestChecks): Proxy {
+  return (req) => {
+    try {
+      checks(req);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    return next(req);
+  };
 }
 
 /** Response CEL checks on the merged answer; skipped for a partial one, as KrakenD (it carries an error). */

@@ -14,9 +14,9 @@ import type { Logger } from '../log.js';
 import type { BackendResponse, Headers } from '../plugin/types.js';
 import type { BackendPipe } from '../proxy/backend.js';
 import type { Cors } from './cors.js';
-import type { BodyCheck, BotCheck } from '../validation/guards.js';
-import { jwtActivation, requestActivation, runChecks, type CelChecks } from '../validation/cel.js';
-import { paramKey } from '../config/load.js';
+import type { BotCheck } from '../validation/guards.js';
+import { jwtActivation, runChecks, type CelChecks } from '../validation/cel.js';
+import type { RequestChecks } from '../validation/request.js';
 import type { JWTPayload } from 'jose';
 import { AuthError, claim, claimText, type JwtValidator } from '../auth/jwt.js';
 import { HOP_BY_HOP, validHeaderName, validHeaderValue, type CapturedHeaders, type ClientInfo } from '../proxy/request.js';
@@ -44,9 +44,9 @@ export interface EndpointRuntime {
   readonly signed: boolean;
   /** `security/bot-detector` (service and/or endpoint), or null. */
   readonly bot: BotCheck | null;
-  /** `validation/json-schema` on the request body, or null. */
-  readonly bodyCheck: BodyCheck | null;
-  /** Endpoint `validation/cel` (request and JWT checks run here; response ones in the proxy). */
+  /** JSON schema and request CEL checks (validation/request.ts), when they run here (no lua-proxy). */
+  readonly requestChecks: RequestChecks | null;
+  /** Endpoint `validation/cel` (its JWT checks run here; request ones in requestChecks; response ones in the proxy). */
   readonly cel: CelChecks | null;
 }
 
@@ -233,7 +233,7 @@ class Inflight implements StreamOwner {
         res.writeHeader('X-Krakend-Completed', complete ? 'true' : 'false');
         if (complete && ep.cacheTtlS > 0) res.writeHeader('Cache-Control', `public, max-age=${ep.cacheTtlS}`);
       }
-      if (resp.headers !== undefined) writeExtraHeaders(res, resp.headers);
+      if (resp.headers !== undefined) writeExtraHeaders(res, resp.headers, this.server.cors !== null);
       if (this.server.cors !== null) this.server.cors.write(res, this.corsOrigin);
       res.end(body);
     });
@@ -326,6 +326,7 @@ class Inflight implements StreamOwner {
     res.cork(() => {
       res.writeStatus(statusLine(status));
       res.writeHeader('Content-Type', TEXT_PLAIN);
+      if (this.server.cors !== null) this.server.cors.write(res, this.corsOrigin);
       res.end(message, true);
     });
     this.finish();
@@ -546,10 +547,13 @@ function rejectFraming(res: HttpResponse, problem: string, path: string, logger:
 }
 
 /** A plain-text refusal written before any pipe started (414, 431, 413, 400). */
-function refuse(res: HttpResponse, status: number, message: string, close: boolean): void {
+function refuse(res: HttpResponse, status: number, message: string, close: boolean, cors: Cors | null, req: HttpRequest, method: string): void {
+  // `req` is read now, while uWS still holds it.
+  const allow = cors === null ? null : cors.allowOrigin(req.getHeader('origin'), method);
   res.cork(() => {
     res.writeStatus(statusLine(status));
     if (message !== '') res.writeHeader('Content-Type', TEXT_PLAIN);
+    if (cors !== null) cors.write(res, allow);
     res.end(message, close);
   });
 }
@@ -623,9 +627,9 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
     // 0. Edge checks: nothing below runs for a request gw will not forward.
     const query = req.getQuery() ?? '';
     const url = req.getUrl();
-    if (url.length + query.length >= maxUrl) return refuse(res, 414, '', true);
+    if (url.length + query.length >= maxUrl) return refuse(res, 414, '', true, cors, req, method);
     if (maxHeaderBytes > 0 && headerBytes(req) > maxHeaderBytes) {
-      return refuse(res, 431, `request headers larger than ${maxHeaderBytes} bytes`, true);
+      return refuse(res, 431, `request headers larger than ${maxHeaderBytes} bytes`, true, cors, req, method);
     }
     const cl = req.getHeader('content-length');
     const te = req.getHeader('transfer-encoding');
@@ -633,7 +637,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
       const problem = framingProblem(req, cl, te);
       if (problem !== null) return rejectFraming(res, problem, ep.path, server.logger);
       if (maxPayload > 0 && cl !== '' && Number(cl) > maxPayload) {
-        return refuse(res, 413, `request body larger than ${maxPayload} bytes`, true);
+        return refuse(res, 413, `request body larger than ${maxPayload} bytes`, true, cors, req, method);
       }
     }
     // 1. Synchronous capture.
@@ -643,7 +647,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
       params = new Array<string>(nParams);
       for (let i = 0; i < nParams; i++) {
         const v = decodeParam(req.getParameter(i));
-        if (v instanceof ParamError) return refuse(res, 400, v.message, false);
+        if (v instanceof ParamError) return refuse(res, 400, v.message, false, cors, req, method);
         params[i] = v;
       }
     }
@@ -686,7 +690,13 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
               return f.refuseAuth(new AuthError(401, (err as Error).message), 'CEL');
             }
           }
-          startPipe(f, withClaims(preq, claims, jwt), readFirst, noop, proxy);
+          let next: ProxyRequest;
+          try {
+            next = withClaims(preq, claims, jwt);
+          } catch (err) {
+            return f.crashed(err as Error);
+          }
+          startPipe(f, next, readFirst, noop, proxy);
         },
         (err: Error) => f.refuseAuth(err, 'JWTValidator'),
       );
@@ -712,26 +722,29 @@ function startPipe(f: Inflight, preq: ProxyRequest, readFirst: boolean, noop: Ba
 
 /** validation/json-schema on the (buffered) body and the request CEL checks, then the pipe. */
 function checkThenRun(f: Inflight, preq: ProxyRequest, noop: BackendPipe | null, proxy: Proxy | null): void {
-  const check = f.rt.bodyCheck;
-  if (check !== null) {
-    const problem = check(preq.body as Buffer | null);
-    if (problem !== null) {
-      f.renderError(new StatusError(problem, 400, problem, null, true));
-      return;
-    }
+  try {
+    checkThenRunUnsafe(f, preq, noop, proxy);
+  } catch (err) {
+    f.crashed(err as Error);
   }
-  const cel = f.rt.cel;
-  if (cel !== null && cel.pre.length > 0) {
-    const params: Record<string, string> = Object.create(null);
-    for (let i = 0; i < preq.paramNames.length; i++) params[paramKey(preq.paramNames[i]!)] = preq.params[i]!;
+}
+
+function checkThenRunUnsafe(f: Inflight, preq: ProxyRequest, noop: BackendPipe | null, proxy: Proxy | null): void {
+  const checks = f.rt.requestChecks;
+  if (checks !== null) {
     try {
-      runChecks(cel.pre, requestActivation(preq.method, preq.client.path, params, preq.client.headers, preq.query));
+      checks(preq);
     } catch (err) {
       f.renderError(err as Error);
       return;
     }
   }
   runPipe(f, preq, noop, proxy);
+}
+
+/** A header value as UTF-8 bytes on the wire (Go sends UTF-8; undici writes strings as Latin-1). */
+function utf8Header(s: string): string {
+  return /[^\x00-\x7f]/.test(s) ? Buffer.from(s, 'utf8').toString('latin1') : s;
 }
 
 /** The request with the accepted token's claims: `{JWT.x}` values and `propagate_claims` headers. */
@@ -749,7 +762,7 @@ function withClaims(p: ProxyRequest, claims: JWTPayload, jwt: JwtValidator): Pro
       const v = claim(claims, c);
       // The claim always wins over what the client sent under that name.
       if (v === undefined) headers.delete(h);
-      else headers.set(h, [claimText(v)]);
+      else headers.set(h, [utf8Header(claimText(v))]);
     }
     client = { ...client, headers };
   }
@@ -801,11 +814,15 @@ const EMPTY: string[] = [];
 /** Headers gw writes itself (or uWS does) and a modifier's response headers may not replace. */
 const OWN_HEADERS: ReadonlySet<string> = new Set(['content-type', 'content-length', 'date', 'x-krakend', 'x-krakend-completed', 'cache-control']);
 
-/** Response headers a Lua modifier set (KrakenD's response metadata), minus hop-by-hop and gw's own. */
-function writeExtraHeaders(res: HttpResponse, h: Headers): void {
+/**
+ * Response headers a Lua modifier set (KrakenD's response metadata), minus hop-by-hop and gw's own
+ * (and the CORS ones when gw answers CORS itself: a browser refuses two Allow-Origin values).
+ */
+function writeExtraHeaders(res: HttpResponse, h: Headers, cors: boolean): void {
   for (const k in h) {
     const lower = k.toLowerCase();
     if (HOP_BY_HOP.has(lower) || OWN_HEADERS.has(lower) || !validHeaderName(k)) continue;
+    if (cors && lower.startsWith('access-control-')) continue;
     const v = h[k]!;
     if (Array.isArray(v)) {
       for (const x of v) if (validHeaderValue(x)) res.writeHeader(k, x);

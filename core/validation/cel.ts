@@ -10,12 +10,66 @@
  * the endpoint; at a backend, that backend fails and the answer is partial). An expression that does
  * not parse is a start-up error (KrakenD logs it and skips the whole check list: fail-open).
  */
-type CelJs = typeof import('@marcbachmann/cel-js');
-let parse: CelJs['parse'] | undefined;
+import { RE2JS } from 're2js';
 
-/** cel-js is loaded only by configs with CEL checks (awaited by the gateway before it compiles any). */
+type CelJs = typeof import('@marcbachmann/cel-js');
+let parse: ((expr: string) => unknown) | undefined;
+
+/**
+ * cel-js is loaded only by configs with CEL checks (awaited by the gateway before it compiles any).
+ * Its `matches()` runs JavaScript's backtracking RegExp; KrakenD's cel-go uses RE2 (linear time),
+ * so gw routes `matches` to an RE2 implementation: no header value can stall a worker.
+ */
 export async function loadCel(): Promise<void> {
-  parse ??= (await import('@marcbachmann/cel-js')).parse;
+  if (parse !== undefined) return;
+  const { Environment } = (await import('@marcbachmann/cel-js')) as CelJs;
+  const env = new Environment({ unlistedVariablesAreDyn: true });
+  env.registerFunction('string.re2_matches(string): bool', (s: string, p: string) => re2(p).matcher(s).find());
+  env.registerFunction('re2_matches(string, string): bool', (s: string, p: string) => re2(p).matcher(s).find());
+  parse = (expr) => env.parse(routeMatches(expr));
+}
+
+const patterns = new Map<string, RE2JS>();
+function re2(p: string): RE2JS {
+  let r = patterns.get(p);
+  if (r === undefined) {
+    r = RE2JS.compile(p);
+    if (patterns.size >= 1024) patterns.clear();
+    patterns.set(p, r);
+  }
+  return r;
+}
+
+/** Renames calls to `matches` (outside string literals) to the RE2 one. */
+export function routeMatches(expr: string): string {
+  let out = '';
+  let i = 0;
+  const n = expr.length;
+  while (i < n) {
+    const c = expr[i]!;
+    if (c === '"' || c === "'") {
+      // A string literal (raw when prefixed by r/R), possibly triple-quoted: copied untouched.
+      const raw = i > 0 && (expr[i - 1] === 'r' || expr[i - 1] === 'R');
+      const q = expr.startsWith(c.repeat(3), i) ? c.repeat(3) : c;
+      let j = i + q.length;
+      while (j < n && !expr.startsWith(q, j)) j += !raw && expr[j] === '\\' ? 2 : 1;
+      j = Math.min(n, j + q.length);
+      out += expr.slice(i, j);
+      i = j;
+    } else if (/[A-Za-z_]/.test(c) && (i === 0 || !/[\w]/.test(expr[i - 1]!))) {
+      let j = i + 1;
+      while (j < n && /\w/.test(expr[j]!)) j++;
+      const word = expr.slice(i, j);
+      let k = j;
+      while (k < n && /\s/.test(expr[k]!)) k++;
+      out += word === 'matches' && expr[k] === '(' ? 're2_matches' : word;
+      i = j;
+    } else {
+      out += c;
+      i++;
+    }
+  }
+  return out;
 }
 import type { CapturedHeaders } from '../proxy/request.js';
 
