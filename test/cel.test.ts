@@ -52,6 +52,45 @@ before(async () => {
           extra_config: cel('resp_data.a.n > 100'),
           backend: [{ host: [backend.url], url_pattern: '/status/x', group: 'a' }],
         },
+        // For the review regressions at the end of the file.
+        {
+          endpoint: '/lua-order',
+          method: 'POST',
+          input_headers: ['X-Role'],
+          extra_config: {
+            'modifier/lua-proxy': { pre: `local r = request.load(); r:body('{"bad":true}'); r:headers('X-Role', 'admin')` },
+            'validation/json-schema': { type: 'object', required: ['name'] },
+            ...cel("!('X-Role' in req_headers)"),
+          },
+          backend: [{ host: [backend.url], url_pattern: '/lua-order' }],
+        },
+        {
+          endpoint: '/checks-order',
+          method: 'POST',
+          input_headers: ['X-Role'],
+          extra_config: { 'validation/json-schema': { type: 'object', required: ['name'] }, ...cel("!('X-Role' in req_headers)") },
+          backend: [{ host: [backend.url], url_pattern: '/checks-order' }],
+        },
+        {
+          endpoint: '/re2',
+          input_headers: ['X-Key'],
+          extra_config: cel(String.raw`req_headers['X-Key'][0].matches('^(\\w+\\s?)*$')`),
+          backend: [{ host: [backend.url], url_pattern: '/re2' }],
+        },
+        {
+          endpoint: '/xff',
+          input_headers: ['X-Forwarded-For'],
+          extra_config: cel("req_headers['X-Forwarded-For'][0] == '127.0.0.1'"),
+          backend: [{ host: [backend.url], url_pattern: '/xff' }],
+        },
+        { endpoint: '/ua', extra_config: cel("'User-Agent' in req_headers"), backend: [{ host: [backend.url], url_pattern: '/ua' }] },
+        {
+          endpoint: '/qs',
+          input_query_strings: ['page'],
+          extra_config: cel("!('tenant' in req_querystring)", "req_querystring.page[0] == '1'"),
+          backend: [{ host: [backend.url], url_pattern: '/qs' }],
+        },
+        { endpoint: '/ae', backend: [{ host: [backend.url], url_pattern: '/ae', extra_config: cel("!('Accept-Encoding' in req_headers)") }] },
       ],
     },
     { args: ['--workers', '1'] },
@@ -116,5 +155,58 @@ describe('validation/cel', () => {
     const noop = await runCli(['check', '-c', writeConfig({ version: 3, endpoints: [{ endpoint: '/x', output_encoding: 'no-op', extra_config: { 'validation/cel': [{ check_expr: 'resp_completed' }] }, backend: [{ host: [backend.url], url_pattern: '/x', encoding: 'no-op' }] }] })]);
     assert.notEqual(noop.code, 0, noop.output);
     assert.match(noop.output, /response checks \(resp_\*\) need a decoding endpoint/);
+  });
+});
+
+describe('validation/cel: review regressions', () => {
+  const called = (prefix: string) => seen.filter((u) => u.startsWith(prefix)).length;
+
+  test('with a lua-proxy pre, the JSON schema and CEL checks see what the script changed; without one they still run first', async () => {
+    const post = (path: string, body: string, headers: Record<string, string> = {}) =>
+      req(gw.port, path, { method: 'POST', body, headers: { 'Content-Type': 'application/json', ...headers } });
+    // The script replaces a valid body by {"bad":true} and adds X-Role: admin.
+    const lua = await post('/lua-order', '{"name":"x"}');
+    assert.ok(lua.status === 400 || lua.status === 500, `${lua.status} ${lua.text}`);
+    assert.equal(called('/lua-order'), 0, 'the backend got what the checks should have refused');
+    // No script: the same checks, before anything is called.
+    assert.equal((await post('/checks-order', '{"bad":true}')).status, 400);
+    assert.equal((await post('/checks-order', '{"name":"x"}', { 'X-Role': 'admin' })).status, 500);
+    assert.equal(called('/checks-order'), 0);
+    const ok = await post('/checks-order', '{"name":"x"}');
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(called('/checks-order'), 1);
+  });
+
+  test("req_headers has gw's X-Forwarded-For (the client's address), not the one the client sent", async () => {
+    const r = await req(gw.port, '/xff', { headers: { 'X-Forwarded-For': '10.0.0.7' } });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(called('/xff'), 1);
+  });
+
+  test('req_headers has the User-Agent gw sends on', async () => {
+    const r = await req(gw.port, '/ua'); // undici sends no User-Agent of its own
+    assert.equal(r.status, 200, r.text);
+  });
+
+  test('req_querystring only has the keys input_query_strings lets through', async () => {
+    const r = await req(gw.port, '/qs?tenant=acme&page=1');
+    assert.equal(r.status, 200, r.text);
+    assert.equal(called('/qs'), 1);
+  });
+
+  test('a backend check does not see the Accept-Encoding gw adds on its own', async () => {
+    const r = await req(gw.port, '/ae'); // the client sends no Accept-Encoding
+    assert.equal(r.status, 200, r.text);
+    assert.equal(h(r.headers, 'x-krakend-completed'), 'true');
+    assert.equal(called('/ae'), 1);
+  });
+
+  // Last: before the fix, this request stalled the gateway for the tests after it.
+  test('matches() runs in linear time (RE2): a nested-quantifier pattern answers at once', async () => {
+    const evil = await req(gw.port, '/re2', { headers: { 'X-Key': 'a'.repeat(30) + '!' }, timeoutMs: 2000 });
+    assert.equal(evil.status, 500, evil.text);
+    assert.equal(evil.text, 'request aborted by evaluator #0');
+    assert.ok(evil.ms < 500, `matches() took ${evil.ms} ms`);
+    assert.equal((await req(gw.port, '/re2', { headers: { 'X-Key': 'hello world' } })).status, 200, 'the pattern still matches');
   });
 });

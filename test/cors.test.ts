@@ -1,9 +1,10 @@
 // security/cors end to end (core/router/cors.ts): preflights on known and unknown paths, actual
 // requests (decoding, no-op, errors, 404), origin lists with wildcards, credentials, passthrough.
-// Two real gw processes (an open and a strict policy) in front of one loopback backend.
+// Two real gw processes (an open and a strict policy) in front of one loopback backend; the review
+// regressions at the end start a third (`-d`, small limits, a lua-proxy post).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { type Backend, type Gateway, h, req, sendJSON, startBackend, startGateway } from './helpers/gw.ts';
+import { type Backend, type ClientResponse, type Gateway, h, rawRequest, req, sendJSON, startBackend, startGateway } from './helpers/gw.ts';
 
 let backend: Backend;
 let open: Gateway;
@@ -152,5 +153,69 @@ describe('security/cors', () => {
     const r = await req(open.port, '/data', { method: 'OPTIONS', headers: { Origin: 'https://foo.example' } });
     assert.equal(r.status, 405);
     assert.equal(h(r.headers, 'vary'), 'Origin');
+  });
+});
+
+describe('security/cors: review regressions', () => {
+  // A third gateway: `-d` (the debug endpoint), a small max_url_length, a 10-byte max_payload, a
+  // path parameter and a lua-proxy post that sets its own Access-Control-Allow-Origin.
+  const ORIGIN = 'https://a.example';
+  let gw: Gateway;
+
+  before(async () => {
+    const be = [{ host: [backend.url], url_pattern: '/data' }];
+    gw = await startGateway(
+      {
+        version: 3,
+        extra_config: {
+          'security/cors': { allow_origins: [ORIGIN], allow_methods: ['GET', 'POST'] },
+          'gw/server': { max_url_length: 64 },
+        },
+        endpoints: [
+          { endpoint: '/small', method: 'POST', extra_config: { router: { max_payload: 10 } }, backend: be },
+          { endpoint: '/x/{id}', backend: be },
+          {
+            endpoint: '/lua-cors',
+            extra_config: { 'modifier/lua-proxy': { post: "local r = response.load(); r:headers('Access-Control-Allow-Origin', 'https://a.example')" } },
+            backend: be,
+          },
+        ],
+      },
+      { args: ['--workers', '1', '-d'] },
+    );
+  });
+
+  after(async () => {
+    await gw?.stop();
+  });
+
+  test("gw's own refusals (413 max_payload, 414 max_url_length, 400 encoded path parameter) carry the CORS headers", async () => {
+    const before = hits;
+    const cases: [number, () => Promise<ClientResponse>][] = [
+      [413, () => req(gw.port, '/small', { method: 'POST', body: 'x'.repeat(100), headers: { Origin: ORIGIN, 'Content-Type': 'text/plain' } })],
+      [414, () => req(gw.port, `/x/${'a'.repeat(100)}`, { headers: { Origin: ORIGIN } })],
+      [400, () => req(gw.port, '/x/a%2Fb', { headers: { Origin: ORIGIN } })],
+    ];
+    for (const [status, send] of cases) {
+      const r = await send();
+      assert.equal(r.status, status, r.text);
+      assert.match(String(h(r.headers, 'vary')), /Origin/, `${status}`);
+      assert.equal(h(r.headers, 'access-control-allow-origin'), ORIGIN, `${status}`);
+    }
+    assert.equal(hits, before, 'a refused request reached the backend');
+  });
+
+  test('a preflight to /__debug/x is answered as a preflight, not by the debug handler', async () => {
+    const r = await req(gw.port, '/__debug/x', { method: 'OPTIONS', headers: preflight('GET', null, ORIGIN) });
+    assert.equal(r.status, 204, r.text);
+    assert.equal(r.text, '');
+    assert.equal(h(r.headers, 'access-control-allow-origin'), ORIGIN);
+    assert.ok(h(r.headers, 'access-control-allow-methods'), JSON.stringify(r.headers));
+  });
+
+  test('a lua-proxy post setting Access-Control-Allow-Origin: the client gets exactly one value', async () => {
+    const r = await rawRequest(gw.port, `GET /lua-cors HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: ${ORIGIN}\r\nConnection: close\r\n\r\n`);
+    assert.equal(r.status, 200, r.body.toString());
+    assert.equal(r.headers['access-control-allow-origin'], ORIGIN, JSON.stringify(r.headers));
   });
 });

@@ -147,7 +147,11 @@ before(async () => {
     if (set === undefined) return sendJSON(res, 500, { error: 'identity provider down' });
     sendJSON(res, 200, set);
   });
-  backend = await startBackend((_req, res, rec) => sendJSON(res, 200, { url: rec.url, from: 'backend' }));
+  backend = await startBackend((_req, res, rec) => {
+    // What the auth/signer regression signs (keys_to_sign: ok, tok).
+    if (rec.url === '/signed-be') return sendJSON(res, 200, { ok: true, tok: { a: 1 } });
+    sendJSON(res, 200, { url: rec.url, from: 'backend' });
+  });
 
   const host = [backend.url];
   const jwtEp = (
@@ -184,6 +188,13 @@ before(async () => {
     jwtEp('/jwkdown', '/jwkdown-be', { alg: 'HS256', jwk_url: `http://127.0.0.1:${closedPort}/jwks.json` }),
     jwtEp('/local', '/local-be', { alg: 'HS256', jwk_local_path: localJwks, disable_jwk_security: false }),
     { endpoint: '/open', backend: [{ host, url_pattern: '/open-be' }] },
+    // For the review regressions at the end of the file.
+    jwtEp('/aud-all', '/aud-all-be', { ...hsAuth, audience: ['api-a', 'api-b'] }),
+    {
+      endpoint: '/signed',
+      extra_config: { 'auth/signer': { alg: 'HS256', kid: 'hs1', jwk_local_path: localJwks, keys_to_sign: ['ok', 'tok'] } },
+      backend: [{ host, url_pattern: '/signed-be' }],
+    },
   ];
   gw = await startGateway(
     {
@@ -525,5 +536,40 @@ describe('gw check', () => {
 
     assert.equal(r.ok.code, 0, r.ok.output);
     assert.match(r.ok.output, /Syntax OK/);
+  });
+});
+
+// ---------------------------------------------------------------------------
+
+describe('auth: review regressions', () => {
+  test('audience ["api-a", "api-b"]: the token must carry every configured audience (go-jose), not one of them', async () => {
+    refused(await req(gw.port, '/aud-all', { headers: bearer(await hs({ sub: 'a', aud: 'api-a' })) }), 401, 'aud api-a only');
+    refused(await req(gw.port, '/aud-all', { headers: bearer(await hs({ sub: 'a', aud: ['api-b'] })) }), 401, 'aud [api-b] only');
+    assert.equal(seen('/aud-all-be').length, 0);
+    const ok = await req(gw.port, '/aud-all', { headers: bearer(await hs({ sub: 'a', aud: ['api-a', 'api-b'] })) });
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(seen('/aud-all-be').length, 1);
+  });
+
+  test('propagate_claims: a non-ASCII claim reaches the backend as its UTF-8 bytes', async () => {
+    for (const [sub, bytes] of [['李', [0xe6, 0x9d, 0x8e]], ['José', [0x4a, 0x6f, 0x73, 0xc3, 0xa9]]] as const) {
+      const r = await req(gw.port, '/prop', { headers: bearer(await hs({ sub })) });
+      assert.equal(r.status, 200, `${sub}: ${r.status} ${r.text}`);
+      // node:http decodes header values as Latin-1: back to the bytes on the wire.
+      const got = Buffer.from(String(last('/prop-be').headers['x-user']), 'latin1');
+      assert.deepEqual([...got], [...bytes], sub);
+      assert.deepEqual(got, Buffer.from(sub, 'utf8'));
+    }
+  });
+
+  test('auth/signer signs objects only: keys_to_sign ["ok", "tok"] leaves ok: true and makes tok a compact JWS', async () => {
+    const r = await req(gw.port, '/signed');
+    assert.equal(r.status, 200, r.text);
+    const data = r.json();
+    assert.equal(data.ok, true);
+    assert.equal(typeof data.tok, 'string', JSON.stringify(data));
+    const parts = (data.tok as string).split('.');
+    assert.equal(parts.length, 3, data.tok);
+    assert.deepEqual(JSON.parse(Buffer.from(parts[1]!, 'base64url').toString('utf8')), { a: 1 });
   });
 });
