@@ -119,18 +119,19 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       }
       noop = pipes[0]!;
     } else {
-      proxy = composeEndpointProxy(ep, pipes, logger, checksInProxy ? requestChecks : null);
+      proxy = composeEndpointProxy(ep, pipes, logger, checksInProxy ? requestChecks : null, cel?.post ?? []);
     }
     logger.debug(`[ENDPOINT: ${ep.path}] Building the http handler`);
-    // Every backend call reads the body (concurrent_calls sends it N times): >1 → buffered once.
-    // Lua scripts read the body synchronously (`request:body()`), so it is buffered for them too.
+    // Every backend call reads the body (concurrent_calls sends it N times): >1 reader → read once
+    // and shared. Scripts (`request:body()` is synchronous) and a body schema need it whole too.
+    const readers = ep.backends.length * (ep.outputEncoding === 'no-op' ? 1 : Math.max(1, ep.concurrentCalls));
     const usesLua = ep.extraConfig[LUA_PROXY] !== undefined || ep.backends.some((b) => b.extraConfig[LUA_BACKEND] !== undefined);
-    const bodyReaders = usesLua || bodyCheck !== null ? Infinity : ep.backends.length * (ep.outputEncoding === 'no-op' ? 1 : Math.max(1, ep.concurrentCalls));
-    const jwt = compileJwt(ep.extraConfig, `endpoint ${ep.path}`, ep.backends.map((b) => b.urlPattern), ep.inputHeaders, (m) => logger.warn(m));
-    const epBot = compileBotDetector(ep.extraConfig[BOT_NS], `endpoint ${ep.path}`);
+    const bufferBody = readers > 1 || usesLua || bodyCheck !== null;
+    const jwt = compileJwt(ep.extraConfig, where, ep.backends.map((b) => b.urlPattern), ep.inputHeaders, (m) => logger.warn(m));
+    const epBot = compileBotDetector(ep.extraConfig[BOT_NS], where);
     const bot = epBot === null ? serviceBot : serviceBot === null ? epBot : (ua: string) => serviceBot(ua) || epBot(ua);
     endpoints.push({
-      config: ep, proxy, noop, bodyReaders, jwt, signed: ep.extraConfig[SIGNER_NS] !== undefined, bot,
+      config: ep, proxy, noop, bufferBody, jwt, signed: ep.extraConfig[SIGNER_NS] !== undefined, bot,
       requestChecks: checksInProxy ? null : requestChecks, cel,
     });
   }

@@ -7,7 +7,7 @@ import type { EndpointConfig } from '../config/types.js';
 import type { BackendPipe } from './backend.js';
 import { compileFlatmap, flatmapOps, setKey } from './flatmap.js';
 import { wrapSigner } from '../auth/signer.js';
-import { CEL_NS, compileCel, responseActivation, runChecks, type CelChecks } from '../validation/cel.js';
+import { responseActivation, runChecks, type CelChecks } from '../validation/cel.js';
 import type { RequestChecks } from '../validation/request.js';
 import { wrapProxyLua, type LuaLog } from '../lua/modifier.js';
 import { composeMerge, composeSequential } from './merge.js';
@@ -28,7 +28,9 @@ export function isShadow(p: BackendPipe): boolean {
  * The decoding proxy of an endpoint (null for no-op endpoints). `pipes` are the endpoint's
  * backends in config order.
  */
-export function composeEndpointProxy(ep: EndpointConfig, pipes: readonly BackendPipe[], log: LuaLog, requestChecks: RequestChecks | null = null): Proxy {
+export function composeEndpointProxy(
+  ep: EndpointConfig, pipes: readonly BackendPipe[], log: LuaLog, requestChecks: RequestChecks | null = null, celPost: CelChecks['post'] = [],
+): Proxy {
   const ns = proxyNs(ep.extraConfig);
   let normal = pipes.filter((p) => !isShadow(p));
   let shadows = pipes.filter(isShadow);
@@ -59,8 +61,7 @@ export function composeEndpointProxy(ep: EndpointConfig, pipes: readonly Backend
   if (shadows.length > 0) proxy = withShadows(proxy, shadows.map((p) => p.proxy!), ep.timeoutMs);
   // CEL response checks sit inside Lua (KrakenD: Lua → CEL → ...); its request checks run in the
   // endpoint handler, before the body is read by anything else.
-  const cel = compileCel(ep.extraConfig[CEL_NS], `endpoint ${ep.path}`);
-  if (cel !== null && cel.post.length > 0) proxy = withCelPost(proxy, cel.post);
+  if (celPost.length > 0) proxy = withCelPost(proxy, celPost);
   if (requestChecks !== null) proxy = withRequestChecks(proxy, requestChecks);
   // Lua is the outermost stage of KrakenD's endpoint proxy; the signer (a router-level wrapper in
   // KrakenD) signs the final answer.

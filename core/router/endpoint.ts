@@ -36,8 +36,8 @@ export interface EndpointRuntime {
   readonly proxy: Proxy | null;
   /** The single backend of a no-op endpoint. */
   readonly noop: BackendPipe | null;
-  /** How many backends will read the request body (>1 → it is buffered once and shared). */
-  readonly bodyReaders: number;
+  /** The request body is read whole before the pipe runs (several readers, scripts, a schema). */
+  readonly bufferBody: boolean;
   /** `auth/validator`, or null. */
   readonly jwt: JwtValidator | null;
   /** `auth/signer` is on: the answer carries tokens, never a cache header. */
@@ -613,7 +613,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
   const clientSendsAcceptEncoding =
     ep.inputHeaders === '*' || (ep.inputHeaders as readonly string[]).includes('Accept-Encoding');
   const method = ep.method;
-  const bufferBody = rt.bodyReaders > 1;
+  const bufferBody = rt.bufferBody;
   const { render, needsAccept } = compileRender(ep);
 
   const maxUrl = server.limits.maxUrlLength;
