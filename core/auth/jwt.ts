@@ -174,7 +174,6 @@ export function keySetOf(c: Record<string, unknown>, where: string, ns: string):
 export interface JwtValidator {
   /** Lower-case header to read the token from (synchronously, in the uWS handler). */
   readonly header: string;
-  readonly cookie: string | null;
   /** Checks the token; resolves to the claims, or rejects with an {@link AuthError}. */
   validate(headerValue: string, cookieHeader: string): Promise<JWTPayload>;
   /** `{JWT.x}` placeholder names (as written) and header names to fill from the claims. */
@@ -276,7 +275,6 @@ export function compileJwt(
 
   return {
     header,
-    cookie,
     placeholders,
     propagate,
     async validate(headerValue, cookieHeader) {

@@ -200,7 +200,13 @@ function compile(extra: Readonly<Record<string, unknown>>, ns: string, where: st
       const i = (c.sources as unknown[] | undefined)?.indexOf(file) ?? -1;
       const path = i >= 0 ? files[i]! : resolve(file);
       if (broken !== null) continue;
-      const have = createHash('md5').update(readFileSync(path)).digest('hex');
+      let bytes: Buffer;
+      try {
+        bytes = readFileSync(path);
+      } catch (err) {
+        throw new Error(`${where}: "${ns}" md5 names ${file}, which cannot be read: ${(err as Error).message}`);
+      }
+      const have = createHash('md5').update(bytes).digest('hex');
       if (have !== want) throw new Error(`${where}: "${ns}" wrong checksum for source ${file}: have ${have}, want ${String(want)}`);
     }
   }

@@ -678,7 +678,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
     if (jwt !== null) {
       // auth/validator: nothing is read or forwarded before the token is accepted.
       const token = req.getHeader(jwt.header);
-      const cookie = jwt.cookie !== null ? req.getHeader('cookie') : '';
+      const cookie = req.getHeader('cookie'); // the token may be in a cookie (default access_token)
       jwt.validate(token, cookie).then(
         (claims) => {
           if (f.aborted || f.done) return;

@@ -71,7 +71,6 @@ export function routeMatches(expr: string): string {
   }
   return out;
 }
-import type { CapturedHeaders } from '../proxy/request.js';
 
 export const CEL_NS = 'validation/cel';
 
@@ -139,10 +138,9 @@ function queryMap(q: string): Record<string, string[]> {
 }
 
 export function requestActivation(
-  method: string, path: string, params: Record<string, string>, headers: CapturedHeaders | Record<string, string[]>, query: string,
+  method: string, path: string, params: Record<string, string>, headers: Record<string, string[]>, query: string,
 ): Record<string, unknown> {
-  const h = headers instanceof Map ? Object.fromEntries(headers) : headers;
-  return { req_method: method, req_path: path, req_params: params, req_headers: h, req_querystring: queryMap(query), now: now() };
+  return { req_method: method, req_path: path, req_params: params, req_headers: headers, req_querystring: queryMap(query), now: now() };
 }
 
 export function responseActivation(data: Record<string, unknown>, complete: boolean, status: number, headers: Record<string, string[]>): Record<string, unknown> {
