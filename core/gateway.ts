@@ -10,7 +10,7 @@ import type { PluginRegistry } from './plugin/registry.js';
 import { pluginClient, resolveClientPlugin } from './plugin/client.js';
 import { buildBackendPipe, type BackendPipe, type Client } from './proxy/backend.js';
 import { composeEndpointProxy } from './proxy/compose.js';
-import { compileCors, CORS_NS, type Cors } from './router/cors.js';
+import { compileCors, CORS_NS } from './router/cors.js';
 import { compileJwt } from './auth/jwt.js';
 import { SIGNER_NS } from './auth/signer.js';
 import { CEL_NS, compileCel, loadCel } from './validation/cel.js';
@@ -19,14 +19,11 @@ import { loadLua } from './lua/vm.js';
 import { BOT_NS, compileBodySchema, compileBotDetector, SCHEMA_NS } from './validation/guards.js';
 import { LUA_BACKEND, LUA_PROXY } from './lua/modifier.js';
 import type { OutboundRequest, Proxy } from './proxy/types.js';
-import { makeEndpointHandler, type EndpointRuntime, type ServerState } from './router/endpoint.js';
-import { FallbackRouter } from './router/fallback.js';
-import { debugHandler, echoHandler, healthHandler } from './router/special.js';
-import { goJson } from './router/json.js';
-import { loadUws, type HttpRequest, type HttpResponse, type TemplatedApp, type us_listen_socket } from './router/uws.js';
+import type { EndpointRuntime, ServerState } from './router/exchange.js';
+import { registerRoutes } from './router/routes.js';
+import { loadUws, type TemplatedApp, type us_listen_socket } from './router/uws.js';
 import { send } from './transport/client.js';
 import { Pools } from './transport/pools.js';
-import { VERSION_HEADER_VALUE } from './version.js';
 
 export interface GatewayOptions {
   logger: Logger;
@@ -45,15 +42,9 @@ export interface Gateway {
   listen(): Promise<number>;
   /** Stops accepting, waits for in-flight requests up to `waitMs`, closes the pools. */
   close(waitMs?: number): Promise<void>;
+  /** One line per request in flight (method, path, client IP, age, phase), for crash reports. */
+  describeInflight(): string[];
 }
-
-const METHOD_REGISTER: Record<string, 'get' | 'post' | 'put' | 'patch' | 'del'> = {
-  GET: 'get',
-  POST: 'post',
-  PUT: 'put',
-  PATCH: 'patch',
-  DELETE: 'del',
-};
 
 /**
  * Builds every pipe (this also runs plugin factories). Used by `gw run` and `gw check`;
@@ -130,15 +121,17 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     const jwt = compileJwt(ep.extraConfig, where, ep.backends.map((b) => b.urlPattern), ep.inputHeaders, (m) => logger.warn(m));
     const epBot = compileBotDetector(ep.extraConfig[BOT_NS], where);
     const bot = epBot === null ? serviceBot : serviceBot === null ? epBot : (ua: string) => serviceBot(ua) || epBot(ua);
+    // A body read whole is always bounded: max_payload, else gw's max_buffered_payload.
+    const bodyLimit = ep.maxPayload || (bufferBody ? cfg.limits.maxBufferedPayload : 0);
     endpoints.push({
-      config: ep, proxy, noop, bufferBody, jwt, signed: ep.extraConfig[SIGNER_NS] !== undefined, bot,
+      config: ep, proxy, noop, bufferBody, bodyLimit, jwt, signed: ep.extraConfig[SIGNER_NS] !== undefined, bot,
       requestChecks: checksInProxy ? null : requestChecks, cel,
     });
   }
 
   const cors = compileCors(cfg.extraConfig[CORS_NS]);
   if (cors !== null) logger.info('[SERVICE: Gin][CORS] Enabled CORS for all requests');
-  const state: ServerState = { router: cfg.router, limits: cfg.limits, logger, cors, inflight: 0, onIdle: null };
+  const state: ServerState = { router: cfg.router, limits: cfg.limits, logger, cors, inflight: 0, first: null, onIdle: null };
   let listenSocket: us_listen_socket | null = null;
   let app: TemplatedApp | null = null;
   const port = opts.port || cfg.port;
@@ -146,6 +139,13 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   return {
     endpoints,
     plugins: registry,
+    describeInflight() {
+      const now = Date.now();
+      const out: string[] = [];
+      for (let x = state.first; x !== null && out.length < 50; x = x.next) out.push(x.describe(now));
+      if (state.inflight > out.length) out.push(`… and ${state.inflight - out.length} more`);
+      return out;
+    },
     async listen() {
       const { uws, name } = loadUws();
       logger.info(`[SERVICE: uWS] Using ${name}`);
@@ -197,110 +197,4 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       logger.info('[SERVICE: Gin] Router execution ended');
     },
   };
-}
-
-function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints: readonly EndpointRuntime[], state: ServerState, debug: boolean): void {
-  const router = cfg.router;
-  const fallback = new FallbackRouter({
-    redirectTrailingSlash: !router.disableRedirectTrailingSlash,
-    redirectFixedPath: !router.disableRedirectFixedPath,
-    handleMethodNotAllowed: !router.disableHandleMethodNotAllowed,
-  });
-  for (const rt of endpoints) {
-    const ep = rt.config;
-    app[METHOD_REGISTER[ep.method]!](ep.route, makeEndpointHandler(rt, state));
-    fallback.add(ep.method, ep.route);
-  }
-  // CORS wraps the whole router in KrakenD: preflights to the special endpoints are answered too.
-  const preflightFirst = (h: (res: HttpResponse, req: HttpRequest) => void) => {
-    const c = state.cors;
-    if (c === null) return h;
-    return (res: HttpResponse, req: HttpRequest) => {
-      if (req.getMethod() === 'options' && c.preflight(res, req) === true) return;
-      h(res, req);
-    };
-  };
-  if (!router.disableHealth) {
-    app.get(router.healthPath, healthHandler);
-    fallback.add('GET', router.healthPath);
-  }
-  if (debug) {
-    const h = preflightFirst(debugHandler(state.logger));
-    app.any('/__debug', h);
-    app.any('/__debug/*', h);
-  }
-  if (cfg.echoEndpoint) {
-    const h = preflightFirst(echoHandler());
-    app.any('/__echo', h);
-    app.any('/__echo/*', h);
-  }
-  const notFound = router.errorBody?.['404'];
-  const notAllowed = router.errorBody?.['405'];
-  const cors = state.cors;
-  const noHeaders = () => {};
-  const answer = (res: HttpResponse, req: HttpRequest, extra: (res: HttpResponse) => void) => {
-    const method = req.getCaseSensitiveMethod().toUpperCase();
-    const d = fallback.decide(method, req.getUrl(), req.getQuery() ?? '');
-    switch (d.kind) {
-      case 'redirect':
-        res.cork(() => {
-          res.writeStatus(d.status === 301 ? '301 Moved Permanently' : '307 Temporary Redirect');
-          res.writeHeader('Location', d.location);
-          extra(res);
-          res.end();
-        });
-        return;
-      case 'method-not-allowed':
-        if (notAllowed !== undefined) return writeJson(res, 405, notAllowed, extra);
-        res.cork(() => {
-          res.writeStatus('405 Method Not Allowed');
-          res.writeHeader('Allow', d.allow.join(', '));
-          res.writeHeader('Content-Type', 'text/plain');
-          res.writeHeader('X-Krakend', VERSION_HEADER_VALUE);
-          res.writeHeader('X-Krakend-Completed', 'false');
-          extra(res);
-          res.end('405 method not allowed');
-        });
-        return;
-      default:
-        if (notFound !== undefined) return writeJson(res, 404, notFound, extra);
-        res.cork(() => {
-          res.writeStatus('404 Not Found');
-          res.writeHeader('Content-Type', 'text/plain');
-          res.writeHeader('X-Krakend', VERSION_HEADER_VALUE);
-          res.writeHeader('X-Krakend-Completed', 'false');
-          extra(res);
-          res.end('404 page not found');
-        });
-    }
-  };
-  if (cors === null) {
-    app.any('/*', (res: HttpResponse, req: HttpRequest) => answer(res, req, noHeaders));
-    return;
-  }
-  // CORS wraps the router (as in KrakenD): preflights are answered on any path, and the router's
-  // own 404/405/redirect answers carry the CORS headers too.
-  app.options('/*', (res: HttpResponse, req: HttpRequest) => {
-    const p = cors.preflight(res, req);
-    if (p === true) return;
-    answer(res, req, p === false ? corsWriter(cors, req, 'OPTIONS') : p);
-  });
-  app.any('/*', (res: HttpResponse, req: HttpRequest) => {
-    answer(res, req, corsWriter(cors, req, req.getCaseSensitiveMethod().toUpperCase()));
-  });
-}
-
-function writeJson(res: HttpResponse, status: number, body: unknown, extra: (res: HttpResponse) => void): void {
-  res.cork(() => {
-    res.writeStatus(status === 404 ? '404 Not Found' : '405 Method Not Allowed');
-    res.writeHeader('Content-Type', 'application/json; charset=utf-8');
-    extra(res);
-    res.end(goJson(body));
-  });
-}
-
-/** The CORS headers of an answer gw writes itself (`req` is read now, while it is alive). */
-function corsWriter(cors: Cors, req: HttpRequest, method: string): (res: HttpResponse) => void {
-  const allow = cors.allowOrigin(req.getHeader('origin'), method);
-  return (res) => cors.write(res, allow);
 }

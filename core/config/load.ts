@@ -27,6 +27,8 @@ export class ConfigError extends Error {
 
 export const DEFAULT_PORT = 8080;
 export const DEFAULT_TIMEOUT_MS = 2000;
+/** Largest client body gw reads whole (merges, scripts, schemas) when `max_payload` is unset: 16 MiB. */
+export const DEFAULT_MAX_BUFFERED_PAYLOAD = 16 * 1024 * 1024;
 export const DEFAULT_MAX_IDLE_CONNS_PER_HOST = 250;
 const SUPPORTED_METHODS: ReadonlySet<string> = new Set(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']);
 const ENCODINGS: ReadonlySet<string> = new Set(['json', 'safejson', 'string', 'xml', 'rss', 'no-op']);
@@ -171,6 +173,7 @@ export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptio
       maxUrlLength: positiveInt(gwServer.max_url_length, 'extra_config["gw/server"].max_url_length') || 8192,
       maxHeaderBytes: positiveInt(raw.max_header_bytes, 'max_header_bytes'),
       backendMaxQueue: positiveInt(gwServer.backend_max_queue, 'extra_config["gw/server"].backend_max_queue') || 1024,
+      maxBufferedPayload: positiveInt(gwServer.max_buffered_payload, 'extra_config["gw/server"].max_buffered_payload') || DEFAULT_MAX_BUFFERED_PAYLOAD,
     },
     transport: {
       maxConnectionsPerHost: raw.max_idle_connections_per_host || DEFAULT_MAX_IDLE_CONNS_PER_HOST,

@@ -67,6 +67,9 @@ export interface ServerLimits {
   /** Requests allowed to wait for a backend connection per origin once all connections are busy;
    *  beyond it the backend call fails at once (503 for a single backend). */
   readonly backendMaxQueue: number;
+  /** Largest request body gw reads whole (several backends, Lua, a body schema) when the
+   *  endpoint sets no `max_payload`; larger → 413. */
+  readonly maxBufferedPayload: number;
 }
 
 export interface RouterOptions {

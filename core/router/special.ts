@@ -2,6 +2,7 @@
  * KrakenD's built-in endpoints: `/__health`, `/__debug/*` and `/__echo/*`.
  */
 import type { Logger } from '../log.js';
+import { endBody } from './edge.js';
 import { goJson } from './json.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
 
@@ -47,21 +48,45 @@ function snapshot(req: HttpRequest): Snapshot {
   return { method: req.getCaseSensitiveMethod().toUpperCase(), url: req.getUrl(), query: q, headers };
 }
 
-/** Reads the body (if any) then calls `done`; onAborted is registered first. */
-function withBody(res: HttpResponse, req: HttpRequest, done: (body: Buffer) => void): void {
+export interface SpecialOptions {
+  readonly logger: Logger;
+  /** Largest body /__debug and /__echo read (they read it whole); larger → 413. */
+  readonly maxBody: number;
+}
+
+/** Reads the body (bounded) then calls `done`; onAborted is registered first. */
+function withBody(res: HttpResponse, req: HttpRequest, maxBody: number, done: (body: Buffer) => void): void {
   let aborted = false;
   res.onAborted(() => (aborted = true));
   const cl = req.getHeader('content-length');
   if ((cl === '' || cl === '0') && req.getHeader('transfer-encoding') === '') {
-    done(Buffer.alloc(0));
+    done(EMPTY_BODY);
+    return;
+  }
+  const tooLarge = () => {
+    aborted = true;
+    res.cork(() => {
+      res.writeStatus('413 Payload Too Large');
+      res.writeHeader('Content-Type', 'text/plain; charset=utf-8');
+      res.end(`request body larger than ${maxBody} bytes`, true);
+    });
+  };
+  if (cl !== '' && Number(cl) > maxBody) {
+    tooLarge();
     return;
   }
   const chunks: Buffer[] = [];
+  let size = 0;
   res.onData((ab, isLast) => {
+    if (aborted) return;
+    size += ab.byteLength;
+    if (size > maxBody) return tooLarge();
     chunks.push(Buffer.from(ab.slice(0)));
-    if (isLast && !aborted) done(Buffer.concat(chunks));
+    if (isLast) done(Buffer.concat(chunks, size));
   });
 }
+
+const EMPTY_BODY = Buffer.alloc(0);
 
 function parseQuery(q: string): Record<string, string[]> {
   const out: Record<string, string[]> = Object.create(null);
@@ -69,10 +94,12 @@ function parseQuery(q: string): Record<string, string[]> {
   return out;
 }
 
-export function debugHandler(logger: Logger): (res: HttpResponse, req: HttpRequest) => void {
+export function debugHandler(opts: SpecialOptions): (res: HttpResponse, req: HttpRequest) => void {
+  const logger = opts.logger;
   return (res, req) => {
     const snap = logger.isLevelEnabled('debug') ? snapshot(req) : null;
-    withBody(res, req, (body) => {
+    const head = req.getMethod() === 'head';
+    withBody(res, req, opts.maxBody, (body) => {
       if (snap !== null) {
         const tag = '[ENDPOINT: /__debug/*]';
         logger.debug(`${tag} Method: ${snap.method}`);
@@ -84,17 +111,18 @@ export function debugHandler(logger: Logger): (res: HttpResponse, req: HttpReque
       res.cork(() => {
         res.writeStatus('200 OK');
         res.writeHeader('Content-Type', APPLICATION_JSON);
-        res.end('{"message":"pong"}');
+        endBody(res, '{"message":"pong"}', head);
       });
     });
   };
 }
 
-export function echoHandler(): (res: HttpResponse, req: HttpRequest) => void {
+export function echoHandler(opts: SpecialOptions): (res: HttpResponse, req: HttpRequest) => void {
   return (res, req) => {
     const snap = snapshot(req);
     const host = req.getHeader('host');
-    withBody(res, req, (body) => {
+    const head = snap.method === 'HEAD';
+    withBody(res, req, opts.maxBody, (body) => {
       const uri = snap.url + (snap.query ? '?' + snap.query : '');
       const canonical: Record<string, string[]> = {};
       for (const k of Object.keys(snap.headers).sort()) {
@@ -112,7 +140,7 @@ export function echoHandler(): (res: HttpResponse, req: HttpRequest) => void {
       res.cork(() => {
         res.writeStatus('200 OK');
         res.writeHeader('Content-Type', APPLICATION_JSON);
-        res.end(out);
+        endBody(res, out, head);
       });
     });
   };

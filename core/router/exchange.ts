@@ -1,0 +1,571 @@
+/**
+ * One client request's life, as an explicit state machine with a single terminal step.
+ *
+ *     OPEN ──── stream head written ───► STREAMING
+ *       │                                   │
+ *       └─ answered · failed · client left · timed out ─┴──► DONE   (settle(), once)
+ *
+ * Whatever ends the exchange first — the answer, the client leaving, the endpoint timeout, a body
+ * over its limit, a throw — goes through `settle()`, which runs once: the timer is cleared, the
+ * client body is finished (an unread one is discarded, never left to throw), the backend transfer
+ * is aborted when it did not complete, and the exchange leaves the in-flight list. A callback that
+ * arrives later (a backend answering after the timeout, a plugin stream after the client left)
+ * finds `state === DONE` and only releases what it holds.
+ *
+ * Only OPEN answers: `answer()` (decoded data), `fail()` (KrakenD's error statuses), `refuse()`
+ * (auth guards), `reject()` (413 mid-upload), `stream()` (no-op). STREAMING can only end (the body
+ * completes) or be cut (the connection is closed: the honest signal once headers are out).
+ */
+import { Readable, pipeline } from 'node:stream';
+import zlib from 'node:zlib';
+import type { EndpointConfig, RouterOptions, ServerLimits } from '../config/types.js';
+import type { Logger } from '../log.js';
+import type { BackendResponse, Headers } from '../plugin/types.js';
+import type { BackendPipe } from '../proxy/backend.js';
+import type { Cors } from './cors.js';
+import type { BotCheck } from '../validation/guards.js';
+import type { CelChecks } from '../validation/cel.js';
+import type { RequestChecks } from '../validation/request.js';
+import { AuthError, type JwtValidator } from '../auth/jwt.js';
+import { HOP_BY_HOP, validHeaderName, validHeaderValue } from '../proxy/request.js';
+import { CanceledError, DeadlineError, StatusError, withBackend, type Proxy, type ProxyRequest, type ProxyResponse } from '../proxy/types.js';
+import { isUpstreamBody, type UpstreamBody } from '../transport/body.js';
+import { VERSION_HEADER_VALUE } from '../version.js';
+import { goJson } from './json.js';
+import type { Render } from './render.js';
+import { statusLine } from './status.js';
+import { ClientSink, pumpIterable, type StreamOwner } from './stream.js';
+import { TEXT_PLAIN } from './edge.js';
+import type { HttpResponse } from './uws.js';
+
+export interface EndpointRuntime {
+  readonly config: EndpointConfig;
+  /** Decoding pipeline (json, string, ...), or null for no-op endpoints. */
+  readonly proxy: Proxy | null;
+  /** The single backend of a no-op endpoint. */
+  readonly noop: BackendPipe | null;
+  /** The request body is read whole before the pipe runs (several readers, scripts, a schema). */
+  readonly bufferBody: boolean;
+  /** Largest request body accepted (413 beyond), 0 = no limit: `max_payload`, else for a buffered
+   *  body gw's `max_buffered_payload`. */
+  readonly bodyLimit: number;
+  /** `auth/validator`, or null. */
+  readonly jwt: JwtValidator | null;
+  /** `auth/signer` is on: the answer carries tokens, never a cache header. */
+  readonly signed: boolean;
+  /** `security/bot-detector` (service and/or endpoint), or null. */
+  readonly bot: BotCheck | null;
+  /** JSON schema and request CEL checks (validation/request.ts), when they run here (no lua-proxy). */
+  readonly requestChecks: RequestChecks | null;
+  /** Endpoint `validation/cel` (its JWT checks run here; request ones in requestChecks; response ones in the proxy). */
+  readonly cel: CelChecks | null;
+}
+
+export interface ServerState {
+  readonly router: RouterOptions;
+  readonly limits: ServerLimits;
+  readonly logger: Logger;
+  /** `security/cors`, or null. */
+  readonly cors: Cors | null;
+  /** Requests in flight, for graceful shutdown; `first` heads their list (describeInflight). */
+  inflight: number;
+  first: Exchange | null;
+  onIdle: (() => void) | null;
+}
+
+export const OPEN = 0;
+export const STREAMING = 1;
+export const DONE = 2;
+
+
+export class Exchange implements StreamOwner {
+  state = OPEN;
+  /** The client connection is gone: `res` must never be touched again. */
+  aborted = false;
+  timer: NodeJS.Timeout | null = null;
+  readonly controller = new AbortController();
+  /** Set once the guards ran (the JWT stage may replace it with the claims applied). */
+  preq: ProxyRequest = null as never;
+  body: RequestBody | null = null;
+  upstream: UpstreamBody | null = null;
+  sink: ClientSink | null = null;
+  /** Access-Control-Allow-Origin for this request (null: not allowed); unused without CORS. */
+  corsOrigin: string | null = null;
+  /** The no-op backend call, for log lines. */
+  out: { method: string; url: string } | null = null;
+  /** The endpoint's output encoding (render.ts) and, for `negotiate`, the client's Accept. */
+  render: Render | null = null;
+  accept = '';
+  /** Request values the guard stages need after the handler returned (see stages.ts). */
+  userAgent = '';
+  token = '';
+  cookie = '';
+  // no-op answer
+  acceptsGzip = false;
+  sentAcceptEncoding = true;
+  private headStatus = 0;
+  private headHeaders: Headers | null = null;
+  private headGunzip = false;
+  /** The body is a JSON value a plugin returned: say so when its headers do not. */
+  private headJson = false;
+  // in-flight list
+  prev: Exchange | null = null;
+  next: Exchange | null = null;
+  readonly startedAt = Date.now();
+
+  constructor(
+    readonly res: HttpResponse,
+    readonly rt: EndpointRuntime,
+    readonly server: ServerState,
+    readonly path: string,
+    readonly ip: string,
+  ) {
+    server.inflight++;
+    const first = server.first;
+    if (first !== null) {
+      first.prev = this;
+      this.next = first;
+    }
+    server.first = this;
+    res.onAborted(this.onAborted);
+  }
+
+  /** uWS: the client connection closed (or gw closed it). */
+  readonly onAborted = (): void => {
+    this.aborted = true;
+    const err = new CanceledError();
+    this.controller.abort(err);
+    this.upstream?.abort(err);
+    // A plugin stream waiting on backpressure is woken so it sees the abort and stops.
+    this.sink?.source?.resume();
+    this.settle(err);
+  };
+
+  /** The endpoint timeout fired: abort the pipe; the client is answered right after. */
+  timeout(): void {
+    this.timer = null;
+    const err = new DeadlineError();
+    this.controller.abort(err);
+    this.upstream?.abort(err);
+    this.body?.destroy(err);
+    // The aborted call normally rejects within this turn (its error names the backend). Whatever
+    // the pipe is doing otherwise (a call still queued for a connection, a plugin that ignores its
+    // signal), the client is answered right after.
+    setImmediate(answerTimedOut, this, err);
+  }
+
+  /** The terminal step: runs once, whatever ended the exchange. */
+  private settle(reason: Error | null): void {
+    if (this.state === DONE) return;
+    this.state = DONE;
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (reason !== null) {
+      if (!this.controller.signal.aborted) this.controller.abort(reason);
+      this.upstream?.abort(reason);
+    }
+    this.body?.finish();
+    const s = this.server;
+    if (this.prev !== null) this.prev.next = this.next;
+    else s.first = this.next;
+    if (this.next !== null) this.next.prev = this.prev;
+    this.prev = this.next = null;
+    if (--s.inflight === 0 && s.onIdle !== null) s.onIdle();
+  }
+
+  /** One line for crash reports and shutdown logs. */
+  describe(now: number): string {
+    const phase = this.state === STREAMING ? 'streaming' : this.out !== null ? 'waiting for the backend' : 'in the pipe';
+    return `${this.rt.config.method} ${this.path} from ${this.ip}, ${now - this.startedAt} ms, ${phase}`;
+  }
+
+  /** Before the last write: an upload still paused is resumed so its rest drains (and is dropped). */
+  private releaseBody(): void {
+    this.body?.release();
+  }
+
+  private writeCommon(cors: Cors | null): void {
+    this.res.writeHeader('X-Krakend', this.server.router.hideVersionHeader ? 'Version undefined' : VERSION_HEADER_VALUE);
+    if (cors !== null) cors.write(this.res, this.corsOrigin);
+  }
+
+  // ---- decoding encodings ----
+
+  /** The merged, decoded answer: 200 with the rendered data. */
+  answer(resp: ProxyResponse): void {
+    if (this.state !== OPEN) return;
+    const ep = this.rt.config;
+    if (resp.errors !== null) logErrors(this.server.logger, ep.path, resp.errors);
+    const data = resp.data;
+    let hasData = false;
+    for (const _ in data) {
+      hasData = true;
+      break;
+    }
+    const complete = hasData && resp.isComplete;
+    let rendered;
+    try {
+      rendered = this.render!(data, this.accept);
+    } catch (err) {
+      // e.g. a response nested too deep to serialise
+      this.fail(err as Error);
+      return;
+    }
+    const { body, contentType } = rendered;
+    const res = this.res;
+    const cors = this.server.cors;
+    res.cork(() => {
+      this.releaseBody();
+      res.writeStatus('200 OK');
+      res.writeHeader('Content-Type', contentType);
+      // auth/signer endpoints answer from KrakenD's signer handler: no completeness, no caching.
+      if (!this.rt.signed) {
+        res.writeHeader('X-Krakend-Completed', complete ? 'true' : 'false');
+        if (complete && ep.cacheTtlS > 0) res.writeHeader('Cache-Control', `public, max-age=${ep.cacheTtlS}`);
+      }
+      if (resp.headers !== undefined) writeExtraHeaders(res, resp.headers, cors !== null);
+      this.writeCommon(cors);
+      res.end(body);
+    });
+    this.settle(null);
+  }
+
+  /** The pipe failed: KrakenD's error answer (500, a backend's status with return_error_code, 503 when a queue is full). */
+  fail(err: Error): void {
+    if (this.state !== OPEN || this.aborted) return;
+    const ep = this.rt.config;
+    const signal = this.controller.signal;
+    const timedOut = signal.aborted && signal.reason instanceof DeadlineError;
+    // A timed-out call reports the deadline (with the backend it was waiting for, when known).
+    const e = timedOut && !(err instanceof StatusError) ? (err instanceof DeadlineError ? err : (signal.reason as Error)) : err;
+    logErrors(this.server.logger, ep.path, (e as { all?: Error[] }).all ?? [e]);
+    const router = this.server.router;
+    let status = 500;
+    let body = '';
+    let contentType = TEXT_PLAIN;
+    if (e instanceof StatusError && e.returnCode) {
+      status = e.status;
+      if (router.returnErrorMsg) {
+        body = e.body ?? '';
+        if (e.contentType && validHeaderValue(e.contentType)) contentType = e.contentType;
+      }
+    } else if ((e as { code?: string }).code === 'QUEUE_FULL') {
+      status = 503;
+      if (router.returnErrorMsg) body = e.message;
+    } else if (router.returnErrorMsg) {
+      body = e.message;
+    }
+    const res = this.res;
+    const cors = this.server.cors;
+    res.cork(() => {
+      this.releaseBody();
+      res.writeStatus(statusLine(status));
+      res.writeHeader('X-Krakend-Completed', 'false');
+      if (body !== '') res.writeHeader('Content-Type', contentType);
+      this.writeCommon(cors);
+      res.end(body);
+    });
+    this.settle(timedOut ? e : null);
+  }
+
+  /** auth/validator or the bot detector refused the request: 401/403 with an empty body, as KrakenD. */
+  refuse(err: Error, tag: string): void {
+    if (this.state !== OPEN || this.aborted) return;
+    const status = err instanceof AuthError ? err.status : 500;
+    const msg = `[ENDPOINT: ${this.rt.config.path}][${tag}] ${err.message}`;
+    // Client mistakes are routine (debug); a key set gw could not fetch is an outage (error).
+    if (!(err instanceof AuthError) || err.fault) this.server.logger.error(msg);
+    else this.server.logger.debug(msg);
+    const res = this.res;
+    const cors = this.server.cors;
+    res.cork(() => {
+      this.releaseBody();
+      res.writeStatus(statusLine(status));
+      if (cors !== null) cors.write(res, this.corsOrigin);
+      res.end();
+    });
+    this.settle(null);
+  }
+
+  /** Ends the exchange early with `status` (413 mid-upload) and closes the connection. */
+  reject(status: number, message: string): void {
+    if (this.state === DONE || this.aborted) return;
+    const err = new Error(message);
+    if (this.state === STREAMING) {
+      this.cut(err);
+      return;
+    }
+    const res = this.res;
+    const cors = this.server.cors;
+    res.cork(() => {
+      res.writeStatus(statusLine(status));
+      res.writeHeader('Content-Type', TEXT_PLAIN);
+      if (cors !== null) cors.write(res, this.corsOrigin);
+      res.end(message, true);
+    });
+    this.settle(err);
+  }
+
+  /** Something threw while answering: a 500 if nothing went out yet, else the connection is closed. */
+  crashed(err: Error): void {
+    this.server.logger.error(`[ENDPOINT: ${this.rt.config.path}] internal error while answering: ${err.stack ?? err.message}`);
+    if (this.state === DONE || this.aborted) return;
+    if (this.state === OPEN) {
+      try {
+        this.fail(err);
+        return;
+      } catch {
+        /* the answer is half written: cut below */
+      }
+    }
+    this.cut(err);
+  }
+
+  /** Headers are out (or half written): closing the connection is the only honest signal. */
+  private cut(err: Error): void {
+    this.settle(err);
+    if (!this.aborted) {
+      try {
+        this.res.close();
+      } catch {
+        /* already ended */
+      }
+    }
+  }
+
+  // ---- no-op ----
+
+  /** The backend's answer, streamed to the client untouched. */
+  stream(resp: BackendResponse): void {
+    if (this.timer !== null) {
+      // The endpoint timeout bounds the wait for the backend's answer; a streamed body is then
+      // bounded by the pool's body (idle) timeout, so large transfers are not cut at `timeout`.
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    const b = resp.body;
+    if (this.state !== OPEN || this.aborted) {
+      releaseBody(b);
+      return;
+    }
+    const headers = resp.headers;
+    let total = -1;
+    let gunzip = false;
+    let source: unknown = b;
+    if (isUpstreamBody(b)) {
+      this.upstream = b;
+      total = b.length;
+      const ce = headers['content-encoding'];
+      if (ce === 'gzip' && !this.acceptsGzip && !this.sentAcceptEncoding) gunzip = true;
+    } else if (typeof b === 'string' || b instanceof Uint8Array) {
+      total = typeof b === 'string' ? Buffer.byteLength(b) : b.byteLength;
+    } else if (b !== null && typeof b === 'object' && !(b instanceof Readable) && typeof (b as AsyncIterable<unknown>)[Symbol.asyncIterator] !== 'function') {
+      source = goJson(b);
+      total = Buffer.byteLength(source as string);
+      this.headJson = true;
+    }
+    if (gunzip) total = -1;
+    const status = resp.status;
+    // A HEAD answer announces a length it does not send.
+    const noBody = status === 204 || status === 304 || (status >= 100 && status < 200) || this.out?.method === 'HEAD';
+    this.headStatus = status;
+    this.headHeaders = headers;
+    this.headGunzip = gunzip;
+    const res = this.res;
+    if (noBody || source === null || source === undefined || typeof source === 'string' || source instanceof Uint8Array) {
+      res.cork(() => {
+        this.writeHead();
+        if (noBody) {
+          releaseBody(source);
+          if (status === 204 || status === 304 || status < 200) res.endWithoutBody();
+          else res.end();
+        } else if (source === null || source === undefined) {
+          res.end();
+        } else {
+          res.end(source as string | Uint8Array);
+        }
+      });
+      this.settle(null);
+      return;
+    }
+    const sink = new ClientSink(res, this, total);
+    this.sink = sink;
+    if (isUpstreamBody(source) && !gunzip) {
+      sink.source = source;
+      source.pipe(sink);
+      return;
+    }
+    let it: AsyncIterable<Uint8Array> = isUpstreamBody(source) ? source.stream() : (source as AsyncIterable<Uint8Array>);
+    if (gunzip) {
+      // pipeline forwards failures both ways: a backend reset or a client leaving mid-body
+      // destroys the other side instead of surfacing as an unhandled 'error' event.
+      const gz = zlib.createGunzip();
+      pipeline(it as Readable, gz, ignore);
+      it = gz;
+    }
+    void pumpIterable(it, sink);
+  }
+
+  /** Status and headers of a streamed answer; runs inside a cork (see ClientSink). */
+  writeHead(): void {
+    this.state = STREAMING;
+    const res = this.res;
+    const headers = this.headHeaders!;
+    this.releaseBody();
+    res.writeStatus(statusLine(this.headStatus));
+    let hasContentType = false;
+    // Headers the backend's Connection header names are hop-by-hop too.
+    const conn = headers['connection'] ?? headers['Connection'];
+    const named = conn === undefined ? null : new Set(String(conn).toLowerCase().split(',').map((t) => t.trim()));
+    const gunzip = this.headGunzip;
+    const cors = this.server.cors;
+    for (const k in headers) {
+      const lk = k.toLowerCase();
+      if (HOP_BY_HOP.has(lk) || lk === 'content-length' || lk === 'date' || lk === 'uwebsockets') continue;
+      // With CORS on, gw's CORS answer replaces the backend's.
+      if (cors !== null && lk.startsWith('access-control-')) continue;
+      if (named !== null && named.has(lk)) continue;
+      if (gunzip && lk === 'content-encoding') continue;
+      const v = headers[k];
+      if (v === undefined || v === null) continue;
+      if (lk === 'content-type') hasContentType = true;
+      // Plugins may hand over numbers (uWS takes strings only) or anything else: uWS writes what it
+      // is given, so a name or value that could split the response is dropped.
+      if (!validHeaderName(k)) continue;
+      if (Array.isArray(v)) {
+        for (const x of v) {
+          const t = String(x);
+          if (validHeaderValue(t)) res.writeHeader(k, t);
+        }
+      } else {
+        const t = String(v);
+        if (validHeaderValue(t)) res.writeHeader(k, t);
+      }
+    }
+    if (this.headJson && !hasContentType) res.writeHeader('Content-Type', 'application/json; charset=utf-8');
+    res.writeHeader('X-Krakend-Completed', 'false');
+    this.writeCommon(cors);
+  }
+
+  /** StreamOwner: the body failed before anything was written. */
+  failBeforeHead(err: Error): void {
+    this.fail(err);
+  }
+
+  /** StreamOwner: the streamed body completed (null) or was cut (the sink closes the connection). */
+  streamDone(err: Error | null): void {
+    if (err !== null && !this.aborted && this.state !== DONE) {
+      this.server.logger.error(`[ENDPOINT: ${this.rt.config.path}] ${this.out?.method} "${this.out?.url}": response body failed after the headers were sent: ${err.message}`);
+    }
+    this.settle(err);
+  }
+}
+
+function ignore(): void {}
+
+/** A backend body nobody will read: a gw stream is aborted, a plugin's Readable destroyed. */
+function releaseBody(b: unknown): void {
+  if (isUpstreamBody(b)) b.abort(new CanceledError());
+  else if (b instanceof Readable) b.destroy();
+}
+
+function answerTimedOut(x: Exchange, err: DeadlineError): void {
+  if (x.state === OPEN && !x.aborted) x.fail(x.out !== null ? withBackend(err, x.out) : err);
+}
+
+export function logErrors(logger: Logger, path: string, errors: readonly Error[]): void {
+  if (!logger.isLevelEnabled('error')) return;
+  if (errors.length === 1) {
+    const e = errors[0]!;
+    logger.error(`[ENDPOINT: ${path}] ${(e as { detail?: string }).detail ?? e.message}`);
+    return;
+  }
+  errors.forEach((e, i) => logger.error(`[ENDPOINT: ${path}] Error #${i}: ${(e as { detail?: string }).detail ?? e.message}`));
+}
+
+/** Headers gw writes itself (or uWS does) and a modifier's response headers may not replace. */
+const OWN_HEADERS: ReadonlySet<string> = new Set(['content-type', 'content-length', 'date', 'x-krakend', 'x-krakend-completed', 'cache-control']);
+
+/**
+ * Response headers a Lua modifier set (KrakenD's response metadata), minus hop-by-hop and gw's own
+ * (and the CORS ones when gw answers CORS itself: a browser refuses two Allow-Origin values).
+ */
+function writeExtraHeaders(res: HttpResponse, h: Headers, cors: boolean): void {
+  for (const k in h) {
+    const lower = k.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || OWN_HEADERS.has(lower) || !validHeaderName(k)) continue;
+    if (cors && lower.startsWith('access-control-')) continue;
+    const v = h[k]!;
+    if (Array.isArray(v)) {
+      for (const x of v) if (validHeaderValue(x)) res.writeHeader(k, x);
+    } else if (validHeaderValue(v)) res.writeHeader(k, v);
+  }
+}
+
+/**
+ * The client's request body as a Readable fed by uWS onData, with backpressure (res.pause). It
+ * always has an 'error' listener: a body destroyed (timeout, client gone, limit) before any reader
+ * attached — a backend still connecting, a JWT key set being fetched — must not throw.
+ */
+export class RequestBody extends Readable {
+  private paused = false;
+  private received = 0;
+  /** uWS delivered the last chunk. */
+  private complete = false;
+
+  constructor(
+    private readonly x: Exchange,
+    /** 0 = no limit. */
+    private readonly limit: number,
+    /** The client announced a Content-Length (else the body is chunked). */
+    readonly lengthKnown: boolean,
+  ) {
+    super();
+    this.on('error', ignore);
+  }
+
+  override _read(): void {
+    if (this.paused && this.x.state !== DONE) {
+      this.paused = false;
+      this.x.res.resume();
+    }
+  }
+
+  /** Resumes a paused upload (its rest is dropped); only while the response is still open. */
+  release(): void {
+    if (this.paused && !this.x.aborted && this.x.state !== DONE) {
+      this.paused = false;
+      this.x.res.resume();
+    }
+  }
+
+  /** The exchange ended: a body still arriving can never complete for its reader. */
+  finish(): void {
+    if (!this.complete && !this.destroyed) this.destroy(new CanceledError());
+  }
+
+  /** uWS onData. */
+  feed(ab: ArrayBuffer, isLast: boolean): void {
+    const x = this.x;
+    // Data after the answer, or for a body its reader dropped (a backend that answered early), is
+    // discarded: the response may be gone, so `res` must not be touched.
+    if (x.state === DONE || this.destroyed) return;
+    if (this.limit > 0 && (this.received += ab.byteLength) > this.limit) {
+      const message = `request body larger than ${this.limit} bytes`;
+      this.destroy(new Error(message));
+      x.reject(413, message);
+      return;
+    }
+    // uWS reuses the ArrayBuffer after this callback: copy it.
+    if (ab.byteLength > 0 && !this.push(Buffer.from(ab.slice(0))) && !isLast) {
+      this.paused = true;
+      x.res.pause();
+    }
+    if (isLast) {
+      this.complete = true;
+      this.push(null);
+    }
+  }
+}

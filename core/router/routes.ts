@@ -1,0 +1,168 @@
+/**
+ * The uWS route table, registered once at start-up: one handler per endpoint (endpoint.ts), the
+ * special endpoints (special.ts), CORS preflights, and the router's own 404/405/redirect answers
+ * (fallback.ts). Every handler is wrapped by `guarded`: a throw that escapes it (a bug) ends that
+ * request with a 500 or a closed connection and a log line — never the worker.
+ */
+import type { ServiceConfig } from '../config/types.js';
+import type { Logger } from '../log.js';
+import { VERSION_HEADER_VALUE } from '../version.js';
+import type { Cors } from './cors.js';
+import { makeEndpointHandler } from './endpoint.js';
+import { endBody } from './edge.js';
+import type { EndpointRuntime, ServerState } from './exchange.js';
+import { FallbackRouter } from './fallback.js';
+import { goJson } from './json.js';
+import { debugHandler, echoHandler, healthHandler } from './special.js';
+import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
+
+type Handler = (res: HttpResponse, req: HttpRequest) => void;
+
+const METHOD_REGISTER: Record<string, 'get' | 'post' | 'put' | 'patch' | 'del'> = {
+  GET: 'get',
+  POST: 'post',
+  PUT: 'put',
+  PATCH: 'patch',
+  DELETE: 'del',
+};
+
+/** The last line of defence around a uWS handler. */
+export function guarded(h: Handler, logger: Logger): Handler {
+  return (res, req) => {
+    try {
+      h(res, req);
+    } catch (err) {
+      logger.error(`[SERVICE: Router] internal error in a request handler: ${(err as Error).stack ?? String(err)}`);
+      // Answered already (or the client left): uWS throws on any access, so close instead.
+      try {
+        res.cork(() => {
+          res.writeStatus('500 Internal Server Error');
+          res.end('', true);
+        });
+      } catch {
+        try {
+          res.close();
+        } catch {
+          /* the response is gone */
+        }
+      }
+    }
+  };
+}
+
+export function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints: readonly EndpointRuntime[], state: ServerState, debug: boolean): void {
+  const logger = state.logger;
+  const route = (h: Handler) => guarded(h, logger);
+  const router = cfg.router;
+  const fallback = new FallbackRouter({
+    redirectTrailingSlash: !router.disableRedirectTrailingSlash,
+    redirectFixedPath: !router.disableRedirectFixedPath,
+    handleMethodNotAllowed: !router.disableHandleMethodNotAllowed,
+  });
+  for (const rt of endpoints) {
+    const ep = rt.config;
+    app[METHOD_REGISTER[ep.method]!](ep.route, route(makeEndpointHandler(rt, state)));
+    fallback.add(ep.method, ep.route);
+  }
+  // CORS wraps the whole router in KrakenD: preflights to the special endpoints are answered too.
+  const preflightFirst = (h: Handler): Handler => {
+    const c = state.cors;
+    if (c === null) return h;
+    return (res, req) => {
+      if (req.getMethod() === 'options' && c.preflight(res, req) === true) return;
+      h(res, req);
+    };
+  };
+  if (!router.disableHealth) {
+    app.get(router.healthPath, route(healthHandler));
+    fallback.add('GET', router.healthPath);
+  }
+  const special = { logger, maxBody: cfg.limits.maxBufferedPayload };
+  if (debug) {
+    const h = route(preflightFirst(debugHandler(special)));
+    app.any('/__debug', h);
+    app.any('/__debug/*', h);
+  }
+  if (cfg.echoEndpoint) {
+    const h = route(preflightFirst(echoHandler(special)));
+    app.any('/__echo', h);
+    app.any('/__echo/*', h);
+  }
+  const notFound = router.errorBody?.['404'];
+  const notAllowed = router.errorBody?.['405'];
+  const cors = state.cors;
+  const noHeaders = () => {};
+  const answer = (res: HttpResponse, req: HttpRequest, extra: (res: HttpResponse) => void) => {
+    const method = req.getCaseSensitiveMethod().toUpperCase();
+    // A HEAD answer carries headers only: a body would be read as the next response.
+    const head = method === 'HEAD';
+    const d = fallback.decide(method, req.getUrl(), req.getQuery() ?? '');
+    switch (d.kind) {
+      case 'redirect':
+        res.cork(() => {
+          res.writeStatus(d.status === 301 ? '301 Moved Permanently' : '307 Temporary Redirect');
+          res.writeHeader('Location', d.location);
+          extra(res);
+          res.end();
+        });
+        return;
+      case 'method-not-allowed':
+        if (notAllowed !== undefined) return writeJson(res, 405, notAllowed, extra, head);
+        res.cork(() => {
+          res.writeStatus('405 Method Not Allowed');
+          res.writeHeader('Allow', d.allow.join(', '));
+          res.writeHeader('Content-Type', 'text/plain');
+          res.writeHeader('X-Krakend', VERSION_HEADER_VALUE);
+          res.writeHeader('X-Krakend-Completed', 'false');
+          extra(res);
+          endBody(res, '405 method not allowed', head);
+        });
+        return;
+      default:
+        if (notFound !== undefined) return writeJson(res, 404, notFound, extra, head);
+        res.cork(() => {
+          res.writeStatus('404 Not Found');
+          res.writeHeader('Content-Type', 'text/plain');
+          res.writeHeader('X-Krakend', VERSION_HEADER_VALUE);
+          res.writeHeader('X-Krakend-Completed', 'false');
+          extra(res);
+          endBody(res, '404 page not found', head);
+        });
+    }
+  };
+  if (cors === null) {
+    app.any('/*', route((res, req) => answer(res, req, noHeaders)));
+    return;
+  }
+  // CORS wraps the router (as in KrakenD): preflights are answered on any path, and the router's
+  // own 404/405/redirect answers carry the CORS headers too.
+  app.options(
+    '/*',
+    route((res, req) => {
+      const p = cors.preflight(res, req);
+      if (p === true) return;
+      answer(res, req, p === false ? corsWriter(cors, req, 'OPTIONS') : p);
+    }),
+  );
+  app.any(
+    '/*',
+    route((res, req) => {
+      answer(res, req, corsWriter(cors, req, req.getCaseSensitiveMethod().toUpperCase()));
+    }),
+  );
+}
+
+function writeJson(res: HttpResponse, status: number, body: unknown, extra: (res: HttpResponse) => void, head: boolean): void {
+  res.cork(() => {
+    res.writeStatus(status === 404 ? '404 Not Found' : '405 Method Not Allowed');
+    res.writeHeader('Content-Type', 'application/json; charset=utf-8');
+    extra(res);
+    endBody(res, goJson(body), head);
+  });
+}
+
+/** The CORS headers of an answer gw writes itself (`req` is read now, while it is alive). */
+function corsWriter(cors: Cors, req: HttpRequest, method: string): (res: HttpResponse) => void {
+  const allow = cors.allowOrigin(req.getHeader('origin'), method);
+  return (res) => cors.write(res, allow);
+}
