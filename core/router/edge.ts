@@ -12,15 +12,16 @@ export const TEXT_PLAIN = 'text/plain; charset=utf-8';
 
 /**
  * Ends an answer with `body`, or — for a HEAD request — with its headers only. `Content-Length`
- * then announces the length a GET would get (written by hand: `endWithoutBody(n)` is broken in
- * the uWS 20.30 build and hangs the connection).
+ * then announces the length a GET would get. It is written by hand and `endWithoutBody` is called
+ * without arguments: in the uWS 20.30 build any argument (even `undefined`) takes a path that
+ * never completes the response, and uWS then aborts the process.
  */
-export function endBody(res: HttpResponse, body: string, head: boolean, close = false): void {
+export function endBody(res: HttpResponse, body: string, head: boolean): void {
   if (head) {
     res.writeHeader('Content-Length', String(Buffer.byteLength(body)));
-    res.endWithoutBody(undefined, close);
+    res.endWithoutBody();
   } else {
-    res.end(body, close);
+    res.end(body);
   }
 }
 
