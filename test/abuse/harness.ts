@@ -1,0 +1,63 @@
+// Shared checks for the abuse suite: did the gateway survive, and raw exchanges that report how
+// the connection ended.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import { type Gateway, HOST, req } from '../helpers/gw.ts';
+
+/** The gateway's worker processes (its children), sorted; [] when it runs in-process. */
+export function workerPids(gw: Gateway): number[] {
+  const pid = gw.proc.pid!;
+  const out: number[] = [];
+  try {
+    for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+      const kids = fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim();
+      if (kids !== '') out.push(...kids.split(/\s+/).map(Number));
+    }
+  } catch {
+    /* gone */
+  }
+  return out.sort((a, b) => a - b);
+}
+
+const CRASH = /uncaught|unhandled|Aborted|core dumped|exited with code|died|internal error/i;
+
+/** The gateway is alive, answers /__health, runs the same workers, and logged no crash. */
+export async function assertSurvived(gw: Gateway, pids: readonly number[]): Promise<void> {
+  assert.equal(gw.proc.exitCode, null, `gateway exited:\n${gw.output().slice(-3000)}`);
+  assert.equal(gw.proc.signalCode, null, `gateway killed:\n${gw.output().slice(-3000)}`);
+  const r = await req(gw.port, '/__health', { timeoutMs: 5000 });
+  assert.equal(r.status, 200);
+  assert.deepEqual(workerPids(gw), pids, `worker processes changed:\n${gw.output().slice(-3000)}`);
+  const m = CRASH.exec(gw.output());
+  assert.equal(m, null, `crash logged: ${m?.[0]}\n${gw.output().slice(-3000)}`);
+}
+
+export interface RawExchange {
+  /** Everything the gateway sent, as latin1 text. */
+  text: string;
+  /** The gateway closed the connection within the wait. */
+  closed: boolean;
+}
+
+/** Writes `data` on a fresh connection and collects what comes back for `waitMs` (or until closed). */
+export function rawExchange(port: number, data: string | Buffer, waitMs: number): Promise<RawExchange> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: HOST, port });
+    const chunks: Buffer[] = [];
+    let closed = false;
+    const done = () => {
+      clearTimeout(t);
+      s.destroy();
+      resolve({ text: Buffer.concat(chunks).toString('latin1'), closed });
+    };
+    const t = setTimeout(done, waitMs);
+    s.on('connect', () => s.write(data));
+    s.on('data', (d: Buffer) => chunks.push(d));
+    s.on('error', () => {});
+    s.on('close', () => {
+      closed = true;
+      done();
+    });
+  });
+}
