@@ -1,9 +1,13 @@
 /**
  * Path parameter checks, run on the raw (still percent-encoded) segment uWS hands over.
  * KrakenD rejects encoded params (`error: encoded url params`) and bad escapes
- * (`error: invalid URL escape "%zz"`); gw is stricter on purpose: a value can never be a
- * dot-segment, hold a slash, or carry CR, LF, NUL or other control characters.
+ * (`error: invalid URL escape "%zz"`); gw is stricter on purpose: a value can never be (or be read by
+ * a backend as) a dot-segment (`dotSegmentLike`: `..;`, `%2e%2e;`, fullwidth dots...), hold a slash
+ * or a backslash, or carry CR, LF, NUL or other control characters. Overlong UTF-8 (`%c0%ae`) is
+ * not UTF-8 and IIS-style `%u002e` is not an escape: both are refused.
  */
+import { dotSegmentLike } from '../proxy/request.js';
+
 export class ParamError {
   constructor(readonly message: string) {}
 }
@@ -34,7 +38,7 @@ export function decodeParam(raw: string): string | ParamError {
     // ? # / \ and control characters (CR, LF, NUL...)
     if (c === 0x3f || c === 0x23 || c === 0x2f || c === 0x5c || c < 0x20 || c === 0x7f) return ENCODED;
   }
-  if (v === '.' || v === '..') return ENCODED;
+  if (dotSegmentLike(v)) return ENCODED;
   return v;
 }
 
