@@ -3,7 +3,8 @@
  *  - `compileUrlPattern`: `url_pattern` → literal parts + parameter slots, each slot knowing
  *    whether it sits in the path (segment escaping) or in the query (component escaping), so a
  *    value can never add a path segment, a query parameter or a CR/LF.
- *  - `compileQueryFilter`: `input_query_strings` → a function over the raw query string.
+ *  - `compileQueryFilter`: `input_query_strings` → a function over the raw query string (raw
+ *    non-ASCII characters leave percent-encoded as UTF-8).
  *  - `dotSegmentLike`: the one rule for values that must never become a dot-segment in a backend
  *    path (path params, claims, sequential values).
  *  - `compileHeaderBuilder`: `input_headers` (endpoint, then backend) → a function that builds the
@@ -151,14 +152,41 @@ export function compileUrlPattern(pattern: string, endpointParams: readonly stri
 /** Returns the query string (without `?`) to forward, or '' for none. */
 export type QueryFilter = (rawQuery: string) => string;
 
+/**
+ * The query with raw non-ASCII characters percent-encoded as UTF-8 (`é` → `%C3%A9`: the bytes the
+ * client sent, in the only form undici sends), or null when it holds U+FFFD: uWS decodes the request
+ * target as UTF-8 and replaces bytes that are not UTF-8 with U+FFFD, so the original bytes are lost
+ * (a literal U+FFFD sent raw cannot be told apart; sent as %EF%BF%BD it is plain ASCII).
+ */
+export function asciiQuery(q: string): string | null {
+  if (!NON_ASCII.test(q)) return q;
+  if (q.indexOf('\ufffd') !== -1) return null;
+  try {
+    return q.replace(NON_ASCII_RUN, encodeURIComponent);
+  } catch {
+    return null; // a lone surrogate (only a script can produce one)
+  }
+}
+const NON_ASCII = /[^\x00-\x7f]/;
+const NON_ASCII_RUN = /[^\x00-\x7f]+/g;
+
+export const QUERY_NOT_UTF8 = 'the query string holds bytes that are not UTF-8';
+
+function forwardable(q: string): string {
+  const a = asciiQuery(q);
+  if (a === null) throw new Error(`${QUERY_NOT_UTF8}: nothing forwarded`);
+  return a;
+}
+
 export function compileQueryFilter(endpoint: AllowList, backend: AllowList | null): QueryFilter {
   if (endpoint !== '*' && endpoint.length === 0) return () => '';
   const allowed = intersect(endpoint, backend);
-  if (allowed === '*') return (q) => q;
+  if (allowed === '*') return forwardable;
   if (allowed.length === 0) return () => '';
   const set = new Set(allowed);
-  return (q) => {
-    if (q === '') return '';
+  return (raw) => {
+    if (raw === '') return '';
+    const q = forwardable(raw);
     let out = '';
     let start = 0;
     while (start <= q.length) {
