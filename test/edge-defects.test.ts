@@ -350,3 +350,50 @@ describe('9: raw non-ASCII bytes in the request target', () => {
     }
   });
 });
+
+describe('7: a client plugin\'s response is checked where gw takes it over', () => {
+  for (const ep of ['/plug/', '/plugn/']) {
+    test(`${ep}: a status that is not an integer 200-599 → 500 on the wire, logged with the plugin and the value`, async () => {
+      for (const [c, shown] of Object.entries(BAD_STATUS)) {
+        const r = await rawGet(ep + c);
+        assert.equal(r.statusLine, 'HTTP/1.1 500 Internal Server Error', `${c}: ${JSON.stringify(r.raw.toString('latin1'))}`);
+        assert.ok(await logLine('[PLUGIN: odd]', `status ${shown}`), `${c}: no log line naming the plugin and ${shown}\n${gw.output().slice(-1500)}`);
+      }
+    });
+
+    test(`${ep}: headers that are not an object of strings, or a body gw cannot send → 500, logged`, async () => {
+      for (const [c, why] of Object.entries(BAD_OTHER)) {
+        const r = await rawGet(ep + c);
+        assert.equal(r.statusLine, 'HTTP/1.1 500 Internal Server Error', `${c}: ${JSON.stringify(r.raw.toString('latin1'))}`);
+        const line = await logLine('[PLUGIN: odd]', why);
+        assert.ok(line, `${c}: no log line matching ${why}\n${gw.output().slice(-1500)}`);
+      }
+    });
+  }
+
+  test('valid answers still pass: 201 / 599 / 204 / null headers (no-op streams them as they are)', async () => {
+    let r = await rawGet('/plugn/ok201');
+    assert.equal(r.statusLine, 'HTTP/1.1 201 Created');
+    assert.equal(r.headers['x-n'], '7');
+    assert.equal(r.body.toString(), '{"ok":true}');
+    r = await rawGet('/plugn/ok599');
+    assert.equal(r.status, 599);
+    assert.equal(r.body.toString(), 'plugin 599');
+    r = await rawGet('/plugn/ok204');
+    assert.equal(r.status, 204);
+    r = await rawGet('/plugn/okhdrnull');
+    assert.equal(r.status, 200);
+    assert.equal(r.body.toString(), '{"ok":"no headers"}');
+    // The decoding endpoint: 201 is a success, the JSON body is the data.
+    r = await rawGet('/plug/ok201');
+    assert.equal(r.status, 200);
+    assert.equal(r.body.toString(), '{"ok":true}');
+    r = await rawGet('/plug/okhdrnull');
+    assert.equal(r.status, 200);
+  });
+
+  test('the gateway is still up and answering after all of the above', async () => {
+    assert.equal((await req(gw.port, '/__health')).status, 200);
+    assert.equal(gw.proc.exitCode, null);
+  });
+});
