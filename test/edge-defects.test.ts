@@ -397,3 +397,51 @@ describe('7: a client plugin\'s response is checked where gw takes it over', () 
     assert.equal(gw.proc.exitCode, null);
   });
 });
+
+describe('14: json-schema patterns run in linear time', () => {
+  const post = (body: string) =>
+    req(gw.port, '/schema', { method: 'POST', body, headers: { 'Content-Type': 'application/json' }, timeoutMs: 8000 });
+
+  test('the ReDoS pattern ^(\\w+\\s?)*$ with a 31-char value answers at once, and /__health meanwhile', async () => {
+    const evil = JSON.stringify({ name: 'a'.repeat(30) + '!' });
+    const t0 = Date.now();
+    const slow = post(evil);
+    await sleep(100);
+    const health = await req(gw.port, '/__health', { timeoutMs: 8000 });
+    const healthMs = Date.now() - t0;
+    const r = await slow;
+    const ms = Date.now() - t0;
+    assert.equal(r.status, 400, r.text);
+    assert.equal(health.status, 200);
+    // Backtracking takes ~11 s (and doubles per extra char); RE2 takes microseconds.
+    assert.ok(ms < 5000, `schema answer took ${ms} ms`);
+    assert.ok(healthMs < 5000, `/__health took ${healthMs} ms`);
+  });
+
+  test('patterns still match as before: valid and invalid bodies, \\u escapes, patternProperties', async () => {
+    assert.equal((await post(JSON.stringify({ name: 'hello big world', code: 'A12', 'x-my-tag': 'v' }))).status, 200);
+    assert.equal((await post(JSON.stringify({ name: 'hello!' }))).status, 400);
+    assert.equal((await post(JSON.stringify({ code: 'B12' }))).status, 400);
+    assert.equal((await post(JSON.stringify({ 'x-my-tag': 5 }))).status, 400, 'patternProperties applies');
+    const slowKey = { ['x-' + 'a-'.repeat(20) + '!']: 5 }; // no match: not checked, but no backtracking either
+    const t0 = Date.now();
+    assert.equal((await post(JSON.stringify(slowKey))).status, 200);
+    assert.ok(Date.now() - t0 < 5000);
+  });
+
+  test('a pattern RE2 cannot run (lookahead, backreference) is a start-up error naming the endpoint and the pattern', async () => {
+    for (const [where, schema, pattern] of [
+      ['pattern', { type: 'object', properties: { a: { type: 'string', pattern: '^(?=x)x+$' } } }, '^(?=x)x+$'],
+      ['patternProperties', { type: 'object', patternProperties: { '^(a)\\1$': { type: 'string' } } }, '^(a)\\1$'],
+    ] as const) {
+      const cfg = writeConfig({
+        version: 3,
+        endpoints: [{ endpoint: '/v', method: 'POST', extra_config: { 'validation/json-schema': schema }, backend: [{ host: [backend.url], url_pattern: '/v' }] }],
+      });
+      const r = await runCli(['check', '-c', cfg]);
+      assert.notEqual(r.code, 0, `${where}: ${r.output}`);
+      assert.ok(r.output.includes('endpoint /v') && r.output.includes(JSON.stringify(pattern)), `${where}: ${r.output}`);
+      assert.match(r.output, /RE2|linear/, r.output);
+    }
+  });
+});
