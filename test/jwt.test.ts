@@ -365,7 +365,7 @@ describe('claims to the backend', () => {
   });
 
   test('a sub with "/", "..", "?", "%2F", "#" or "&" stays inside its segment (and its query value)', async () => {
-    for (const sub of ['a/b', '../../admin', 'x?debug=1', 'a%2Fb', '..%2F..%2Fadmin', 'a#frag', 'x&who=root', 'é ü']) {
+    for (const sub of ['a/b', 'x?debug=1', 'a%2Fb', 'a#frag', 'x&who=root', 'é ü']) {
       const { url, segments, query } = await subCall(sub);
       assert.equal(segments.length, 4, `${sub} → ${url}`);
       assert.deepEqual(segments.slice(0, 2), ['', 'users']);
@@ -377,8 +377,10 @@ describe('claims to the backend', () => {
     }
   });
 
+  // A backend that decodes %2F (nginx) or %25 twice before resolving dot-segments would climb out
+  // of the path with the last two (edge-defects.test.ts has the whole rule).
   test('a sub that is exactly ".." or "." never becomes a dot-segment: the call is refused (/users/../items would be /items)', async () => {
-    for (const sub of ['..', '.']) {
+    for (const sub of ['..', '.', '../../admin', '..%2F..%2Fadmin']) {
       const before = last('/users/')?.url;
       const r = await req(gw.port, '/sub', { headers: bearer(await hs({ sub })) });
       assert.equal(r.status, 500, `${sub}: ${r.text}`);

@@ -3,7 +3,10 @@
  *  - `compileUrlPattern`: `url_pattern` → literal parts + parameter slots, each slot knowing
  *    whether it sits in the path (segment escaping) or in the query (component escaping), so a
  *    value can never add a path segment, a query parameter or a CR/LF.
- *  - `compileQueryFilter`: `input_query_strings` → a function over the raw query string.
+ *  - `compileQueryFilter`: `input_query_strings` → a function over the raw query string (raw
+ *    non-ASCII characters leave percent-encoded as UTF-8).
+ *  - `dotSegmentLike`: the one rule for values that must never become a dot-segment in a backend
+ *    path (path params, claims, sequential values).
  *  - `compileHeaderBuilder`: `input_headers` (endpoint, then backend) → a function that builds the
  *    backend header object from the captured client headers.
  */
@@ -33,6 +36,66 @@ export function escapePathSegment(v: string): string {
   }
   // encodeURIComponent leaves !'()* alone, which PATH_SAFE also allows.
   return out;
+}
+
+/**
+ * True when `v`, placed in a URL path, could be read as a dot-segment (`.` or `..`) by a common
+ * backend, and so climb out of the path gw built. `v` is the value as the backend decodes it: a path
+ * param after gw's one percent-decoding, a claim or a sequential value as it is (gw escapes it).
+ * Every piece of `v` between `/` and `\` counts (gw sends them as %2F / %5C, which nginx and others
+ * decode before resolving dot-segments), and a piece is dot-like when
+ *  - cut at its first `;` (Tomcat, Jetty and Spring drop `;` path parameters before resolving
+ *    dot-segments: `..;x` is `..` there),
+ *  - it is only dots and spaces, starting with a dot (`.`, `..`, and `...` or `.. `, which Windows
+ *    path handling trims to `..`).
+ * Non-ASCII is compared after NFKC (fullwidth `．` U+FF0E and `‥` U+2025 are dots there), and a
+ * value holding `%` is checked once more with its ASCII escapes decoded (backends that decode twice).
+ * Allocation-free for ASCII values without `%`.
+ */
+export function dotSegmentLike(v: string): boolean {
+  let ascii = true;
+  let pct = false;
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c >= 0x80) ascii = false;
+    else if (c === 0x25) pct = true;
+  }
+  let s = v;
+  if (!ascii) {
+    s = v.normalize('NFKC');
+    pct = s.indexOf('%') !== -1; // fullwidth ％ is % too
+  }
+  if (dotPiece(s)) return true;
+  return pct && dotPiece(s.replace(ASCII_ESCAPE, decodeAsciiEscape));
+}
+
+const ASCII_ESCAPE = /%[0-7][0-9A-Fa-f]/g;
+const decodeAsciiEscape = (m: string): string => String.fromCharCode(parseInt(m.slice(1), 16));
+
+/** True when a piece of `s` (split at `/` and `\`), cut at its first `;`, is dots and spaces starting with a dot. */
+function dotPiece(s: string): boolean {
+  const n = s.length;
+  let start = 0;
+  while (start <= n) {
+    let len = 0; // length of the piece before `;`
+    let dotLike = true;
+    let inHead = true;
+    let j = start;
+    for (; j < n; j++) {
+      const c = s.charCodeAt(j);
+      if (c === 0x2f || c === 0x5c) break;
+      if (!inHead) continue;
+      if (c === 0x3b) {
+        inHead = false;
+        continue;
+      }
+      if (c !== 0x2e && (len === 0 || c !== 0x20)) dotLike = false;
+      len++;
+    }
+    if (dotLike && len > 0) return true;
+    start = j + 1;
+  }
+  return false;
 }
 
 export function compileUrlPattern(pattern: string, endpointParams: readonly string[]): UrlTemplate {
@@ -71,12 +134,15 @@ export function compileUrlPattern(pattern: string, endpointParams: readonly stri
         const idx = slots[i]!;
         let v: string;
         if (idx >= 0) v = params[idx] ?? '';
-        else if (extra != null && Object.prototype.hasOwnProperty.call(extra, names[i]!)) {
-          v = extra[names[i]!]!;
-          // Values from responses or tokens are checked like path params: never a dot-segment.
-          if ((v === '.' || v === '..') && !inQuery[i]) throw new Error(`{${names[i]}} value "${v}" would be a dot-segment`);
-        } else v = '';
-        out += literals[i]! + (inQuery[i] ? encodeURIComponent(v) : escapePathSegment(v));
+        else if (extra != null && Object.prototype.hasOwnProperty.call(extra, names[i]!)) v = extra[names[i]!]!;
+        else v = '';
+        if (inQuery[i]) out += literals[i]! + encodeURIComponent(v);
+        else {
+          // Values from tokens, responses or scripts are held to the path-param rule (the router
+          // already refused such params with a 400): never a dot-segment for the backend.
+          if (dotSegmentLike(v)) throw new Error(`{${names[i]}} value ${JSON.stringify(v)} would be a dot-segment in the backend path`);
+          out += literals[i]! + escapePathSegment(v);
+        }
       }
       return out + tail;
     },
@@ -86,14 +152,41 @@ export function compileUrlPattern(pattern: string, endpointParams: readonly stri
 /** Returns the query string (without `?`) to forward, or '' for none. */
 export type QueryFilter = (rawQuery: string) => string;
 
+/**
+ * The query with raw non-ASCII characters percent-encoded as UTF-8 (`é` → `%C3%A9`: the bytes the
+ * client sent, in the only form undici sends), or null when it holds U+FFFD: uWS decodes the request
+ * target as UTF-8 and replaces bytes that are not UTF-8 with U+FFFD, so the original bytes are lost
+ * (a literal U+FFFD sent raw cannot be told apart; sent as %EF%BF%BD it is plain ASCII).
+ */
+export function asciiQuery(q: string): string | null {
+  if (!NON_ASCII.test(q)) return q;
+  if (q.indexOf('\ufffd') !== -1) return null;
+  try {
+    return q.replace(NON_ASCII_RUN, encodeURIComponent);
+  } catch {
+    return null; // a lone surrogate (only a script can produce one)
+  }
+}
+const NON_ASCII = /[^\x00-\x7f]/;
+const NON_ASCII_RUN = /[^\x00-\x7f]+/g;
+
+export const QUERY_NOT_UTF8 = 'the query string holds bytes that are not UTF-8';
+
+function forwardable(q: string): string {
+  const a = asciiQuery(q);
+  if (a === null) throw new Error(`${QUERY_NOT_UTF8}: nothing forwarded`);
+  return a;
+}
+
 export function compileQueryFilter(endpoint: AllowList, backend: AllowList | null): QueryFilter {
   if (endpoint !== '*' && endpoint.length === 0) return () => '';
   const allowed = intersect(endpoint, backend);
-  if (allowed === '*') return (q) => q;
+  if (allowed === '*') return forwardable;
   if (allowed.length === 0) return () => '';
   const set = new Set(allowed);
-  return (q) => {
-    if (q === '') return '';
+  return (raw) => {
+    if (raw === '') return '';
+    const q = forwardable(raw);
     let out = '';
     let start = 0;
     while (start <= q.length) {
