@@ -77,6 +77,12 @@ class Exchange implements Dispatcher.DispatchHandler, FlowControl {
   }
 
   onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    // An interim answer (102 Processing, 103 Early Hints, ...): the final one follows on the same
+    // exchange, as Go's client reads it. undici's parser skips the 1xx's (empty) body and calls
+    // this again with the final status. It never gets here with 100 (an unsolicited 100 Continue
+    // fails the exchange: undici destroys the socket, "bad response") nor 101 (an upgrade gw did
+    // not ask for: "bad upgrade").
+    if (statusCode < 200) return;
     const cl = headers['content-length'];
     const body = new UpstreamBody(this, typeof cl === 'string' ? Number(cl) : -1);
     this.body = body;
@@ -94,7 +100,7 @@ class Exchange implements Dispatcher.DispatchHandler, FlowControl {
 
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
     this.detach();
-    const e = this.abortReason ?? err;
+    const e = this.abortReason ?? explain(err);
     if (this.body !== null) this.body.fail(e);
     else this.reject(e);
   }
@@ -117,6 +123,22 @@ class Exchange implements Dispatcher.DispatchHandler, FlowControl {
       this.reject(reason);
     }
   }
+}
+
+/**
+ * undici's parser errors for interim answers it cannot take say only "bad response" / "bad
+ * upgrade"; on a running exchange they mean an unsolicited 100 Continue (client-h1.js
+ * onHeadersComplete) or a 101 nobody asked for.
+ */
+function explain(err: Error): Error {
+  if ((err as { code?: string }).code !== 'UND_ERR_SOCKET') return err;
+  if (err.message === 'bad response') {
+    return new BackendError('the backend answered 100 Continue to a request without Expect: 100-continue (gw reads no answer past it)', 'BAD_RESPONSE', err);
+  }
+  if (err.message === 'bad upgrade') {
+    return new BackendError('the backend answered 101 Switching Protocols to a request that asked for no upgrade', 'BAD_RESPONSE', err);
+  }
+  return err;
 }
 
 function abortError(signal: AbortSignal): Error {
