@@ -37,7 +37,7 @@ class Exchange implements Dispatcher.DispatchHandler, FlowControl {
   private abortReason: Error | null = null;
   private body: UpstreamBody | null = null;
   private signal: AbortSignal | null = null;
-  /** Admission slot held until the exchange ends. */
+  /** Admission slot, held until undici is done with the exchange (not merely until it is answered). */
   slot: OriginSlot | null = null;
   resolve!: (r: UpstreamResponse) => void;
   reject!: (e: Error) => void;
@@ -60,11 +60,16 @@ class Exchange implements Dispatcher.DispatchHandler, FlowControl {
     this.abort(abortError(this.signal!));
   }
 
+  /** undici is done with this exchange: give the admission slot back and stop listening. */
   private detach(): void {
     if (this.slot !== null) {
       this.slot.inflight--;
       this.slot = null;
     }
+    this.unlisten();
+  }
+
+  private unlisten(): void {
     if (this.signal !== null) {
       this.signal.removeEventListener('abort', this);
       this.signal = null;
@@ -118,8 +123,10 @@ class Exchange implements Dispatcher.DispatchHandler, FlowControl {
     this.abortReason = reason;
     if (this.controller !== null) this.controller.abort(reason);
     else if (this.body === null) {
-      // Still queued for a connection: answer now; onRequestStart aborts it when it gets one.
-      this.detach();
+      // Still queued for a connection: answer now. undici keeps the entry in its queue until it
+      // reaches a connection (onRequestStart aborts it then) or the pool fails it; the admission
+      // slot stays taken until then, so `backend_max_queue` bounds undici's queue, not ours.
+      this.unlisten();
       this.reject(reason);
     }
   }
