@@ -4,12 +4,11 @@
  * check (200/201) → decompress → decode → formatter. The no-op path shares `buildOutbound` and the
  * client but streams instead of decoding (router/noop.ts).
  */
-import { promisify } from 'node:util';
-import zlib from 'node:zlib';
 import { Readable } from 'node:stream';
 import type { BackendConfig, EndpointConfig } from '../config/types.js';
 import type { BackendResponse, Headers } from '../plugin/types.js';
 import { isUpstreamBody } from '../transport/body.js';
+import { decodeLimited } from '../transport/inflate.js';
 import { compileFormatter } from './formatter.js';
 import { compileHeaderBuilder, compileQueryFilter, compileUrlPattern } from './request.js';
 import { DeadlineError, OutboundRequest, StatusError, withBackend, type ProxyRequest, type ProxyResponse } from './types.js';
@@ -29,11 +28,10 @@ export interface BackendPipe {
   readonly proxy: ((req: ProxyRequest) => Promise<ProxyResponse>) | null;
 }
 
-const gunzip = promisify(zlib.gunzip);
-const inflate = promisify(zlib.inflate);
-const brotli = promisify(zlib.brotliDecompress);
-
-/** Largest backend body gw decodes into memory (the no-op path has no limit). */
+/**
+ * Largest backend body gw decodes into memory, before and after decompression (the no-op path
+ * streams and has no limit).
+ */
 const MAX_DECODE_BYTES = 64 * 1024 * 1024;
 
 export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, client: Client, disableCompression: boolean, log: LuaLog): BackendPipe {
@@ -338,17 +336,8 @@ export async function readBody(res: BackendResponse, limit: number): Promise<Buf
   } else buf = Buffer.from(JSON.stringify(b));
   const enc = headerValue(res.headers, 'content-encoding');
   if (enc === null || enc === '' || enc === 'identity') return buf;
-  switch (enc.toLowerCase()) {
-    case 'gzip':
-    case 'x-gzip':
-      return gunzip(buf);
-    case 'deflate':
-      return inflate(buf);
-    case 'br':
-      return brotli(buf);
-    default:
-      throw new Error(`unsupported Content-Encoding ${enc}`);
-  }
+  // The same limit bounds the decoded body: a few hundred KB of gzip can inflate to gigabytes.
+  return decodeLimited(buf, enc, limit);
 }
 
 type Decoder = (buf: Buffer) => Record<string, unknown>;

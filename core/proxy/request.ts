@@ -235,11 +235,13 @@ export type HeaderBuilder = (client: ClientInfo) => Headers;
 
 /**
  * Hop-by-hop headers never cross the gateway (stricter than KrakenD, even with `"*"`), and the
- * client's Host never reaches a backend.
+ * client's Host never reaches a backend. `Expect: 100-continue` is answered at the edge (uWS
+ * writes the interim `100 Continue` itself, then the body is streamed on); forwarded, it would ask
+ * the backend for an interim answer gw's client cannot take (undici refuses the header).
  */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
-  'host', 'proxy-authenticate', 'proxy-authorization',
+  'host', 'proxy-authenticate', 'proxy-authorization', 'expect',
 ]);
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;

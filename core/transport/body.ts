@@ -26,7 +26,16 @@ export interface FlowControl {
   abort(reason: Error): void;
 }
 
+/** A discarded body longer than this is not read: its connection is closed instead. */
 const DUMP_LIMIT = 256 * 1024;
+/**
+ * How long a discarded body may take to arrive. Draining only serves to reuse the connection
+ * (the client was answered already), and `bodyTimeout` is an idle timer a trickling backend never
+ * trips: past this, the connection is closed rather than pinned. A fixed bound, not the request's
+ * remaining time: the streamed path has none left to give (its timer stops at the headers), and a
+ * reconnect costs less than a connection held for seconds. Go closes such a connection at once.
+ */
+const DUMP_MS = 1000;
 
 export class UpstreamBody implements ResponseBody {
   /** Chunks that arrived before a consumer attached, or that the sink could not take yet. */
@@ -157,6 +166,7 @@ export class UpstreamBody implements ResponseBody {
     return JSON.parse(await this.text());
   }
 
+  /** Discards the body: read to its end when short and prompt (the connection is reused), else the exchange is aborted. */
   dump(): void {
     if (this.consumed) return;
     if (this.length > DUMP_LIMIT || this.received > DUMP_LIMIT) {
@@ -165,16 +175,24 @@ export class UpstreamBody implements ResponseBody {
       return;
     }
     let size = 0;
+    let timer: NodeJS.Timeout | null = null;
     const body = this;
+    const done = () => {
+      if (timer !== null) clearTimeout(timer);
+    };
     this.pipe({
       write(chunk) {
         size += chunk.length;
         if (size > DUMP_LIMIT) body.abort(new Error('response body discarded'));
         return true;
       },
-      end() {},
-      error() {},
+      end: done,
+      error: done,
     });
+    if (!this.settled) {
+      timer = setTimeout(() => body.abort(new Error(`response body discarded: not complete within ${DUMP_MS} ms`)), DUMP_MS);
+      timer.unref();
+    }
   }
 
   stream(): Readable {

@@ -37,7 +37,7 @@ class Exchange implements Dispatcher.DispatchHandler, FlowControl {
   private abortReason: Error | null = null;
   private body: UpstreamBody | null = null;
   private signal: AbortSignal | null = null;
-  /** Admission slot held until the exchange ends. */
+  /** Admission slot, held until undici is done with the exchange (not merely until it is answered). */
   slot: OriginSlot | null = null;
   resolve!: (r: UpstreamResponse) => void;
   reject!: (e: Error) => void;
@@ -60,11 +60,16 @@ class Exchange implements Dispatcher.DispatchHandler, FlowControl {
     this.abort(abortError(this.signal!));
   }
 
+  /** undici is done with this exchange: give the admission slot back and stop listening. */
   private detach(): void {
     if (this.slot !== null) {
       this.slot.inflight--;
       this.slot = null;
     }
+    this.unlisten();
+  }
+
+  private unlisten(): void {
     if (this.signal !== null) {
       this.signal.removeEventListener('abort', this);
       this.signal = null;
@@ -77,6 +82,12 @@ class Exchange implements Dispatcher.DispatchHandler, FlowControl {
   }
 
   onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    // An interim answer (102 Processing, 103 Early Hints, ...): the final one follows on the same
+    // exchange, as Go's client reads it. undici's parser skips the 1xx's (empty) body and calls
+    // this again with the final status. It never gets here with 100 (an unsolicited 100 Continue
+    // fails the exchange: undici destroys the socket, "bad response") nor 101 (an upgrade gw did
+    // not ask for: "bad upgrade").
+    if (statusCode < 200) return;
     const cl = headers['content-length'];
     const body = new UpstreamBody(this, typeof cl === 'string' ? Number(cl) : -1);
     this.body = body;
@@ -94,7 +105,7 @@ class Exchange implements Dispatcher.DispatchHandler, FlowControl {
 
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
     this.detach();
-    const e = this.abortReason ?? err;
+    const e = this.abortReason ?? explain(err);
     if (this.body !== null) this.body.fail(e);
     else this.reject(e);
   }
@@ -112,11 +123,29 @@ class Exchange implements Dispatcher.DispatchHandler, FlowControl {
     this.abortReason = reason;
     if (this.controller !== null) this.controller.abort(reason);
     else if (this.body === null) {
-      // Still queued for a connection: answer now; onRequestStart aborts it when it gets one.
-      this.detach();
+      // Still queued for a connection: answer now. undici keeps the entry in its queue until it
+      // reaches a connection (onRequestStart aborts it then) or the pool fails it; the admission
+      // slot stays taken until then, so `backend_max_queue` bounds undici's queue, not ours.
+      this.unlisten();
       this.reject(reason);
     }
   }
+}
+
+/**
+ * undici's parser errors for interim answers it cannot take say only "bad response" / "bad
+ * upgrade"; on a running exchange they mean an unsolicited 100 Continue (client-h1.js
+ * onHeadersComplete) or a 101 nobody asked for.
+ */
+function explain(err: Error): Error {
+  if ((err as { code?: string }).code !== 'UND_ERR_SOCKET') return err;
+  if (err.message === 'bad response') {
+    return new BackendError('the backend answered 100 Continue to a request without Expect: 100-continue (gw reads no answer past it)', 'BAD_RESPONSE', err);
+  }
+  if (err.message === 'bad upgrade') {
+    return new BackendError('the backend answered 101 Switching Protocols to a request that asked for no upgrade', 'BAD_RESPONSE', err);
+  }
+  return err;
 }
 
 function abortError(signal: AbortSignal): Error {
