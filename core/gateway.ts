@@ -23,6 +23,7 @@ import { makeEndpointHandler, type EndpointRuntime, type ServerState } from './r
 import { FallbackRouter } from './router/fallback.js';
 import { debugHandler, echoHandler, healthHandler } from './router/special.js';
 import { goJson } from './router/json.js';
+import { createApp } from './router/app.js';
 import { loadUws, type HttpRequest, type HttpResponse, type TemplatedApp, type us_listen_socket } from './router/uws.js';
 import { send } from './transport/client.js';
 import { Pools } from './transport/pools.js';
@@ -149,8 +150,9 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     async listen() {
       const { uws, name } = loadUws();
       logger.info(`[SERVICE: uWS] Using ${name}`);
-      app = uws.App();
-      registerRoutes(app, cfg, endpoints, state, !!opts.debug || cfg.debugEndpoint);
+      const created = createApp(uws, cfg.tls, (a) => registerRoutes(a, cfg, endpoints, state, !!opts.debug || cfg.debugEndpoint));
+      app = created.app;
+      logger.info(`[SERVICE: uWS] Serving ${created.describe}`);
       // No listen_ip: every interface, IPv4 and IPv6 (uSockets' dual-stack default), as KrakenD.
       const host = cfg.listenIp;
       return new Promise<number>((resolve, reject) => {
