@@ -148,7 +148,8 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     endpoints,
     plugins: registry,
     async listen() {
-      const { uws, name } = loadUws();
+      // The parser must accept what gw's own limits let through (+ CRLFs and ": " per field).
+      const { uws, name } = loadUws({ minHeaderBlock: cfg.limits.maxHeaderBytes + cfg.limits.maxUrlLength + 8192 });
       logger.info(`[SERVICE: uWS] Using ${name}`);
       const created = createApp(uws, cfg.tls, (a) => registerRoutes(a, cfg, endpoints, state, !!opts.debug || cfg.debugEndpoint));
       app = created.app;

@@ -115,9 +115,25 @@ function loadCandidate(c: Candidate): UwsBinding {
 
 let cached: UwsBinding | undefined;
 
+/** The header-block size uWS accepts when neither the operator nor the config asks for more. */
+export const DEFAULT_HEADER_BLOCK = 64 * 1024;
+
+export interface LoadOptions {
+  /**
+   * Largest request head (request line + header fields) the listener must accept, so that gw's
+   * own limits (max_header_bytes → 431, max_url_length → 414) decide, not the parser's. The
+   * 20.5x builds read UWS_HTTP_MAX_HEADERS_SIZE once, when the binary is loaded, and default to
+   * 4 KB (a 5 KB cookie header got 431); gw sets it unless the operator did.
+   */
+  minHeaderBlock?: number;
+}
+
 /** Resolves the binding once per process (each worker resolves its own). */
-export function loadUws(): UwsBinding {
+export function loadUws(opts: LoadOptions = {}): UwsBinding {
   if (cached) return cached;
+  if (process.env.UWS_HTTP_MAX_HEADERS_SIZE === undefined) {
+    process.env.UWS_HTTP_MAX_HEADERS_SIZE = String(Math.max(DEFAULT_HEADER_BLOCK, opts.minHeaderBlock ?? 0));
+  }
   const forced = process.env.GW_UWS?.trim() || undefined;
   let list: readonly Candidate[] = CANDIDATES;
   if (forced !== undefined) {
