@@ -20,6 +20,7 @@ import { BOT_NS, compileBodySchema, compileBotDetector, SCHEMA_NS } from './vali
 import { LUA_BACKEND, LUA_PROXY } from './lua/modifier.js';
 import type { OutboundRequest, Proxy } from './proxy/types.js';
 import type { EndpointRuntime, ServerState } from './router/exchange.js';
+import { createApp } from './router/app.js';
 import { registerRoutes } from './router/routes.js';
 import { loadUws, type TemplatedApp, type us_listen_socket } from './router/uws.js';
 import { send } from './transport/client.js';
@@ -147,10 +148,12 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       return out;
     },
     async listen() {
-      const { uws, name } = loadUws();
+      // The parser must accept what gw's own limits let through (+ CRLFs and ": " per field).
+      const { uws, name } = loadUws({ minHeaderBlock: cfg.limits.maxHeaderBytes + cfg.limits.maxUrlLength + 8192 });
       logger.info(`[SERVICE: uWS] Using ${name}`);
-      app = uws.App();
-      registerRoutes(app, cfg, endpoints, state, !!opts.debug || cfg.debugEndpoint);
+      const created = createApp(uws, cfg.tls, (a) => registerRoutes(a, cfg, endpoints, state, !!opts.debug || cfg.debugEndpoint));
+      app = created.app;
+      logger.info(`[SERVICE: uWS] Serving ${created.describe}`);
       // No listen_ip: every interface, IPv4 and IPv6 (uSockets' dual-stack default), as KrakenD.
       const host = cfg.listenIp;
       return new Promise<number>((resolve, reject) => {

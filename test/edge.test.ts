@@ -341,6 +341,10 @@ const framingCases: FramingCase[] = [
 
 /** uWS closes a connection it cannot parse at its idle timeout (~10 s) at the latest. */
 const FRAMING_WAIT_MS = 14_000;
+/** uWS 20.57 (btc-vision) holds a bare CR inside a header value ~30 s before closing (README, uWebSockets.js). */
+const SLOW_CLOSE_WAIT_MS: Record<string, number> = { 'bare-cr': 40_000, 'json-bare-cr': 40_000 };
+/** Refusals by the parser itself: 400, or 505 from uWS 20.57 for a request line ending in a bare LF (read as HTTP/1.0). */
+const REFUSALS = new Set([400, 505]);
 
 describe('framing: ambiguous requests are refused and never forwarded', () => {
   // Every case on its own connection, all at once (several are only closed at uWS's idle timeout).
@@ -354,7 +358,7 @@ describe('framing: ambiguous requests are refused and never forwarded', () => {
     await Promise.all(
       all.map(async ({ key, bytes }) => {
         const t0 = Date.now();
-        const x = await exchange(gw.port, typeof bytes === 'string' ? Buffer.from(bytes, 'latin1') : bytes, FRAMING_WAIT_MS);
+        const x = await exchange(gw.port, typeof bytes === 'string' ? Buffer.from(bytes, 'latin1') : bytes, SLOW_CLOSE_WAIT_MS[key] ?? FRAMING_WAIT_MS);
         results.set(key, { ...x, ms: Date.now() - t0 });
       }),
     );
@@ -366,7 +370,7 @@ describe('framing: ambiguous requests are refused and never forwarded', () => {
       test(key, () => {
         const x = results.get(key)!;
         const show = JSON.stringify(x.raw.slice(0, 400));
-        assert.deepEqual(x.statuses.filter((s) => s !== 400), [], `${key}: gw answered something else than 400: ${show}`);
+        assert.deepEqual(x.statuses.filter((s) => !REFUSALS.has(s)), [], `${key}: gw answered something else than a refusal (400, 505): ${show}`);
         assert.ok(x.statuses.length <= 1, `${key}: more than one response on the connection: ${show}`);
         assert.ok(x.closed, `${key}: the connection is still open after ${x.ms} ms (statuses ${x.statuses}): ${show}`);
         const urls = new Set([`/f/${key}`, `/fj/${key}`, `/smuggled/${key}`]);

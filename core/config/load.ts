@@ -10,6 +10,7 @@ import { normaliseNamespaces } from './aliases.js';
 import { parseDuration } from './duration.js';
 import { checkNamespaces } from './unsupported.js';
 import { configSchema, lintSchema } from './schema.js';
+import { parseTls } from './tls.js';
 import type {
   AllowList, BackendConfig, Encoding, EndpointConfig, LogLevel, Method, OutputEncoding, ServiceConfig,
 } from './types.js';
@@ -144,6 +145,7 @@ export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptio
     endpoints.push(ep);
   });
 
+  const tls = parseTls(raw.tls, (m) => new ConfigError(m), warnings);
   const level = String(logging?.level ?? 'DEBUG').toUpperCase();
   const cfg: ServiceConfig = {
     warnings,
@@ -155,6 +157,7 @@ export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptio
     debugEndpoint: raw.debug_endpoint === true,
     echoEndpoint: raw.echo_endpoint === true,
     maxShutdownWaitMs: parseDuration(raw.max_shutdown_wait_time),
+    tls,
     plugin: isObject(raw.plugin) ? { folder: raw.plugin.folder, pattern: raw.plugin.pattern } : null,
     router: {
       returnErrorMsg: router.return_error_msg === true,

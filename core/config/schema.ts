@@ -92,7 +92,7 @@ export const configSchema = {
     max_shutdown_wait_time: duration,
     sequential_start: { type: 'boolean' },
     async_agent: { type: 'array' },
-    tls: { type: 'object' },
+    tls: { type: ['object', 'null'] },
     client_tls: { type: 'object' },
     use_h2c: { type: 'boolean' },
     allow_insecure_connections: { type: 'boolean' },

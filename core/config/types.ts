@@ -1,3 +1,5 @@
+import type { TlsOptions } from './tls.js';
+
 /**
  * Runtime configuration: the KrakenD v3 file after validation, defaults and normalisation.
  * Everything here is built once at start-up and frozen; the hot path only reads it.
@@ -115,6 +117,8 @@ export interface ServiceConfig {
   readonly debugEndpoint: boolean;
   readonly echoEndpoint: boolean;
   readonly maxShutdownWaitMs: number;
+  /** Service `tls`: null = plain HTTP (absent, null or `disabled`). See config/tls.ts. */
+  readonly tls: TlsOptions | null;
   readonly plugin: { readonly folder: string; readonly pattern: string } | null;
   readonly router: RouterOptions;
   readonly limits: ServerLimits;

@@ -14,7 +14,7 @@ import { ProxyRequest } from '../proxy/types.js';
 import { clientIp, compileCapture } from './capture.js';
 import { framingProblem, headerBytes, refuse, rejectFraming } from './edge.js';
 import { Exchange, RequestBody, type EndpointRuntime, type ServerState } from './exchange.js';
-import { decodeParam, ParamError } from './params.js';
+import { checkQuery, decodeParam, ParamError } from './params.js';
 import { compileRender } from './render.js';
 import { botStage, checksStage, compileChain, jwtStage, noopPipe, proxyPipe, readBodyStage, type Stage } from './stages.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
@@ -83,6 +83,9 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
         params[i] = v;
       }
     }
+    // Raw UTF-8 is forwarded percent-encoded; bytes uWS could not decode are refused, not altered.
+    const fwdQuery = checkQuery(query);
+    if (fwdQuery instanceof ParamError) return refuse(res, 400, fwdQuery.message, false, cors, req, method);
     // 1. The exchange; from here on every failure is its.
     const ip = clientIp(res);
     const x = new Exchange(res, rt, server, url, ip);
@@ -103,7 +106,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
         x.sentAcceptEncoding = clientSendsAcceptEncoding;
       }
       if (stageCapture !== null) stageCapture(req, x);
-      x.preq = new ProxyRequest(params, ep.params, query, client, body, x.controller.signal, method);
+      x.preq = new ProxyRequest(params, ep.params, fwdQuery, client, body, x.controller.signal, method);
       // 2. The stages, bounded by the endpoint timeout.
       x.timer = setTimeout(onTimeout, timeoutMs, x);
     } catch (err) {

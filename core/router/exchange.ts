@@ -16,8 +16,7 @@
  * (auth guards), `reject()` (413 mid-upload), `stream()` (no-op). STREAMING can only end (the body
  * completes) or be cut (the connection is closed: the honest signal once headers are out).
  */
-import { Readable, pipeline } from 'node:stream';
-import zlib from 'node:zlib';
+import { Readable } from 'node:stream';
 import type { EndpointConfig, RouterOptions, ServerLimits } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { BackendResponse, Headers } from '../plugin/types.js';
@@ -30,6 +29,7 @@ import { AuthError, type JwtValidator } from '../auth/jwt.js';
 import { HOP_BY_HOP, validHeaderName, validHeaderValue } from '../proxy/request.js';
 import { CanceledError, DeadlineError, StatusError, withBackend, type Proxy, type ProxyRequest, type ProxyResponse } from '../proxy/types.js';
 import { isUpstreamBody, type UpstreamBody } from '../transport/body.js';
+import { gunzipLimited } from '../transport/inflate.js';
 import { VERSION_HEADER_VALUE } from '../version.js';
 import { goJson } from './json.js';
 import type { Render } from './render.js';
@@ -398,13 +398,9 @@ export class Exchange implements StreamOwner {
       return;
     }
     let it: AsyncIterable<Uint8Array> = isUpstreamBody(source) ? source.stream() : (source as AsyncIterable<Uint8Array>);
-    if (gunzip) {
-      // pipeline forwards failures both ways: a backend reset or a client leaving mid-body
-      // destroys the other side instead of surfacing as an unhandled 'error' event.
-      const gz = zlib.createGunzip();
-      pipeline(it as Readable, gz, ignore);
-      it = gz;
-    }
+    // Failures travel both ways: a backend reset or a client leaving mid-body destroys the other
+    // side instead of surfacing as an unhandled 'error' event.
+    if (gunzip) it = gunzipLimited(it as Readable);
     void pumpIterable(it, sink);
   }
 

@@ -72,7 +72,9 @@ export class ClientSink implements BodySink {
   }
 
   write(chunk: Buffer): boolean {
-    if (this.finished || this.owner.aborted) return true;
+    // An empty chunk is nothing to send, and uWS 20.57's tryEnd('') reports the response done
+    // (hasResponded) while only part of the announced length went out.
+    if (this.finished || this.owner.aborted || chunk.length === 0) return true;
     this.chunk = chunk;
     this.res.cork(this.corkedWrite);
     this.chunk = null;
