@@ -48,6 +48,7 @@ const CASES = {
   ok599: { status: 599, headers: { 'content-type': 'text/plain' }, body: 'plugin 599' },
   ok204: { status: 204, body: null },
   okhdrnull: { status: 200, headers: null, body: { ok: 'no headers' } },
+  oknum: { status: 200, body: 42 }, okbool: { status: 200, body: false },
 };
 export const ClientRegisterer = {
   registerClients(register) {
@@ -384,6 +385,14 @@ describe('7: a client plugin\'s response is checked where gw takes it over', () 
     r = await rawGet('/plugn/okhdrnull');
     assert.equal(r.status, 200);
     assert.equal(r.body.toString(), '{"ok":"no headers"}');
+    // A number or boolean is a JSON value like an object (no-op writes it as JSON).
+    r = await rawGet('/plugn/oknum');
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['content-type'], 'application/json; charset=utf-8');
+    assert.equal(r.body.toString(), '42');
+    r = await rawGet('/plugn/okbool');
+    assert.equal(r.status, 200);
+    assert.equal(r.body.toString(), 'false');
     // The decoding endpoint: 201 is a success, the JSON body is the data.
     r = await rawGet('/plug/ok201');
     assert.equal(r.status, 200);

@@ -361,7 +361,11 @@ export class Exchange implements StreamOwner {
       if (ce === 'gzip' && !this.acceptsGzip && !this.sentAcceptEncoding) gunzip = true;
     } else if (typeof b === 'string' || b instanceof Uint8Array) {
       total = typeof b === 'string' ? Buffer.byteLength(b) : b.byteLength;
-    } else if (b !== null && typeof b === 'object' && !(b instanceof Readable) && typeof (b as AsyncIterable<unknown>)[Symbol.asyncIterator] !== 'function') {
+    } else if (
+      typeof b === 'number' || typeof b === 'boolean' ||
+      (b !== null && typeof b === 'object' && !(b instanceof Readable) && typeof (b as AsyncIterable<unknown>)[Symbol.asyncIterator] !== 'function')
+    ) {
+      // A JSON value a plugin returned (an object, an array, a number, a boolean).
       source = goJson(b);
       total = Buffer.byteLength(source as string);
       this.headJson = true;
