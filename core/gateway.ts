@@ -45,6 +45,8 @@ export interface Gateway {
   listen(): Promise<number>;
   /** Stops accepting, waits for in-flight requests up to `waitMs`, closes the pools. */
   close(waitMs?: number): Promise<void>;
+  /** One short line per request in flight (method, path, client IP, age), for crash reports. */
+  describeInflight(): string[];
 }
 
 const METHOD_REGISTER: Record<string, 'get' | 'post' | 'put' | 'patch' | 'del'> = {
@@ -195,6 +197,9 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       const timedOut = await Promise.race([closed.then(() => false), new Promise<boolean>((r) => setTimeout(r, Math.min(waitMs || 2000, 5000), true).unref())]);
       if (timedOut) await pools.destroy();
       logger.info('[SERVICE: Gin] Router execution ended');
+    },
+    describeInflight() {
+      return [];
     },
   };
 }
