@@ -5,8 +5,7 @@
 import { Command, Option } from 'commander';
 import os from 'node:os';
 import process from 'node:process';
-import { Supervisor, type StartupError } from '../core/cluster.js';
-import { buildGateway } from '../core/gateway.js';
+import { preforkWorker, Supervisor, type StartupError } from '../core/cluster.js';
 import { loadConfig, normaliseConfig, readConfigFile } from '../core/config/load.js';
 import { formatDuration } from '../core/config/duration.js';
 import type { ServiceConfig } from '../core/config/types.js';
@@ -50,6 +49,7 @@ async function run(flags: RunFlags): Promise<void> {
     console.log(PROVIDE_CONFIG);
     return;
   }
+  preforkWorker();
   let cfg: ServiceConfig;
   let rawConfig: string;
   try {
@@ -142,6 +142,8 @@ async function check(flags: CheckFlags): Promise<void> {
   // Build the pipes as `run` would (plugins are loaded and their factories called), without listening.
   const logger = createLogger({ level: (flags.debug ?? 0) > 1 ? 'DEBUG' : 'ERROR', format: 'auto' });
   try {
+    // Loaded here only: `gw run`'s supervisor never builds a gateway (its workers do).
+    const { buildGateway } = await import('../core/gateway.js');
     const gw = await buildGateway(cfg, { logger });
     await gw.close(0);
   } catch (err) {

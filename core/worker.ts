@@ -101,6 +101,7 @@ process.on('SIGTERM', onSignal);
 process.on('SIGINT', onSignal);
 process.on('SIGHUP', () => log('warn', `${tag}: signal intercepted: hangup; reloading is not supported yet, still serving`));
 process.on('disconnect', () => {
+  if (init === null) process.exit(0); // a spare the supervisor never used (see preforkWorker)
   if (draining) return;
   log('warn', `${tag}: the supervisor is gone (IPC channel closed); draining and exiting`);
   drain();
