@@ -58,8 +58,15 @@ interface Forked {
   hello: boolean;
 }
 
+// Workers inherit node's flags (`--cpu-prof` profiles each process), but a debugger flag would
+// make every worker claim the supervisor's inspector port: each gets a free one instead (Node
+// prints its address).
+const WORKER_EXEC_ARGV = process.execArgv
+  .filter((a) => !a.startsWith('--inspect-port'))
+  .map((a) => (/^--inspect(-brk|-wait)?(=|$)/.test(a) ? '--inspect=127.0.0.1:0' : a));
+
 function forkWorker(): Forked {
-  const child = fork(WORKER_FILE, [], { stdio: ['inherit', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
+  const child = fork(WORKER_FILE, [], { execArgv: WORKER_EXEC_ARGV, stdio: ['inherit', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
   const f: Forked = { child, hello: false };
   child.on('message', (m: FromWorker) => {
     if (m.type === 'hello') f.hello = true;
