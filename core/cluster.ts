@@ -91,7 +91,6 @@ export function preforkWorker(): void {
 
 interface Slot {
   readonly index: number;
-  child: ChildProcess | null;
   pid: number;
   ready: boolean;
   readyAt: number;
@@ -121,7 +120,7 @@ export class Supervisor {
   constructor(private readonly opts: SupervisorOptions) {
     this.log = opts.logger;
     this.slots = Array.from({ length: opts.workers }, (_, index) => ({
-      index, child: null, pid: 0, ready: false, readyAt: 0, delay: MIN_DELAY_MS, failures: 0, timer: null, crash: null, drainReason: null,
+      index, pid: 0, ready: false, readyAt: 0, delay: MIN_DELAY_MS, failures: 0, timer: null, crash: null, drainReason: null,
     }));
     this.gaveUp = new Promise((resolve) => (this.giveUp = resolve));
   }
@@ -145,11 +144,6 @@ export class Supervisor {
     }
     if (this.closing) return;
     this.log.info(`[SERVICE: Workers] ${this.opts.workers} ${this.opts.workers === 1 ? 'worker' : 'workers'} listening on port ${this.port}`);
-  }
-
-  /** Pids of the workers running now (starting, serving or draining). */
-  pids(): number[] {
-    return [...this.children].map((c) => c.pid!).filter(Boolean);
   }
 
   /**
@@ -234,7 +228,7 @@ export class Supervisor {
       child.ref();
       child.channel?.ref();
       this.children.add(child);
-      Object.assign(slot, { child, pid: child.pid ?? 0, ready: false, crash: null, drainReason: null });
+      Object.assign(slot, { pid: child.pid ?? 0, ready: false, crash: null, drainReason: null });
       const who = () => `worker #${slot.index} (pid ${child.pid})`;
       let settled = false;
       let becameReady = false;
@@ -279,10 +273,7 @@ export class Supervisor {
       child.on('error', (err) => fail(new StartupError(`${who()}: ${err.message}`)));
       child.on('exit', (code, signal) => {
         this.children.delete(child);
-        if (slot.child === child) {
-          slot.child = null;
-          slot.ready = false;
-        }
+        if (slot.pid === child.pid) slot.ready = false;
         if (!becameReady) {
           // A start that failed (reported and retried by the caller), or this exit is the failure.
           const why = signal ? `killed by ${signal}` : `exit code ${code}`;

@@ -61,6 +61,7 @@ export async function lockPort(host: string, port: number): Promise<PortLock> {
     const holder = await holderPid(name);
     throw listenError(host, port, `address already in use${holder ? ` (gw pid ${holder} is serving it)` : ''}`);
   }
+  srv.on('error', () => {}); // a peer that goes away mid-answer is no concern of the lock
   srv.unref();
   return {
     release() {
