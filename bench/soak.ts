@@ -13,9 +13,9 @@
  *   flap      GET /flap          json endpoint on a backend that refuses / accepts connections
  *             GET /noop/flap     no-op on the same flapping backend (alternating every 3 s)
  *
- * Samples gw's VmRSS and open fds (/proc/<pid>) at start, every 30 s and at the end (after the
- * traffic stopped and settled), prints a table and a verdict: growth beyond noise is RSS +20%
- * or fds +50 against the first sample after the warm-up (min(60 s, 25% of the run)).
+ * Samples gw's VmRSS and open fds (/proc/<pid>: the supervisor and its worker processes) at start,
+ * every 30 s and at the end (after the traffic stopped and settled), prints a table and a verdict:
+ * growth beyond noise is RSS +20% or fds +50 against the first sample after the warm-up (min(60 s, 25% of the run)).
  * Exits 0 when there is no growth and gw shut down cleanly (SIGTERM → exit 0), 1 otherwise.
  */
 import fs from 'node:fs';
@@ -24,7 +24,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent } from 'undici';
-import { HOST, rssKiB, sleep, startChild, stopAll, type Child } from './lib/procs.js';
+import { HOST, processTree, rssKiB, sleep, startChild, stopAll, type Child } from './lib/procs.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const GW_BIN = path.join(ROOT, 'dist', 'cli', 'gw.js');
@@ -318,12 +318,17 @@ interface Sample {
   requests: number;
 }
 
+/** Open fds of gw: the supervisor and its worker processes. */
 function fdCount(pid: number): number {
-  try {
-    return fs.readdirSync(`/proc/${pid}/fd`).length;
-  } catch {
-    return -1;
+  let n = 0;
+  for (const p of processTree(pid)) {
+    try {
+      n += fs.readdirSync(`/proc/${p}/fd`).length;
+    } catch {
+      return -1;
+    }
   }
+  return n;
 }
 
 function totalSent(): number {
@@ -392,8 +397,8 @@ async function main(): Promise<void> {
   gw.proc.stdout!.on('data', (d: string) => {
     for (let i = d.indexOf('"level":50'); i !== -1; i = d.indexOf('"level":50', i + 1)) errorLines++;
   });
-  // the workers line comes after the last worker started
-  for (let i = 0; i < 100 && WORKERS > 1 && !/workers listening/.test(gw.output()); i++) await sleep(50);
+  // every worker process started (the log level hides the workers line)
+  for (let i = 0; i < 100 && processTree(gw.pid).length < WORKERS + 1; i++) await sleep(50);
 
   const pid = gw.pid;
   const samples: Sample[] = [];

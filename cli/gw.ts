@@ -5,13 +5,11 @@
 import { Command, Option } from 'commander';
 import os from 'node:os';
 import process from 'node:process';
-import { startCluster, type Cluster, type StartupError } from '../core/cluster.js';
-import { buildGateway } from '../core/gateway.js';
-import { ConfigError, loadConfig } from '../core/config/load.js';
+import { preforkWorker, Supervisor, type StartupError } from '../core/cluster.js';
+import { loadConfig, normaliseConfig, readConfigFile } from '../core/config/load.js';
 import { formatDuration } from '../core/config/duration.js';
 import type { ServiceConfig } from '../core/config/types.js';
-import { createLogger, guardRejections, type Logger } from '../core/log.js';
-import { UwsLoadError } from '../core/router/uws.js';
+import { createLogger, type Logger } from '../core/log.js';
 import { GW_VERSION, KRAKEND_COMPAT_VERSION } from '../core/version.js';
 import { addTestPluginCommand } from './test-plugin.js';
 
@@ -51,9 +49,14 @@ async function run(flags: RunFlags): Promise<void> {
     console.log(PROVIDE_CONFIG);
     return;
   }
+  preforkWorker();
   let cfg: ServiceConfig;
+  let rawConfig: string;
   try {
-    cfg = loadConfig(flags.config);
+    const raw = readConfigFile(flags.config);
+    // Kept as read: every worker, replacements included, runs this config even if the file changes.
+    rawConfig = JSON.stringify(raw);
+    cfg = normaliseConfig(raw, flags.config);
   } catch (err) {
     console.error(`ERROR parsing the configuration file: ${(err as Error).message}`);
     process.exitCode = 255;
@@ -64,88 +67,55 @@ async function run(flags: RunFlags): Promise<void> {
   logger.info(`Working directory is ${process.cwd()}`);
   logger.info('Starting the KrakenD instance');
   for (const w of cfg.warnings) logger.warn(w);
-  const workers = workerCount(flags, cfg);
-  if (workers > 1) return runCluster(flags, cfg, logger, workers);
-  guardRejections(logger);
-  let gw;
-  try {
-    gw = await buildGateway(cfg, { logger, debug: (flags.debug ?? 0) > 0, port: flags.port ? Number(flags.port) : 0 });
-    await gw.listen();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`ERROR parsing the configuration file: ${err.message}`);
-      process.exitCode = 255;
-    } else if (err instanceof UwsLoadError) {
-      console.error(`ERROR starting the gateway: ${err.message}`);
-      process.exitCode = 1;
-    } else {
-      console.error(`ERROR starting the gateway: ${(err as Error).message}`);
-      process.exitCode = 1;
-    }
-    await gw?.close(0).catch(() => {});
-    return;
-  }
+  const waitMs = cfg.maxShutdownWaitMs || 10_000;
+  const supervisor = new Supervisor({
+    workers: workerCount(flags, cfg),
+    configFile: flags.config,
+    rawConfig,
+    debug: (flags.debug ?? 0) > 0,
+    port: Number(flags.port) || cfg.port,
+    host: cfg.listenIp,
+    logLevel: flags.logLevel,
+    logFormat: flags.logFormat,
+    logger,
+  });
+  // Signals are handled from the start: a stop that arrives while workers boot stops those too.
+  // Ctrl-C signals every worker as well (same process group); they treat it and the supervisor's
+  // `shutdown` message as one stop request.
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {
-      logger.warn(`Signal intercepted again: ${signal}; exiting now`);
+      logger.warn(`Signal intercepted again: ${SIGNALS[signal]}; killing the workers`);
+      supervisor.kill();
       process.exit(1);
     }
     stopping = true;
-    logger.info(`Signal intercepted: ${signal === 'SIGINT' ? 'interrupt' : 'terminated'}`);
-    gw.close(cfg.maxShutdownWaitMs || 10_000).then(
-      () => process.exit(0),
-      (err: Error) => {
-        logger.error(`shutdown: ${err.message}`);
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
-}
-
-/** `--workers`, else `extra_config["gw/server"].workers`, else one per available core. */
-function workerCount(flags: RunFlags, cfg: ServiceConfig): number {
-  const n = flags.workers !== undefined ? Number(flags.workers) : cfg.limits.workers || os.availableParallelism();
-  return Number.isInteger(n) && n > 0 ? Math.min(n, 256) : 1;
-}
-
-async function runCluster(flags: RunFlags, cfg: ServiceConfig, logger: Logger, workers: number): Promise<void> {
-  // Signals are handled from the start: a stop that arrives while workers boot drains those up.
-  let cluster: Cluster | null = null;
-  let stopping = false;
-  const stop = (signal: NodeJS.Signals) => {
-    if (stopping) process.exit(1);
-    stopping = true;
-    logger.info(`Signal intercepted: ${signal === 'SIGINT' ? 'interrupt' : 'terminated'}`);
-    if (cluster === null) return; // startCluster() is still running; handled below
-    cluster.close(cfg.maxShutdownWaitMs || 10_000).then(() => {
-      logger.info('[SERVICE: Gin] Router execution ended');
-      process.exit(0);
+    const closed = supervisor.close(waitMs); // first: the workers stop listening now
+    logger.info(`Signal intercepted: ${SIGNALS[signal]}`);
+    void closed.then((code) => {
+      logger.info('[SERVICE: Workers] all workers stopped');
+      process.exit(code);
     });
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+  process.on('SIGHUP', () => logger.warn('Signal intercepted: hangup; reloading is not supported yet, still serving'));
   try {
-    cluster = await startCluster({
-      workers,
-      configFile: flags.config!,
-      debug: (flags.debug ?? 0) > 0,
-      port: flags.port ? Number(flags.port) : cfg.port,
-      logLevel: flags.logLevel,
-      logFormat: flags.logFormat,
-      logger,
-    });
+    await supervisor.start();
   } catch (err) {
     const e = err as StartupError;
     console.error(`${e.config ? 'ERROR parsing the configuration file' : 'ERROR starting the gateway'}: ${e.message}`);
     process.exit(e.config ? 255 : 1);
   }
-  if (stopping) {
-    stopping = false;
-    stop('SIGTERM');
-  }
+  void supervisor.gaveUp.then((code) => process.exit(code));
+}
+
+const SIGNALS: Partial<Record<NodeJS.Signals, string>> = { SIGINT: 'interrupt', SIGTERM: 'terminated' };
+
+/** `--workers`, else `extra_config["gw/server"].workers`, else one per available core. */
+function workerCount(flags: RunFlags, cfg: ServiceConfig): number {
+  const n = flags.workers !== undefined ? Number(flags.workers) : cfg.limits.workers || os.availableParallelism();
+  return Number.isInteger(n) && n > 0 ? Math.min(n, 256) : 1;
 }
 
 interface CheckFlags {
@@ -172,6 +142,8 @@ async function check(flags: CheckFlags): Promise<void> {
   // Build the pipes as `run` would (plugins are loaded and their factories called), without listening.
   const logger = createLogger({ level: (flags.debug ?? 0) > 1 ? 'DEBUG' : 'ERROR', format: 'auto' });
   try {
+    // Loaded here only: `gw run`'s supervisor never builds a gateway (its workers do).
+    const { buildGateway } = await import('../core/gateway.js');
     const gw = await buildGateway(cfg, { logger });
     await gw.close(0);
   } catch (err) {
@@ -218,7 +190,7 @@ export function program(): Command {
     .option('-c, --config <file>', 'Path to the configuration file')
     .option('-d, --debug', 'Enables the /__debug/ endpoint (the log level is unchanged)', count, 0)
     .option('-p, --port <port>', 'Listening port for the http service')
-    .option('-w, --workers <n>', 'Worker threads sharing the port (default: one per core; 1 = in-process)')
+    .option('-w, --workers <n>', 'Worker processes sharing the port, supervised and replaced when they die (default: one per core)')
     .addOption(new Option('--log-level <level>', 'Overrides telemetry/logging.level').choices(['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL', 'debug', 'info', 'warning', 'error', 'critical']))
     .addOption(new Option('--log-format <format>', 'Log output format').choices(['auto', 'json', 'pretty']).default('auto'))
     .action((flags: RunFlags) => run(flags));

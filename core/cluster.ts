@@ -1,116 +1,339 @@
 /**
- * `gw run` with N > 1 workers: the main thread starts N worker threads on one port, reports
- * start-up errors, replaces workers that die, and drains them all on shutdown.
+ * `gw run`'s supervisor: N worker *processes* (core/worker.ts) share one port, each with its own
+ * uWS listener. This process serves no traffic; it checks the port (core/port.ts), starts the
+ * workers, replaces the ones that die, and stops them all on shutdown.
+ *
+ * Replacement: a worker that dies (crash, kill -9, or a signal sent to it alone) costs that worker
+ * only; the others keep the port served. It is replaced after a backoff per worker slot: 100 ms,
+ * doubling up to 5 s, back to 100 ms once a worker has run 30 s. A replacement that fails to
+ * start is retried on the same backoff, forever while other workers serve the port; when none
+ * does and 10 starts in a row failed, the supervisor gives up and exits 1 (the process manager
+ * takes it from there). Workers that crash after starting are always replaced: giving up on them
+ * would hand whoever triggers the crash a way to stop the gateway.
  */
-import { Worker } from 'node:worker_threads';
+import { fork, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Logger } from './log.js';
-import type { WorkerInit, WorkerMessage } from './worker.js';
+import { lockPort, probePort, type PortLock } from './port.js';
+import { CRASH_EXIT_CODE, type FromWorker, type ToWorker, type WorkerInit } from './ipc.js';
 
-export interface ClusterOptions {
+export interface SupervisorOptions {
   workers: number;
   configFile: string;
+  /** The config text read at start-up; every worker (and replacement) runs this one. */
+  rawConfig: string;
   debug: boolean;
+  /** 0 = ephemeral: the first worker binds, the others join its port. */
   port: number;
+  /** `listen_ip`, '' for every interface. */
+  host: string;
   logLevel?: string;
   logFormat?: string;
   logger: Logger;
 }
 
-export interface Cluster {
-  readonly port: number;
-  /** Drains every worker (each waits up to waitMs for its in-flight requests). */
-  close(waitMs: number): Promise<void>;
-}
-
 export class StartupError extends Error {
   constructor(
     message: string,
-    readonly config: boolean,
+    readonly config = false,
+    readonly listen = false,
   ) {
     super(message);
   }
 }
 
-const WORKER_URL = new URL('./worker.js', import.meta.url);
-const MAX_RESTARTS = 5;
-const RESTART_WINDOW_MS = 30_000;
+// worker.js next to this file (worker.ts when gw runs from source under a TS loader).
+const WORKER_FILE = fileURLToPath(new URL(`./worker${path.extname(fileURLToPath(import.meta.url))}`, import.meta.url));
+const MIN_DELAY_MS = 100;
+const MAX_DELAY_MS = 5000;
+const STABLE_MS = 30_000;
+const START_TIMEOUT_MS = 30_000;
+const GIVE_UP_AFTER = 10;
+/** Past the drain wait, how long a worker gets to close its pools before it is killed. */
+const CLOSE_GRACE_MS = 5000;
 
-export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
-  const { logger } = opts;
-  const workers = new Set<Worker>();
-  let closing = false;
-  const restarts: number[] = [];
+interface Forked {
+  child: ChildProcess;
+  hello: boolean;
+}
 
-  const spawn = (index: number, port: number, quietStart: boolean): Promise<{ worker: Worker; port: number }> =>
-    new Promise((resolve, reject) => {
+// Workers inherit node's flags (`--cpu-prof` profiles each process), but a debugger flag would
+// make every worker claim the supervisor's inspector port: each gets a free one instead (Node
+// prints its address).
+const WORKER_EXEC_ARGV = process.execArgv
+  .filter((a) => !a.startsWith('--inspect-port'))
+  .map((a) => (/^--inspect(-brk|-wait)?(=|$)/.test(a) ? '--inspect=127.0.0.1:0' : a));
+
+function forkWorker(): Forked {
+  const child = fork(WORKER_FILE, [], { execArgv: WORKER_EXEC_ARGV, stdio: ['inherit', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
+  const f: Forked = { child, hello: false };
+  child.on('message', (m: FromWorker) => {
+    if (m.type === 'hello') f.hello = true;
+  });
+  return f;
+}
+
+let spare: Forked | null = null;
+
+/**
+ * Forks the first worker before the supervisor has even read the config, so that the worker's
+ * module loading overlaps the supervisor's (about half of `gw run`'s start-up). Unreferenced until
+ * used: an unused spare never keeps the supervisor alive, and exits when the supervisor does.
+ */
+export function preforkWorker(): void {
+  if (spare !== null) return;
+  spare = forkWorker();
+  spare.child.on('error', () => {});
+  spare.child.unref();
+  spare.child.channel?.unref();
+}
+
+interface Slot {
+  readonly index: number;
+  pid: number;
+  ready: boolean;
+  readyAt: number;
+  delay: number;
+  failures: number;
+  timer: NodeJS.Timeout | null;
+  /** What the current worker reported before it went: a crash, or the signal it received. */
+  crash: string | null;
+  drainReason: string | null;
+}
+
+const ms = (n: number) => (n < 1000 ? `${n} ms` : `${n / 1000} s`);
+
+export class Supervisor {
+  /** The bound port (known once the first worker listens). */
+  port = 0;
+  /** Resolves with the exit code when the supervisor gave up (no worker can be started). */
+  readonly gaveUp: Promise<number>;
+  private giveUp!: (code: number) => void;
+  private readonly slots: Slot[];
+  private readonly children = new Set<ChildProcess>();
+  private lock: PortLock | null = null;
+  private closing = false;
+  private closed: Promise<number> | null = null;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: SupervisorOptions) {
+    this.log = opts.logger;
+    this.slots = Array.from({ length: opts.workers }, (_, index) => ({
+      index, pid: 0, ready: false, readyAt: 0, delay: MIN_DELAY_MS, failures: 0, timer: null, crash: null, drainReason: null,
+    }));
+    this.gaveUp = new Promise((resolve) => (this.giveUp = resolve));
+  }
+
+  /** Checks the port, starts every worker; rejects with a StartupError (all workers stopped). */
+  async start(): Promise<void> {
+    const host = this.opts.host;
+    try {
+      if (this.opts.port !== 0) {
+        this.lock = await lockPort(host, this.opts.port);
+        await probePort(host, this.opts.port);
+      }
+      // The first worker binds (an ephemeral port, maybe); the others join the bound port.
+      this.port = await this.startOne(this.slots[0]!, this.opts.port, false);
+      if (this.opts.port === 0) this.lock = await lockPort(host, this.port);
+      await Promise.all(this.slots.slice(1).map((s) => this.startOne(s, this.port, true)));
+    } catch (err) {
+      if (this.closing) return; // a signal arrived during start-up: close() stops what started
+      this.kill();
+      throw err instanceof StartupError ? err : new StartupError((err as Error).message);
+    }
+    if (this.closing) return;
+    this.log.info(`[SERVICE: Workers] ${this.opts.workers} ${this.opts.workers === 1 ? 'worker' : 'workers'} listening on port ${this.port}`);
+  }
+
+  /**
+   * Every worker stops listening at once and drains (up to `waitMs`); resolves with 0 when all
+   * exited on their own, 1 when some had to be killed. Idempotent.
+   */
+  close(waitMs: number): Promise<number> {
+    this.closing = true;
+    this.closed ??= (async () => {
+      for (const s of this.slots) if (s.timer !== null) clearTimeout(s.timer);
+      const exits = [...this.children].map((c) => this.stopChild(c, waitMs));
+      const killed = (await Promise.all(exits)).some(Boolean);
+      this.lock?.release();
+      return killed ? 1 : 0;
+    })();
+    return this.closed;
+  }
+
+  /** Kills every worker now (a second signal, or a failed start). */
+  kill(): void {
+    this.closing = true;
+    for (const s of this.slots) if (s.timer !== null) clearTimeout(s.timer);
+    for (const c of this.children) c.kill('SIGKILL');
+    this.lock?.release();
+  }
+
+  /** Resolves true when the worker had to be killed. */
+  private stopChild(c: ChildProcess, waitMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      if (c.exitCode !== null || c.signalCode !== null) return resolve(false);
+      const t = setTimeout(() => {
+        this.log.error(`[SERVICE: Workers] worker pid ${c.pid} did not stop within ${ms(waitMs + CLOSE_GRACE_MS)}; killing it`);
+        c.kill('SIGKILL');
+        resolve(true);
+      }, waitMs + CLOSE_GRACE_MS);
+      c.once('exit', () => {
+        clearTimeout(t);
+        resolve(false);
+      });
+      if (c.connected) c.send({ type: 'shutdown', waitMs } satisfies ToWorker, () => {});
+      else c.kill('SIGTERM');
+    });
+  }
+
+  private serving(): number {
+    return this.slots.filter((s) => s.ready).length;
+  }
+
+  /**
+   * spawn(), logging the worker's pid once it listens. A failed bind is explained with the
+   * kernel's reason: while none of our workers holds the port, a plain bind says why.
+   */
+  private async startOne(slot: Slot, port: number, quiet: boolean, replaces = 0): Promise<number> {
+    let bound: number;
+    try {
+      bound = await this.spawn(slot, port, quiet);
+    } catch (err) {
+      if (!(err instanceof StartupError) || !err.listen || port === 0 || this.serving() > 0) throw err;
+      const reason = await probePort(this.opts.host, port).then(
+        () => null,
+        (e: Error) => e.message,
+      );
+      throw reason === null ? err : new StartupError(reason, false, true);
+    }
+    if (!this.closing) {
+      this.log.info(`[SERVICE: Workers] worker #${slot.index} (pid ${slot.pid}) listening on port ${bound}${replaces ? ` (replaces pid ${replaces})` : ''}`);
+    }
+    return bound;
+  }
+
+  /** Forks one worker into `slot`; resolves with its bound port once it listens. */
+  private spawn(slot: Slot, port: number, quietStart: boolean): Promise<number> {
+    return new Promise((resolve, reject) => {
+      if (this.closing) return reject(new StartupError('gw is stopping'));
       const init: WorkerInit = {
-        index, configFile: opts.configFile, debug: opts.debug, port, logLevel: opts.logLevel, logFormat: opts.logFormat, quietStart,
+        index: slot.index, configFile: this.opts.configFile, rawConfig: this.opts.rawConfig, debug: this.opts.debug, port,
+        logLevel: this.opts.logLevel, logFormat: this.opts.logFormat, quietStart,
       };
-      const w = new Worker(WORKER_URL, { workerData: init });
-      let ready = false;
-      w.on('message', (m: WorkerMessage) => {
-        if (m.type === 'ready') {
-          ready = true;
-          workers.add(w);
-          resolve({ worker: w, port: m.port });
-        } else if (m.type === 'fatal') {
-          reject(new StartupError(m.message, m.config));
+      const forked = spare ?? forkWorker();
+      spare = null;
+      const child = forked.child;
+      child.ref();
+      child.channel?.ref();
+      this.children.add(child);
+      Object.assign(slot, { pid: child.pid ?? 0, ready: false, crash: null, drainReason: null });
+      const who = () => `worker #${slot.index} (pid ${child.pid})`;
+      let settled = false;
+      let becameReady = false;
+      const fail = (e: StartupError) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        child.kill('SIGKILL');
+        reject(e);
+      };
+      const timer = setTimeout(() => fail(new StartupError(`${who()} did not start within ${ms(START_TIMEOUT_MS)}`)), START_TIMEOUT_MS);
+      if (forked.hello) child.send({ type: 'init', init } satisfies ToWorker, () => {});
+      child.on('message', (m: FromWorker) => {
+        switch (m.type) {
+          case 'hello':
+            child.send({ type: 'init', init } satisfies ToWorker, () => {});
+            break;
+          case 'ready':
+            if (settled) break;
+            settled = true;
+            becameReady = true;
+            clearTimeout(timer);
+            slot.ready = true;
+            slot.readyAt = Date.now();
+            resolve(m.port);
+            break;
+          case 'fatal':
+            fail(new StartupError(m.message, m.config, m.listen));
+            break;
+          case 'crash':
+            slot.crash = m.message;
+            fail(new StartupError(`${who()} crashed while starting: ${m.message}`));
+            break;
+          case 'draining':
+            slot.drainReason = m.reason;
+            slot.ready = false;
+            if (!this.closing) this.log.warn(`[SERVICE: Workers] ${who()} received ${m.reason}: it stops listening, drains and exits; it will be replaced`);
+            break;
         }
       });
-      w.on('error', (err) => {
-        if (!ready) reject(new StartupError(err.message, false));
-        else logger.error(`[SERVICE: Workers] worker #${index} failed: ${err.stack ?? err.message}`);
-      });
-      w.on('exit', (code) => {
-        workers.delete(w);
-        if (!ready) {
-          reject(new StartupError(`worker #${index} exited with code ${code} during start-up`, false));
+      // A failed fork, or an IPC write to a worker that just died; the exit event follows.
+      child.on('error', (err) => fail(new StartupError(`${who()}: ${err.message}`)));
+      child.on('exit', (code, signal) => {
+        this.children.delete(child);
+        if (slot.pid === child.pid) slot.ready = false;
+        if (!becameReady) {
+          // A start that failed (reported and retried by the caller), or this exit is the failure.
+          const why = signal ? `killed by ${signal}` : `exit code ${code}`;
+          fail(new StartupError(`${who()} exited while starting (${why})`));
           return;
         }
-        if (closing) return;
-        logger.error(`[SERVICE: Workers] worker #${index} exited with code ${code}; starting a replacement`);
-        const now = Date.now();
-        restarts.push(now);
-        while (restarts.length && restarts[0]! < now - RESTART_WINDOW_MS) restarts.shift();
-        if (restarts.length > MAX_RESTARTS) {
-          logger.fatal(`[SERVICE: Workers] ${restarts.length} workers died within ${RESTART_WINDOW_MS / 1000}s; giving up`);
-          process.exit(1);
-        }
-        spawn(index, boundPort, true).catch((err: Error) => {
-          logger.fatal(`[SERVICE: Workers] cannot replace worker #${index}: ${err.message}`);
-          process.exit(1);
-        });
+        if (!this.closing) this.replaceLater(slot, child.pid ?? 0, code, signal);
       });
     });
-
-  // The first worker binds (possibly an ephemeral port); the others join the same port.
-  const first = await spawn(0, opts.port, false);
-  let boundPort = first.port;
-  try {
-    await Promise.all(Array.from({ length: opts.workers - 1 }, (_, i) => spawn(i + 1, boundPort, true)));
-  } catch (err) {
-    closing = true;
-    await Promise.allSettled([...workers].map((w) => w.terminate()));
-    throw err;
   }
-  logger.info(`[SERVICE: Workers] ${opts.workers} workers listening on port ${boundPort}`);
 
-  return {
-    port: boundPort,
-    async close(waitMs: number) {
-      closing = true;
-      await Promise.allSettled(
-        [...workers].map(
-          (w) =>
-            new Promise<void>((resolve) => {
-              w.once('exit', () => resolve());
-              w.on('message', (m: WorkerMessage) => m.type === 'closed' && resolve());
-              w.postMessage({ type: 'shutdown', waitMs });
-              // A worker that does not drain in time is given up on.
-              setTimeout(resolve, waitMs + 2000).unref();
-            }),
-        ),
+  private replaceLater(slot: Slot, pid: number, code: number | null, signal: NodeJS.Signals | null): void {
+    if (Date.now() - slot.readyAt >= STABLE_MS) slot.delay = MIN_DELAY_MS;
+    const how = signal !== null ? `killed by ${signal}` : `exit code ${code}`;
+    const cause = slot.crash !== null ? ` after ${slot.crash}` : slot.drainReason !== null ? ` after it received ${slot.drainReason}` : '';
+    const planned = code === 0 && slot.drainReason !== null;
+    const line = `[SERVICE: Workers] worker #${slot.index} (pid ${pid}) ${planned ? 'exited' : 'died'}: ${how}${cause}; ` +
+      `starting a replacement in ${ms(slot.delay)} (${this.serving()} of ${this.opts.workers} workers serving port ${this.port})`;
+    if (planned) this.log.warn(line);
+    else this.log.error(line);
+    if (code === CRASH_EXIT_CODE && slot.crash === null) {
+      this.log.error(`[SERVICE: Workers] worker #${slot.index} (pid ${pid}) reported nothing before dying; see its CRITICAL line above`);
+    }
+    this.schedule(slot, pid);
+  }
+
+  private schedule(slot: Slot, oldPid: number): void {
+    const wait = slot.delay;
+    slot.delay = Math.min(slot.delay * 2, MAX_DELAY_MS);
+    slot.timer = setTimeout(() => {
+      slot.timer = null;
+      void this.replace(slot, oldPid);
+    }, wait);
+  }
+
+  private async replace(slot: Slot, oldPid: number): Promise<void> {
+    if (this.closing) return;
+    try {
+      await this.startOne(slot, this.port, true, oldPid);
+    } catch (err) {
+      if (this.closing) return;
+      slot.failures++;
+      const message = (err as Error).message;
+      const serving = this.serving();
+      if (serving === 0 && slot.failures >= GIVE_UP_AFTER) {
+        this.log.critical(
+          `[SERVICE: Workers] no worker is serving port ${this.port} and worker #${slot.index} failed to start ${slot.failures} times in a row ` +
+            `(last: ${message}); giving up`,
+        );
+        this.kill();
+        this.giveUp(1);
+        return;
+      }
+      this.log.error(
+        `[SERVICE: Workers] worker #${slot.index} could not be started: ${message}; retrying in ${ms(slot.delay)} ` +
+          `(${serving} of ${this.opts.workers} workers serving port ${this.port})`,
       );
-    },
-  };
+      this.schedule(slot, oldPid);
+      return;
+    }
+    slot.failures = 0;
+  }
 }

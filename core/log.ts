@@ -61,13 +61,3 @@ export function createLogger(opts: LoggerOptions): Logger {
   }
   return pino(options, (opts.destination as pino.DestinationStream | undefined) ?? pino.destination({ fd: 1, sync: true }));
 }
-
-/**
- * A safety net: a promise rejection nothing handled is a gw bug, but one request must never take
- * the process (and every connection on it) down. It is logged at CRITICAL with its stack instead.
- */
-export function guardRejections(logger: Logger): void {
-  process.on('unhandledRejection', (err) => {
-    logger.critical(`unhandled rejection (a bug: please report it): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  });
-}

@@ -1,56 +1,146 @@
 /**
- * Worker-thread entry: each worker builds its own gateway (own uWS app, own undici pools, own
- * plugins) from the same file and listens on the same port; the kernel spreads connections
- * across them (SO_REUSEPORT, uSockets' default on Linux). The main thread (core/cluster.ts)
- * supervises: start-up errors, restarts, shutdown.
+ * Worker process entry (forked by core/cluster.ts, talks to it over the IPC channel): builds its
+ * own gateway (own uWS app, own undici pools, own plugins) from the config text the supervisor
+ * read, and listens on the shared port; the kernel spreads connections across the workers
+ * (SO_REUSEPORT, uSockets' default on Linux).
+ *
+ * - SIGTERM / SIGINT (sent to this worker alone, or to the whole process group by Ctrl-C) or the
+ *   supervisor's `shutdown`: close the listen socket at once, drain the requests in flight (up to
+ *   max_shutdown_wait_time), close the pools, exit 0. A second signal exits at once.
+ * - SIGHUP: logged, ignored. IPC channel closed (the supervisor is gone): drain and exit, so no
+ *   worker outlives its supervisor holding the port.
+ * - Last resort: an uncaught exception or unhandled rejection is a gw bug after which this
+ *   worker's state cannot be trusted; it is logged with the requests in flight, reported to the
+ *   supervisor, and the worker exits (70); the supervisor starts a replacement.
  */
-import { parentPort, workerData } from 'node:worker_threads';
-import { ConfigError, loadConfig } from './config/load.js';
+import { ConfigError, normaliseConfig } from './config/load.js';
 import { buildGateway, type Gateway } from './gateway.js';
-import { createLogger, guardRejections, toPinoLevel } from './log.js';
+import { CRASH_EXIT_CODE, type FromWorker, type ToWorker, type WorkerInit } from './ipc.js';
+import { createLogger, toPinoLevel, type Logger } from './log.js';
 
-export interface WorkerInit {
-  index: number;
-  configFile: string;
-  debug: boolean;
-  port: number;
-  logLevel?: string;
-  logFormat?: string;
-  /** Only the first worker logs its start-up at DEBUG/INFO; the others start quietly. */
-  quietStart: boolean;
-}
+const SIGNAL_NAMES: Partial<Record<NodeJS.Signals, string>> = { SIGINT: 'interrupt', SIGTERM: 'terminated', SIGHUP: 'hangup' };
 
-export type WorkerMessage =
-  | { type: 'ready'; port: number }
-  | { type: 'fatal'; message: string; config: boolean }
-  | { type: 'closed' };
+let init: WorkerInit | null = null;
+let gw: Gateway | null = null;
+let logger: Logger | null = null;
+let tag = `[SERVICE: Workers] worker (pid ${process.pid})`;
+let waitMs = 10_000;
+let draining = false;
+let signals = 0;
+let dying = false;
 
-async function main(): Promise<void> {
-  const init = workerData as WorkerInit;
-  const port = parentPort!;
-  let gw: Gateway | null = null;
-  try {
-    const cfg = loadConfig(init.configFile);
-    const level = init.logLevel ?? cfg.logging.level;
-    const logger = createLogger({ level: init.quietStart ? 'WARNING' : level, prefix: cfg.logging.prefix, format: init.logFormat });
-    guardRejections(logger);
-    gw = await buildGateway(cfg, { logger, debug: init.debug, port: init.port });
-    const bound = await gw.listen();
-    logger.level = toPinoLevel(level);
-    const g = gw;
-    port.on('message', (m: { type: string; waitMs?: number }) => {
-      if (m.type === 'shutdown') {
-        // The main thread ends the process once every worker reported 'closed'; a worker does not
-        // exit by itself while uWS's loop handles are open (Node aborts on that).
-        g.close(m.waitMs).finally(() => port.postMessage({ type: 'closed' } satisfies WorkerMessage));
-      }
-    });
-    port.postMessage({ type: 'ready', port: bound } satisfies WorkerMessage);
-  } catch (err) {
-    port.postMessage({ type: 'fatal', message: (err as Error).message, config: err instanceof ConfigError } satisfies WorkerMessage);
-    await gw?.close(0).catch(() => {});
-    process.exit(1);
+function send(m: FromWorker, then?: () => void): void {
+  if (process.connected) {
+    process.send!(m, undefined, {}, () => then?.());
+  } else {
+    then?.();
   }
 }
 
-void main();
+function log(level: 'info' | 'warn' | 'error' | 'critical', msg: string): void {
+  try {
+    if (logger !== null) logger[level](msg);
+    else console.error(msg);
+  } catch {
+    /* stdout gone: nothing left to tell */
+  }
+}
+
+function lastResort(kind: string, err: unknown): void {
+  if (dying) return; // a second error while reporting the first
+  dying = true;
+  let inflight: string[] = [];
+  try {
+    inflight = gw?.describeInflight() ?? [];
+  } catch {
+    /* the gateway's state may be what broke */
+  }
+  const context = inflight.length > 0 ? `${inflight.length} request(s) in flight:\n  ${inflight.join('\n  ')}` : 'no request in flight known';
+  const stack = err instanceof Error ? (err.stack ?? err.message) : String(err);
+  log('critical', `${tag}: ${kind} (a bug: please report it); the worker exits and is replaced; ${context}\n${stack}`);
+  const summary = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  const exit = () => process.exit(CRASH_EXIT_CODE);
+  // The report is a few bytes on a local channel; the timer only covers a channel that hangs.
+  setTimeout(exit, 1000);
+  send({ type: 'crash', message: `${kind}: ${summary.split('\n')[0]!.slice(0, 500)}` }, exit);
+}
+
+process.on('uncaughtException', (err) => lastResort('uncaught exception', err));
+process.on('unhandledRejection', (reason) => lastResort('unhandled rejection', reason));
+
+/** Stops listening now, drains, exits 0 (1 when the drain itself failed). Idempotent. */
+function drain(): void {
+  if (draining) return;
+  draining = true;
+  if (gw === null) process.exit(0); // still starting: nothing is in flight
+  // Bounded even if closing hangs: the drain wait, then a grace for the pools.
+  setTimeout(() => process.exit(1), waitMs + 5000).unref();
+  gw!.close(waitMs).then(
+    () => process.exit(0),
+    (err: Error) => {
+      log('error', `${tag}: shutdown: ${err.message}`);
+      process.exit(1);
+    },
+  );
+}
+
+function onSignal(signal: NodeJS.Signals): void {
+  // Only signals count towards "second signal": with Ctrl-C the supervisor's `shutdown` message
+  // and this worker's own SIGINT are one stop request, in either order.
+  if (++signals > 1) {
+    log('warn', `${tag}: signal intercepted again: ${SIGNAL_NAMES[signal]}; exiting now`);
+    process.exit(1);
+  }
+  if (draining) return;
+  log('info', `${tag}: signal intercepted: ${SIGNAL_NAMES[signal]}; draining`);
+  send({ type: 'draining', reason: signal });
+  drain();
+}
+
+process.on('SIGTERM', onSignal);
+process.on('SIGINT', onSignal);
+process.on('SIGHUP', () => log('warn', `${tag}: signal intercepted: hangup; reloading is not supported yet, still serving`));
+process.on('disconnect', () => {
+  if (init === null) process.exit(0); // a spare the supervisor never used (see preforkWorker)
+  if (draining) return;
+  log('warn', `${tag}: the supervisor is gone (IPC channel closed); draining and exiting`);
+  drain();
+});
+
+process.on('message', (m: ToWorker) => {
+  if (m.type === 'init' && init === null) {
+    init = m.init;
+    void start(m.init);
+  } else if (m.type === 'shutdown') {
+    waitMs = m.waitMs;
+    drain();
+  }
+});
+
+async function start(i: WorkerInit): Promise<void> {
+  tag = `[SERVICE: Workers] worker #${i.index} (pid ${process.pid})`;
+  let listening = false;
+  try {
+    const cfg = normaliseConfig(JSON.parse(i.rawConfig), i.configFile);
+    waitMs = cfg.maxShutdownWaitMs || 10_000;
+    const level = i.logLevel ?? cfg.logging.level;
+    logger = createLogger({ level: i.quietStart ? 'WARNING' : level, prefix: cfg.logging.prefix, format: i.logFormat });
+    gw = await buildGateway(cfg, { logger, debug: i.debug, port: i.port });
+    if (draining) process.exit(0);
+    listening = true;
+    const bound = await gw.listen();
+    logger.level = toPinoLevel(level);
+    if (draining) return; // a stop arrived while binding: drain() already runs
+    send({ type: 'ready', port: bound });
+  } catch (err) {
+    send({ type: 'fatal', message: (err as Error).message, config: err instanceof ConfigError, listen: listening }, () => {
+      void (gw?.close(0) ?? Promise.resolve()).catch(() => {}).finally(() => process.exit(1));
+    });
+  }
+}
+
+if (typeof process.send !== 'function') {
+  console.error('core/worker.js is a gw worker process: it is started by `gw run`');
+  process.exit(2);
+}
+send({ type: 'hello' });

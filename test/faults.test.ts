@@ -4,7 +4,6 @@
 // complete), an ERROR log line naming the endpoint, no hang and no leaked sockets. A client that
 // disconnects aborts the backend request.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -12,6 +11,7 @@ import {
   type Backend,
   type Gateway,
   HOST,
+  fdCount,
   freePort,
   req,
   sendJSON,
@@ -165,10 +165,6 @@ async function errorLogFor(endpoint: string): Promise<string> {
   assert.fail(`no ERROR log line for ${tag}\n--- stdout\n${gw.stdout().slice(-3000)}`);
 }
 
-function fdCount(pid: number): number {
-  return fs.readdirSync(`/proc/${pid}/fd`).length;
-}
-
 /** Sends one request over a raw socket and collects everything until the peer closes. */
 function rawExchange(port: number, data: string, waitMs = 5000): Promise<{ raw: Buffer; closed: boolean; error: string | null; ms: number }> {
   return new Promise((resolve) => {
@@ -310,7 +306,7 @@ describe('client disconnects abort the backend request', () => {
 
 describe('no leaked sockets or timers', () => {
   test('20 rounds of every fault leave the open fd count where it was', async () => {
-    const pid = gw.proc.pid!;
+    const pids = gw.workerPids();
     const paths = ['/refused', '/reset-mid', '/close-no-answer', '/slow-headers', '/invalid-http'];
     const round = () =>
       Promise.all([
@@ -320,11 +316,11 @@ describe('no leaked sockets or timers', () => {
       ]);
     await round();
     await sleep(300);
-    const base = fdCount(pid);
+    const base = fdCount(pids);
     for (let i = 0; i < 20; i++) await round();
     // let the keep-alive connections of the test client go
     await sleep(500);
-    const end = fdCount(pid);
+    const end = fdCount(pids);
     assert.ok(end <= base + 5, `open fds grew from ${base} to ${end}`);
     // and the gateway still answers normally
     assert.equal((await req(gw.port, '/json/ok')).status, 200);

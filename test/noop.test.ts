@@ -123,12 +123,12 @@ describe('no-op', () => {
   });
 
   test('100 MB body streams through; gateway RSS grows < 50 MB', async (t) => {
-    const pid = gw.proc.pid!;
+    const pids = gw.workerPids();
     // warm up the pipe so lazy initialisation is not counted
     const w = await countBytes(gw.port, '/stream?mb=16');
     assert.equal(w.total, 16 * MB);
     await sleep(200);
-    const { result: r, base, peak } = await withPeakRss(pid, 20, () => countBytes(gw.port, '/stream?mb=100'));
+    const { result: r, base, peak } = await withPeakRss(pids, 20, () => countBytes(gw.port, '/stream?mb=100'));
     assert.equal(r.status, 200);
     assert.equal(r.total, 100 * MB, 'byte count');
     assert.ok(r.patternOk, 'body bytes were altered');
@@ -138,13 +138,13 @@ describe('no-op', () => {
   });
 
   test('slow client: pauses reading, then reads all 100 MB (Content-Length); no unbounded buffering', async (t) => {
-    const pid = gw.proc.pid!;
+    const pids = gw.workerPids();
     await sleep(200);
-    const base = rssBytes(pid);
+    const base = rssBytes(pids);
     let peak = base;
     const timer = setInterval(() => {
       try {
-        peak = Math.max(peak, rssBytes(pid));
+        peak = Math.max(peak, rssBytes(pids));
       } catch {
         /* ignore */
       }

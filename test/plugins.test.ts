@@ -419,13 +419,13 @@ describe('streaming', () => {
   }
 
   test('100 MB delegated through a plugin (no-op): exact bytes, RSS growth < 50 MB', async (t) => {
-    const pid = gw.proc.pid!;
+    const pids = gw.workerPids();
     // Warm up the same pipe first (as noop.test.ts does): the first large transfer grows gw's
     // heap/buffers by 20-40 MB with or without a plugin; that one-off is not what is measured.
     const warm = await countBytes('/big?mb=16');
     assert.equal(warm.total, 16 * MB);
     await sleep(200);
-    const { result: r, base, peak } = await withPeakRss(pid, 50, () => countBytes('/big?mb=100'));
+    const { result: r, base, peak } = await withPeakRss(pids, 50, () => countBytes('/big?mb=100'));
     assert.equal(r.status, 200);
     assert.equal(r.total, 100 * MB, 'byte count');
     assert.ok(r.patternOk, 'body bytes were altered');

@@ -1,6 +1,7 @@
 /**
  * Child processes of the bench (backend, gw, reference proxy): started on 127.0.0.1, readiness
- * detected from a stdout line or an HTTP probe, CPU read from /proc, and always stopped: on a
+ * detected from a stdout line or an HTTP probe, CPU and RSS read from /proc (a process and its
+ * children: gw's workers are processes), and always stopped: on a
  * normal end, on an error, on SIGINT/SIGTERM, and (SIGKILL, synchronously) on process exit.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -156,26 +157,63 @@ export function clockTicks(): number {
   return clkTck;
 }
 
-/** utime + stime of a process (all its threads), in clock ticks; null when /proc is unavailable. */
-export function cpuTicks(pid: number): number | null {
-  let stat: string;
-  try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return null;
-  }
-  // The command name (field 2) is in parentheses and may hold spaces: split after the last ')'.
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // rest[0] is field 3 (state); utime is field 14, stime field 15.
-  return Number(rest[11]) + Number(rest[12]);
+/** A process and its descendants (gw's supervisor and its worker processes), via /proc/<pid>/task/<tid>/children. */
+export function processTree(pid: number): number[] {
+  const out: number[] = [];
+  const walk = (p: number) => {
+    out.push(p);
+    let tasks: string[] = [];
+    try {
+      tasks = fs.readdirSync(`/proc/${p}/task`);
+    } catch {
+      return; // gone
+    }
+    const kids = new Set<number>();
+    for (const t of tasks) {
+      try {
+        for (const c of fs.readFileSync(`/proc/${p}/task/${t}/children`, 'utf8').split(' ')) if (c.trim()) kids.add(Number(c));
+      } catch {
+        /* thread gone */
+      }
+    }
+    for (const k of kids) walk(k);
+  };
+  walk(pid);
+  return out;
 }
 
-/** Resident set size in KiB (VmRSS), or null. */
-export function rssKiB(pid: number): number | null {
-  try {
-    const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : null;
-  } catch {
-    return null;
+/**
+ * CPU time of a process and its descendants (gw's workers are child processes), in clock ticks:
+ * utime + stime of each (all threads) + cutime + cstime (children already reaped, e.g. a replaced
+ * worker). Null when /proc is unavailable.
+ */
+export function cpuTicks(pid: number): number | null {
+  let total: number | null = null;
+  for (const p of processTree(pid)) {
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    // The command name (field 2) is in parentheses and may hold spaces: split after the last ')'.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // rest[0] is field 3 (state); utime is field 14, stime 15, cutime 16, cstime 17.
+    total = (total ?? 0) + Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14]);
   }
+  return total;
+}
+
+/** Resident set size in KiB (VmRSS) of a process and its descendants, or null. */
+export function rssKiB(pid: number): number | null {
+  let total: number | null = null;
+  for (const p of processTree(pid)) {
+    try {
+      const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'));
+      if (m) total = (total ?? 0) + Number(m[1]);
+    } catch {
+      /* gone */
+    }
+  }
+  return total;
 }

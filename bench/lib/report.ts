@@ -120,7 +120,7 @@ export function summary(r: Results): string {
     if (e.throughput.length) {
       const t0 = e.throughput[0]!;
       out.push('');
-      out.push(`Throughput (${t0.concurrency} requests in flight, ${t0.seconds.toFixed(1)} s per target; CPU = utime+stime of the process under test)`);
+      out.push(`Throughput (${t0.concurrency} requests in flight, ${t0.seconds.toFixed(1)} s per target; CPU = utime+stime of the process under test and its children: gw's workers)`);
       out.push(
         table(
           ['target', 'req/s', 'CPU µs/req', 'of process', 'backend CPU µs/req', 'RSS'],

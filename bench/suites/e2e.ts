@@ -8,7 +8,8 @@
  *     `rounds` interleaved passes and their samples are pooled, so a slow moment of a shared
  *     machine hits gw and its direct baseline alike.
  *  2. Throughput: a fixed duration per target with `concurrency` requests in flight; requests/s
- *     and the target process's CPU time per request (utime+stime from /proc/<pid>/stat).
+ *     and the target's CPU time per request (utime+stime from /proc/<pid>/stat; for gw, the
+ *     supervisor and its worker processes).
  */
 import fs from 'node:fs';
 import net from 'node:net';

@@ -1,23 +1,12 @@
 // Shared checks for the abuse suite: did the gateway survive, and raw exchanges that report how
 // the connection ended.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import net from 'node:net';
 import { type Gateway, HOST, req } from '../helpers/gw.ts';
 
-/** The gateway's worker processes (its children), sorted; [] when it runs in-process. */
+/** The gateway's worker processes, sorted. */
 export function workerPids(gw: Gateway): number[] {
-  const pid = gw.proc.pid!;
-  const out: number[] = [];
-  try {
-    for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
-      const kids = fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim();
-      if (kids !== '') out.push(...kids.split(/\s+/).map(Number));
-    }
-  } catch {
-    /* gone */
-  }
-  return out.sort((a, b) => a - b);
+  return gw.workerPids().sort((a, b) => a - b);
 }
 
 const CRASH = /uncaught|unhandled|Aborted|core dumped|exited with code|died|internal error/i;

@@ -117,7 +117,8 @@ describe('defect 1: a client body destroyed before anything reads it', () => {
           backend: [{ host: [backend.url], url_pattern: '/x' }],
         },
       ],
-    });
+      // One worker: the queued request must meet the held one in the same pool.
+    }, { args: ['--workers', '1'] });
     pids = workerPids(gw);
   });
   after(async () => {

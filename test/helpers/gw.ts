@@ -162,6 +162,13 @@ export interface Gateway {
   /** Resolves when the process has exited. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Pids of the worker processes now (the supervisor's children), whatever their state. */
+  workerPids(): number[];
+  /**
+   * Waits (bounded) until `count` worker processes listen on the gateway's port; resolves with
+   * their pids, rejects with the gateway output when that does not happen within `timeoutMs`.
+   */
+  waitWorkers(count: number, timeoutMs?: number): Promise<number[]>;
 }
 
 let tmpDir: string | undefined;
@@ -212,6 +219,8 @@ export interface StartOptions {
   readyCheck?: 'health' | 'tcp';
   /** The port the gateway will really listen on, when it differs from config.port (e.g. with `-p`). */
   listenPort?: number;
+  /** Own process group (`detached`), so that a test can signal the group as Ctrl-C does. */
+  detached?: boolean;
 }
 
 /**
@@ -230,6 +239,7 @@ export async function startGateway(config: Record<string, unknown>, opts: StartO
     cwd: ROOT,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: opts.detached ?? false,
   });
   liveProcs.add(proc);
   let out = '';
@@ -264,6 +274,18 @@ export async function startGateway(config: Record<string, unknown>, opts: StartO
       }
       return exited;
     },
+    workerPids: () => (proc.pid === undefined ? [] : childPids(proc.pid)),
+    async waitWorkers(count: number, timeoutMs = 10_000) {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const pids = listeningChildren(proc.pid!, port);
+        if (pids.length === count) return pids;
+        if (Date.now() > until || hasExited) {
+          throw new Error(`${pids.length} of ${count} workers listen on port ${port} (children: ${gw.workerPids().join(' ')})\n${out}${err}`);
+        }
+        await sleep(25);
+      }
+    },
   };
 
   const deadline = Date.now() + (opts.readyTimeout ?? 10_000);
@@ -273,7 +295,12 @@ export async function startGateway(config: Record<string, unknown>, opts: StartO
       throw new Error(`gateway exited before becoming ready (code ${r.code}, signal ${r.signal})\n--- stdout\n${out}\n--- stderr\n${err}`);
     }
     const ok = opts.readyCheck === 'tcp' ? await tcpReady(port) : await healthReady(port);
-    if (ok) return gw;
+    if (ok) {
+      // One worker answers first; a test measuring or killing workers wants them all up. Bounded
+      // and not fatal: a test about worker counts asserts them itself.
+      if (!process.env.GW_BIN) await gw.waitWorkers(expectedWorkers(cfg, opts.args ?? []), Math.max(0, deadline - Date.now())).catch(() => {});
+      return gw;
+    }
     await sleep(50);
   }
   await gw.stop('SIGKILL');
@@ -347,12 +374,103 @@ export function runCli(args: string[], opts: { timeoutMs?: number; env?: NodeJS.
   });
 }
 
-/** VmRSS of a process in bytes (Linux /proc). */
-export function rssBytes(pid: number): number {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
-  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
-  return Number(m[1]) * 1024;
+/** The worker count `gw run` picks: `--workers`, else extra_config["gw/server"].workers, else one per core. */
+function expectedWorkers(cfg: Record<string, unknown>, args: string[]): number {
+  const i = args.findIndex((a) => a === '--workers' || a === '-w');
+  if (i >= 0) return Number(args[i + 1]);
+  const eq = args.find((a) => a.startsWith('--workers='));
+  if (eq) return Number(eq.slice('--workers='.length));
+  const server = (cfg.extra_config as Record<string, { workers?: number }> | undefined)?.['gw/server'];
+  return server?.workers ?? os.availableParallelism();
+}
+
+/** Direct children of a process (Linux: /proc/<pid>/task/<tid>/children of every thread). */
+export function childPids(pid: number): number[] {
+  const out: number[] = [];
+  let tasks: string[];
+  try {
+    tasks = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out; // gone
+  }
+  for (const t of tasks) {
+    try {
+      for (const c of fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(' ')) if (c.trim()) out.push(Number(c));
+    } catch {
+      /* thread gone */
+    }
+  }
+  return [...new Set(out)].sort((a, b) => a - b);
+}
+
+/** Inodes of the sockets listening on `port` (any address, IPv4 and IPv6). */
+function listeningInodes(port: number): Set<string> {
+  const inodes = new Set<string>();
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = fs.readFileSync(f, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      // cols: sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+      if (cols.length > 9 && cols[3] === '0A' && cols[1]!.endsWith(`:${hexPort}`)) inodes.add(cols[9]!);
+    }
+  }
+  return inodes;
+}
+
+/** Pids of `pid`'s children that hold a listening socket on `port`. */
+export function listeningChildren(pid: number, port: number): number[] {
+  const inodes = listeningInodes(port);
+  return childPids(pid).filter((c) => {
+    try {
+      return fs.readdirSync(`/proc/${c}/fd`).some((fd) => {
+        try {
+          const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${c}/fd/${fd}`));
+          return m !== null && inodes.has(m[1]!);
+        } catch {
+          return false;
+        }
+      });
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Is a process still there (and not a zombie)? */
+export function alive(pid: number): boolean {
+  try {
+    return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * VmRSS in bytes (Linux /proc) of a process, or the sum over several — a gateway's memory is its
+ * workers' (`gw.workerPids()`); the supervisor serves no traffic.
+ */
+export function rssBytes(pids: number | readonly number[]): number {
+  let sum = 0;
+  for (const pid of typeof pids === 'number' ? [pids] : pids) {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+    if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+    sum += Number(m[1]) * 1024;
+  }
+  return sum;
+}
+
+/** Open file descriptors of a process, or the sum over several (e.g. `gw.workerPids()`). */
+export function fdCount(pids: number | readonly number[]): number {
+  let sum = 0;
+  for (const pid of typeof pids === 'number' ? [pids] : pids) sum += fs.readdirSync(`/proc/${pid}/fd`).length;
+  return sum;
 }
 
 // ---------------------------------------------------------------------------
@@ -507,15 +625,16 @@ export function h(headers: Record<string, string | string[] | undefined>, name: 
 export const STACK_FRAME = /^\s+at .+(\(.*:\d+:\d+\)|:\d+:\d+)$/m;
 
 /**
- * Runs `work` while sampling the RSS of `pid` every `everyMs`; returns its result with the RSS
- * before (`base`) and the highest seen (`peak`), for memory-bound assertions.
+ * Runs `work` while sampling the RSS of `pids` (summed: a gateway's workers) every `everyMs`;
+ * returns its result with the RSS before (`base`) and the highest seen (`peak`), for memory-bound
+ * assertions.
  */
-export async function withPeakRss<T>(pid: number, everyMs: number, work: () => Promise<T>): Promise<{ result: T; base: number; peak: number }> {
-  const base = rssBytes(pid);
+export async function withPeakRss<T>(pids: number | readonly number[], everyMs: number, work: () => Promise<T>): Promise<{ result: T; base: number; peak: number }> {
+  const base = rssBytes(pids);
   let peak = base;
   const sample = () => {
     try {
-      peak = Math.max(peak, rssBytes(pid));
+      peak = Math.max(peak, rssBytes(pids));
     } catch {
       /* process gone: the caller's own checks fail */
     }
