@@ -132,7 +132,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
 
   const cors = compileCors(cfg.extraConfig[CORS_NS]);
   if (cors !== null) logger.info('[SERVICE: Gin][CORS] Enabled CORS for all requests');
-  const state: ServerState = { router: cfg.router, limits: cfg.limits, logger, cors, inflight: 0, first: null, onIdle: null };
+  const state: ServerState = { router: cfg.router, limits: cfg.limits, logger, cors, inflight: 0, draining: false, first: null, onIdle: null };
   let listenSocket: us_listen_socket | null = null;
   let app: TemplatedApp | null = null;
   const port = opts.port || cfg.port;
@@ -173,6 +173,8 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     },
     async close(waitMs = 10_000) {
       shutdown.abort();
+      // From now on every answer ends its connection; idle ones are closed with the app below.
+      state.draining = true;
       if (listenSocket !== null) {
         loadUws().uws.us_listen_socket_close(listenSocket);
         listenSocket = null;

@@ -14,14 +14,15 @@ export const TEXT_PLAIN = 'text/plain; charset=utf-8';
  * Ends an answer with `body`, or — for a HEAD request — with its headers only. `Content-Length`
  * then announces the length a GET would get. It is written by hand and `endWithoutBody` is called
  * without arguments: in the uWS 20.30 build any argument (even `undefined`) takes a path that
- * never completes the response, and uWS then aborts the process.
+ * never completes the response, and uWS then aborts the process. `close` (a draining gateway)
+ * ends the connection after the answer; a HEAD answer keeps it (the drain closes it later).
  */
-export function endBody(res: HttpResponse, body: string, head: boolean): void {
+export function endBody(res: HttpResponse, body: string, head: boolean, close = false): void {
   if (head) {
     res.writeHeader('Content-Length', String(Buffer.byteLength(body)));
     res.endWithoutBody();
   } else {
-    res.end(body);
+    res.end(body, close);
   }
 }
 

@@ -69,6 +69,8 @@ export interface ServerState {
   readonly cors: Cors | null;
   /** Requests in flight, for graceful shutdown; `first` heads their list (describeInflight). */
   inflight: number;
+  /** Shutting down: every answer ends its connection (`Connection: close`), as Go's Shutdown does. */
+  draining: boolean;
   first: Exchange | null;
   onIdle: (() => void) | null;
 }
@@ -227,7 +229,7 @@ export class Exchange implements StreamOwner {
       }
       if (resp.headers !== undefined) writeExtraHeaders(res, resp.headers, cors !== null);
       this.writeCommon(cors);
-      res.end(body);
+      res.end(body, this.server.draining);
     });
     this.settle(null);
   }
@@ -265,7 +267,7 @@ export class Exchange implements StreamOwner {
       res.writeHeader('X-Krakend-Completed', 'false');
       if (body !== '') res.writeHeader('Content-Type', contentType);
       this.writeCommon(cors);
-      res.end(body);
+      res.end(body, this.server.draining);
     });
     this.settle(timedOut ? e : null);
   }
@@ -284,7 +286,7 @@ export class Exchange implements StreamOwner {
       this.releaseBody();
       res.writeStatus(statusLine(status));
       if (cors !== null) cors.write(res, this.corsOrigin);
-      res.end();
+      res.end(undefined, this.server.draining);
     });
     this.settle(null);
   }
@@ -384,11 +386,11 @@ export class Exchange implements StreamOwner {
         if (noBody) {
           releaseBody(source);
           if (status === 204 || status === 304 || status < 200) res.endWithoutBody();
-          else res.end();
+          else res.end(undefined, this.server.draining);
         } else if (source === null || source === undefined) {
-          res.end();
+          res.end(undefined, this.server.draining);
         } else {
-          res.end(source as string | Uint8Array);
+          res.end(source as string | Uint8Array, this.server.draining);
         }
       });
       this.settle(null);

@@ -74,10 +74,10 @@ export function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints:
     };
   };
   if (!router.disableHealth) {
-    app.get(router.healthPath, route(healthHandler));
+    app.get(router.healthPath, route(healthHandler(state)));
     fallback.add('GET', router.healthPath);
   }
-  const special = { logger, maxBody: cfg.limits.maxBufferedPayload };
+  const special = { logger, maxBody: cfg.limits.maxBufferedPayload, server: state };
   if (debug) {
     const h = route(preflightFirst(debugHandler(special)));
     app.any('/__debug', h);
@@ -103,11 +103,11 @@ export function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints:
           res.writeStatus(d.status === 301 ? '301 Moved Permanently' : '307 Temporary Redirect');
           res.writeHeader('Location', d.location);
           extra(res);
-          res.end();
+          res.end(undefined, state.draining);
         });
         return;
       case 'method-not-allowed':
-        if (notAllowed !== undefined) return writeJson(res, 405, notAllowed, extra, head);
+        if (notAllowed !== undefined) return writeJson(res, 405, notAllowed, extra, head, state.draining);
         res.cork(() => {
           res.writeStatus('405 Method Not Allowed');
           res.writeHeader('Allow', d.allow.join(', '));
@@ -115,18 +115,18 @@ export function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints:
           res.writeHeader('X-Krakend', VERSION_HEADER_VALUE);
           res.writeHeader('X-Krakend-Completed', 'false');
           extra(res);
-          endBody(res, '405 method not allowed', head);
+          endBody(res, '405 method not allowed', head, state.draining);
         });
         return;
       default:
-        if (notFound !== undefined) return writeJson(res, 404, notFound, extra, head);
+        if (notFound !== undefined) return writeJson(res, 404, notFound, extra, head, state.draining);
         res.cork(() => {
           res.writeStatus('404 Not Found');
           res.writeHeader('Content-Type', 'text/plain');
           res.writeHeader('X-Krakend', VERSION_HEADER_VALUE);
           res.writeHeader('X-Krakend-Completed', 'false');
           extra(res);
-          endBody(res, '404 page not found', head);
+          endBody(res, '404 page not found', head, state.draining);
         });
     }
   };
@@ -152,12 +152,12 @@ export function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints:
   );
 }
 
-function writeJson(res: HttpResponse, status: number, body: unknown, extra: (res: HttpResponse) => void, head: boolean): void {
+function writeJson(res: HttpResponse, status: number, body: unknown, extra: (res: HttpResponse) => void, head: boolean, close: boolean): void {
   res.cork(() => {
     res.writeStatus(status === 404 ? '404 Not Found' : '405 Method Not Allowed');
     res.writeHeader('Content-Type', 'application/json; charset=utf-8');
     extra(res);
-    endBody(res, goJson(body), head);
+    endBody(res, goJson(body), head, close);
   });
 }
 

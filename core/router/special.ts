@@ -3,6 +3,7 @@
  */
 import type { Logger } from '../log.js';
 import { endBody } from './edge.js';
+import type { ServerState } from './exchange.js';
 import { goJson } from './json.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
 
@@ -25,13 +26,15 @@ export function goNow(): string {
   );
 }
 
-export function healthHandler(res: HttpResponse): void {
-  const body = `{"agents":{},"now":${JSON.stringify(goNow())},"status":"ok"}`;
-  res.cork(() => {
-    res.writeStatus('200 OK');
-    res.writeHeader('Content-Type', APPLICATION_JSON);
-    res.end(body);
-  });
+export function healthHandler(server: ServerState): (res: HttpResponse) => void {
+  return (res) => {
+    const body = `{"agents":{},"now":${JSON.stringify(goNow())},"status":"ok"}`;
+    res.cork(() => {
+      res.writeStatus('200 OK');
+      res.writeHeader('Content-Type', APPLICATION_JSON);
+      res.end(body, server.draining);
+    });
+  };
 }
 
 interface Snapshot {
@@ -52,6 +55,8 @@ export interface SpecialOptions {
   readonly logger: Logger;
   /** Largest body /__debug and /__echo read (they read it whole); larger → 413. */
   readonly maxBody: number;
+  /** `draining`: answers end their connection. */
+  readonly server: ServerState;
 }
 
 /** Reads the body (bounded) then calls `done`; onAborted is registered first. */
@@ -111,7 +116,7 @@ export function debugHandler(opts: SpecialOptions): (res: HttpResponse, req: Htt
       res.cork(() => {
         res.writeStatus('200 OK');
         res.writeHeader('Content-Type', APPLICATION_JSON);
-        endBody(res, '{"message":"pong"}', head);
+        endBody(res, '{"message":"pong"}', head, opts.server.draining);
       });
     });
   };
@@ -140,7 +145,7 @@ export function echoHandler(opts: SpecialOptions): (res: HttpResponse, req: Http
       res.cork(() => {
         res.writeStatus('200 OK');
         res.writeHeader('Content-Type', APPLICATION_JSON);
-        endBody(res, out, head);
+        endBody(res, out, head, opts.server.draining);
       });
     });
   };
