@@ -21,7 +21,7 @@ type BodyMode = { kind: 'none' } | { kind: 'length'; left: number } | { kind: 'c
 /** Incremental HTTP/1.1 response parser over one connection (pipelined answers in order). */
 export class ResponseReader {
   readonly responses: Response[] = [];
-  private buf = Buffer.alloc(0);
+  private buf: Buffer = Buffer.alloc(0);
   private cur: Response | null = null;
   private body: BodyMode = { kind: 'none' };
   private interim: number[] = [];
@@ -206,8 +206,9 @@ export interface Outcome {
   status: number;
   ms: number;
   bytesIn: number;
-  /** The first bytes gw sent, for reports. */
+  /** The first and the last bytes gw sent, for reports. */
   head: string;
+  tail: string;
   error?: string;
   garbage?: string;
 }
@@ -221,6 +222,7 @@ export function runPlan(port: number, plan: Plan): Promise<Outcome> {
     sock.setNoDelay(true);
     let bytesIn = 0;
     let first: Buffer | null = null;
+    let last: Buffer = Buffer.alloc(0);
     let settled = false;
     let written = false;
     let closeTimer: NodeJS.Timeout | null = null;
@@ -240,6 +242,7 @@ export function runPlan(port: number, plan: Plan): Promise<Outcome> {
         ms: Date.now() - t0,
         bytesIn,
         head: (first ?? Buffer.alloc(0)).subarray(0, 160).toString('latin1'),
+        tail: last.toString('latin1'),
         error,
         garbage: reader.garbage ?? undefined,
       });
@@ -278,6 +281,7 @@ export function runPlan(port: number, plan: Plan): Promise<Outcome> {
       bytesIn += d.length;
       if (first === null) first = d;
       else if (first.length < 160) first = Buffer.concat([first, d]);
+      last = d.length >= 160 ? d.subarray(d.length - 160) : Buffer.concat([last, d]).subarray(-160);
       reader.feed(d);
       if (written && (then.kind === 'close-on-data' || (then.kind === 'close' && then.onFirstByte))) return finish('left');
       check();
