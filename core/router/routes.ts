@@ -9,7 +9,7 @@ import type { Logger } from '../log.js';
 import { VERSION_HEADER_VALUE } from '../version.js';
 import type { Cors } from './cors.js';
 import { makeEndpointHandler } from './endpoint.js';
-import { endBody } from './edge.js';
+import { endBody, framingProblem, rejectFraming } from './edge.js';
 import type { EndpointRuntime, ServerState } from './exchange.js';
 import { FallbackRouter } from './fallback.js';
 import { goJson } from './json.js';
@@ -50,9 +50,30 @@ export function guarded(h: Handler, logger: Logger): Handler {
   };
 }
 
+/**
+ * The edge's framing check, for the answers gw writes itself (404/405/redirects, CORS preflights,
+ * /__health, /__debug, /__echo); endpoint handlers run it themselves (endpoint.ts). uWS frames a
+ * body with conflicting Content-Length values by the first one and serves the bytes after it as
+ * the next request, which a front proxy framing by the other value never sent: such a request is
+ * refused as an endpoint refuses it (400 + close, nothing behind it handled).
+ */
+function framed(h: Handler, logger: Logger): Handler {
+  return (res, req) => {
+    const cl = req.getHeader('content-length');
+    const te = req.getHeader('transfer-encoding');
+    if (cl !== '' || te !== '') {
+      const problem = framingProblem(req, cl, te);
+      if (problem !== null) return rejectFraming(res, problem, req.getUrl(), logger);
+    }
+    h(res, req);
+  };
+}
+
 export function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints: readonly EndpointRuntime[], state: ServerState, debug: boolean): void {
   const logger = state.logger;
   const route = (h: Handler) => guarded(h, logger);
+  /** A route whose answer gw writes itself. */
+  const own = (h: Handler) => guarded(framed(h, logger), logger);
   const router = cfg.router;
   const fallback = new FallbackRouter({
     redirectTrailingSlash: !router.disableRedirectTrailingSlash,
@@ -74,17 +95,17 @@ export function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints:
     };
   };
   if (!router.disableHealth) {
-    app.get(router.healthPath, route(healthHandler(state)));
+    app.get(router.healthPath, own(healthHandler(state)));
     fallback.add('GET', router.healthPath);
   }
   const special = { logger, maxBody: cfg.limits.maxBufferedPayload, server: state };
   if (debug) {
-    const h = route(preflightFirst(debugHandler(special)));
+    const h = own(preflightFirst(debugHandler(special)));
     app.any('/__debug', h);
     app.any('/__debug/*', h);
   }
   if (cfg.echoEndpoint) {
-    const h = route(preflightFirst(echoHandler(special)));
+    const h = own(preflightFirst(echoHandler(special)));
     app.any('/__echo', h);
     app.any('/__echo/*', h);
   }
@@ -131,14 +152,14 @@ export function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints:
     }
   };
   if (cors === null) {
-    app.any('/*', route((res, req) => answer(res, req, noHeaders)));
+    app.any('/*', own((res, req) => answer(res, req, noHeaders)));
     return;
   }
   // CORS wraps the router (as in KrakenD): preflights are answered on any path, and the router's
   // own 404/405/redirect answers carry the CORS headers too.
   app.options(
     '/*',
-    route((res, req) => {
+    own((res, req) => {
       const p = cors.preflight(res, req);
       if (p === true) return;
       answer(res, req, p === false ? corsWriter(cors, req, 'OPTIONS') : p);
@@ -146,7 +167,7 @@ export function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints:
   );
   app.any(
     '/*',
-    route((res, req) => {
+    own((res, req) => {
       answer(res, req, corsWriter(cors, req, req.getCaseSensitiveMethod().toUpperCase()));
     }),
   );
