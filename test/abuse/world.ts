@@ -23,9 +23,9 @@ export const KINDS = ['noop', 'json', 'merge', 'sequential', 'delegate', 'hijack
 export type Kind = (typeof KINDS)[number];
 
 /** Endpoint timeout of every matrix endpoint: short, so a case that waits for it stays short. */
-export const TIMEOUT_MS = 600;
+export const TIMEOUT_MS = 800;
 /** How long the trickling backend (and the streaming plugin) takes for its whole body. */
-export const TRICKLE_MS = 1000;
+export const TRICKLE_MS = 1200;
 /** A connection not answered nor closed this long after it opened is hung. */
 export const BOUND_MS = TIMEOUT_MS + 3000;
 
