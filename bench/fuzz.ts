@@ -789,8 +789,12 @@ async function main(): Promise<number> {
     const incidents: Incident[] = [];
     const started = new Map<number, number>();
     const refused = new Set<number>();
-    const results: Result[] = [];
-    const background: Promise<void>[] = [];
+    // Counters and failures only: a case's plan holds its request bytes (up to 1 MiB), so cases
+    // are never kept — they are regenerated from (seed, index) when needed.
+    const byEnd: Record<string, number> = {};
+    const byStatus: Record<string, number> = {};
+    const failures: { id: string; desc: string; hung: boolean; f: string }[] = [];
+    const background = new Set<Promise<void>>();
     let restarting: Promise<void> | null = null;
 
     const monitor = async () => {
@@ -838,12 +842,14 @@ async function main(): Promise<number> {
         if (o.end === 'error') refused.add(index);
         recent.push({ index, at: Date.now() });
         if (recent.length > 200) recent.splice(0, 100);
-        const r = { c, o };
-        results.push(r);
-        const f = failure(r);
+        byEnd[o.end] = (byEnd[o.end] ?? 0) + 1;
+        for (const r of o.responses) byStatus[r.status] = (byStatus[r.status] ?? 0) + 1;
+        const f = failure({ c, o });
+        if (f !== null) failures.push({ id: c.id, desc: c.desc, hung: o.end === 'hung', f });
         log(quiet && f === null, `#${index} ${c.id} ${c.desc} → ${outcomeText(o)}${f ? `  !! ${f}` : ''}`);
       });
-      background.push(done);
+      background.add(done);
+      void done.then(() => background.delete(done));
       await Promise.race([done, sleep(c.patienceMs)]);
     };
     const lane = async () => {
@@ -852,7 +858,7 @@ async function main(): Promise<number> {
     await Promise.all(Array.from({ length: concurrency }, lane));
     const ran = next;
     console.error(`fuzz: ${ran} cases started in ${((Date.now() - t0) / 1000).toFixed(1)} s; waiting for held connections to end (≤ ${LONG_BOUND_MS / 1000} s)`);
-    await Promise.all(background);
+    await Promise.all([...background]);
     await sleep(700);
     stopMonitor = true;
     await monitorLoop;
@@ -871,13 +877,6 @@ async function main(): Promise<number> {
     }
 
     // Summary
-    const byEnd: Record<string, number> = {};
-    const byStatus: Record<string, number> = {};
-    for (const { o } of results) {
-      byEnd[o.end] = (byEnd[o.end] ?? 0) + 1;
-      for (const r of o.responses) byStatus[r.status] = (byStatus[r.status] ?? 0) + 1;
-    }
-    const failures = results.map((r) => ({ r, f: failure(r) })).filter((x) => x.f !== null);
     const deaths = incidents.filter((i) => i.death);
     const crashes = incidents.filter((i) => !i.death);
     const out: string[] = [];
@@ -888,11 +887,11 @@ async function main(): Promise<number> {
     out.push(`statuses seen:    ${Object.entries(byStatus).sort().map(([k, v]) => `${k}×${v}`).join(' ')}`);
     out.push(`worker deaths:    ${deaths.length}${gws.plain.restarts + gws.cors.restarts ? ` (gateway restarts: ${gws.plain.restarts + gws.cors.restarts})` : ''}`);
     out.push(`crash lines:      ${incidents.reduce((n, i) => n + i.whats.filter((w) => w.startsWith('crash line')).length, 0)}${crashes.length ? ` (${crashes.length} incident(s) without a death)` : ''}`);
-    out.push(`hung connections: ${failures.filter((x) => x.r.o.end === 'hung').length}`);
-    out.push(`corrupt answers:  ${failures.filter((x) => x.r.o.end !== 'hung').length}`);
+    out.push(`hung connections: ${failures.filter((x) => x.hung).length}`);
+    out.push(`corrupt answers:  ${failures.filter((x) => !x.hung).length}`);
     for (const l of usageLines) out.push(`usage:            ${l}`);
     for (const g of growth) out.push(`GROWTH: ${g}`);
-    for (const { r, f } of failures.slice(0, 50)) out.push(`FAIL ${r.c.id}: ${f}\n     ${r.c.desc}\n     replay: ${replayCmd(r.c.id)}`);
+    for (const x of failures.slice(0, 50)) out.push(`FAIL ${x.id}: ${x.f}\n     ${x.desc}\n     replay: ${replayCmd(x.id)}`);
     if (failures.length > 50) out.push(`… and ${failures.length - 50} more`);
     const triageDeadline = Date.now() + 5 * 60_000;
     // One triage per kind of symptom; an incident not reproduced alone is tried again when the
@@ -912,7 +911,7 @@ async function main(): Promise<number> {
       }
       out.push(`INCIDENT ${inc.gw} at ${(inc.at / 1000).toFixed(1)} s:\n${inc.whats.map((w) => `     ${w.slice(0, 400)}`).join('\n')}\n     ${verdict}\n     suspects: ${inc.suspects.map((i) => `${seed}:${i}`).join(' ')}`);
     }
-    const hung = failures.filter((x) => x.r.o.end === 'hung').length;
+    const hung = failures.filter((x) => x.hung).length;
     const corrupt = failures.length - hung;
     // Exit status: deaths, crash lines, hangs and growth. Corrupted answers are reported above but
     // do not fail the run: the one kind seen so far comes from uWS itself (see docs/bench.md).
