@@ -183,6 +183,17 @@ export class Exchange implements StreamOwner {
     return `${this.rt.config.method} ${this.path} from ${this.ip}, ${now - this.startedAt} ms, ${phase}`;
   }
 
+  /**
+   * The answer must end its connection: the gateway is draining, or the client's body is still
+   * arriving. uWS re-arms a connection's idle timeout only when a response ends, so a client that
+   * stops sending after gw answered early (a guard's 401, a refused backend, a plugin's hijack)
+   * would hold the connection for ever; and when the rest of such an upload turns out malformed,
+   * uWS 20.57 writes its own error page into whatever gw is sending. Go, nginx and Envoy close too.
+   */
+  private closing(): boolean {
+    return this.server.draining || (this.body !== null && !this.body.complete);
+  }
+
   /** Before the last write: an upload still paused is resumed so its rest drains (and is dropped). */
   private releaseBody(): void {
     this.body?.release();
@@ -229,7 +240,7 @@ export class Exchange implements StreamOwner {
       }
       if (resp.headers !== undefined) writeExtraHeaders(res, resp.headers, cors !== null);
       this.writeCommon(cors);
-      res.end(body, this.server.draining);
+      res.end(body, this.closing());
     });
     this.settle(null);
   }
@@ -267,7 +278,7 @@ export class Exchange implements StreamOwner {
       res.writeHeader('X-Krakend-Completed', 'false');
       if (body !== '') res.writeHeader('Content-Type', contentType);
       this.writeCommon(cors);
-      res.end(body, this.server.draining);
+      res.end(body, this.closing());
     });
     this.settle(timedOut ? e : null);
   }
@@ -286,7 +297,7 @@ export class Exchange implements StreamOwner {
       this.releaseBody();
       res.writeStatus(statusLine(status));
       if (cors !== null) cors.write(res, this.corsOrigin);
-      res.end(undefined, this.server.draining);
+      res.end('', this.closing());
     });
     this.settle(null);
   }
@@ -386,17 +397,22 @@ export class Exchange implements StreamOwner {
         if (noBody) {
           releaseBody(source);
           if (status === 204 || status === 304 || status < 200) res.endWithoutBody();
-          else res.end(undefined, this.server.draining);
+          else res.end('', this.closing());
         } else if (source === null || source === undefined) {
-          res.end(undefined, this.server.draining);
+          res.end('', this.closing());
         } else {
-          res.end(source as string | Uint8Array, this.server.draining);
+          res.end(source as string | Uint8Array, this.closing());
         }
       });
       this.settle(null);
       return;
     }
-    const sink = new ClientSink(res, this, total);
+    // Closing after the answer means a chunked answer: uWS can only close on `end()`, and a
+    // streamed answer with a known length ends in `tryEnd()`. Chunked framing also makes anything
+    // uWS might write into the stream (see closing()) a framing error, never a body taken as whole.
+    const close = this.closing();
+    if (close) total = -1;
+    const sink = new ClientSink(res, this, total, close);
     this.sink = sink;
     if (isUpstreamBody(source) && !gunzip) {
       sink.source = source;
@@ -515,7 +531,7 @@ export class RequestBody extends Readable {
   private paused = false;
   private received = 0;
   /** uWS delivered the last chunk. */
-  private complete = false;
+  complete = false;
 
   constructor(
     private readonly x: Exchange,

@@ -124,7 +124,7 @@ export function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints:
           res.writeStatus(d.status === 301 ? '301 Moved Permanently' : '307 Temporary Redirect');
           res.writeHeader('Location', d.location);
           extra(res);
-          res.end(undefined, state.draining);
+          res.end('', state.draining);
         });
         return;
       case 'method-not-allowed':

@@ -41,6 +41,8 @@ export class ClientSink implements BodySink {
     private readonly owner: StreamOwner,
     /** Total body length, or -1 for chunked. */
     private readonly total: number,
+    /** End the connection with the answer (a chunked one: total is -1). */
+    private readonly close = false,
   ) {
     res.onWritable((offset) => this.onWritable(offset));
   }
@@ -110,7 +112,7 @@ export class ClientSink implements BodySink {
           this.headDone = true;
           this.owner.writeHead();
         }
-        this.res.end();
+        this.res.end('', this.close);
       });
       this.finish(null);
     } else if (this.pending === null) {
