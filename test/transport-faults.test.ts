@@ -709,3 +709,41 @@ describe('backend_max_queue holds while queued requests time out (defect 15)', (
     assert.deepEqual(rs.map((r) => r.status), [200, 200, 200]);
   });
 });
+
+describe("a backend's Keep-Alive hint cannot outlive idle_connection_timeout", () => {
+  let gw: Gateway;
+  let server: http.Server;
+  const closed: number[] = [];
+  let opened = 0;
+  before(async () => {
+    // Asks clients to keep its connections for 600 s; Go's IdleConnTimeout ignores that, so must gw.
+    server = http.createServer((_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Keep-Alive': 'timeout=600' });
+      res.end('{"ok":true}');
+    });
+    server.keepAliveTimeout = 700_000;
+    server.on('connection', (s) => {
+      opened++;
+      s.on('close', () => closed.push(Date.now()));
+    });
+    await new Promise<void>((r) => server.listen(0, HOST, () => r()));
+    const url = `http://${HOST}:${(server.address() as net.AddressInfo).port}`;
+    gw = await startGateway(
+      { version: 3, idle_connection_timeout: '1s', endpoints: [{ endpoint: '/ka', backend: [{ host: [url], url_pattern: '/' }] }] },
+      { args: GW_ARGS },
+    );
+  });
+  after(async () => {
+    await gw?.stop('SIGKILL');
+    server?.closeAllConnections();
+    server?.close();
+  });
+
+  test('the pooled connection is closed about 1 s after its last use', async () => {
+    assert.equal((await req(gw.port, '/ka')).status, 200);
+    assert.equal(opened, 1);
+    const t0 = Date.now();
+    while (closed.length === 0 && Date.now() - t0 < 6000) await sleep(50);
+    assert.equal(closed.length, 1, 'the idle backend connection is still open 6 s later');
+  });
+});

@@ -82,11 +82,14 @@ export class Pools {
 
   private create(origin: string): Pool {
     if (this.closed) throw new Error('the gateway is shutting down');
+    const idle = this.opts.disableKeepAlives ? 1 : this.opts.idleConnectionTimeoutMs || 60_000;
     return new Pool(origin, {
       connections: this.opts.maxConnectionsPerHost,
       pipelining: 1,
-      keepAliveTimeout: this.opts.disableKeepAlives ? 1 : this.opts.idleConnectionTimeoutMs || 60_000,
-      keepAliveMaxTimeout: Math.max(600_000, this.opts.idleConnectionTimeoutMs),
+      // A backend's `Keep-Alive: timeout=N` hint may shorten the idle time, never lengthen it: Go's
+      // IdleConnTimeout (KrakenD's idle_connection_timeout) ignores such hints.
+      keepAliveTimeout: idle,
+      keepAliveMaxTimeout: idle,
       headersTimeout: this.opts.responseHeaderTimeoutMs || 300_000,
       bodyTimeout: 300_000,
       connectTimeout: this.opts.dialerTimeoutMs || 10_000,
