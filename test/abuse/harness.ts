@@ -3,13 +3,13 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { type Gateway, HOST, req } from '../helpers/gw.ts';
+import { CRASH_LINE } from './world.ts';
 
 /** The gateway's worker processes, sorted. */
 export function workerPids(gw: Gateway): number[] {
   return gw.workerPids().sort((a, b) => a - b);
 }
 
-const CRASH = /uncaught|unhandled|Aborted|core dumped|exited with code|died|internal error/i;
 
 /** The gateway is alive, answers /__health, runs the same workers, and logged no crash. */
 export async function assertSurvived(gw: Gateway, pids: readonly number[]): Promise<void> {
@@ -18,7 +18,7 @@ export async function assertSurvived(gw: Gateway, pids: readonly number[]): Prom
   const r = await req(gw.port, '/__health', { timeoutMs: 5000 });
   assert.equal(r.status, 200);
   assert.deepEqual(workerPids(gw), pids, `worker processes changed:\n${gw.output().slice(-3000)}`);
-  const m = CRASH.exec(gw.output());
+  const m = CRASH_LINE.exec(gw.output());
   assert.equal(m, null, `crash logged: ${m?.[0]}\n${gw.output().slice(-3000)}`);
 }
 
