@@ -407,12 +407,11 @@ export class Exchange implements StreamOwner {
       this.settle(null);
       return;
     }
-    // Closing after the answer means a chunked answer: uWS can only close on `end()`, and a
-    // streamed answer with a known length ends in `tryEnd()`. Chunked framing also makes anything
-    // uWS might write into the stream (see closing()) a framing error, never a body taken as whole.
-    const close = this.closing();
-    if (close) total = -1;
-    const sink = new ClientSink(res, this, total, close);
+    // The client is still uploading: the answer is chunked, so that anything uWS might write into
+    // it (see closing()) breaks the framing instead of passing as the tail of a whole body, and so
+    // that its end is an explicit call that can wait for the upload (holdEnd).
+    if (this.body !== null && !this.body.complete) total = -1;
+    const sink = new ClientSink(res, this, total);
     this.sink = sink;
     if (isUpstreamBody(source) && !gunzip) {
       sink.source = source;
@@ -467,6 +466,30 @@ export class Exchange implements StreamOwner {
     this.writeCommon(cors);
   }
 
+  /**
+   * StreamOwner: a streamed answer is complete but the client's body is still arriving. uWS cannot
+   * end a chunked answer and close its connection (it writes `Connection: close` into the body),
+   * and an answer that ends before the upload does leaves the connection without an idle timeout.
+   * So the rest of the upload is read and dropped — at most DROP_BYTES within DROP_MS, as Go reads
+   * up to 256 KiB of an unread body — and then the answer ends; past either bound the connection
+   * is cut.
+   */
+  holdEnd(end: () => void): boolean {
+    const b = this.body;
+    if (b === null || b.complete || this.aborted) return false;
+    const timer = setTimeout(cutUpload, DROP_MS, this);
+    b.discardRest(() => {
+      clearTimeout(timer);
+      end();
+    });
+    return true;
+  }
+
+  /** The client's body went on past the drop bounds after the answer: cut the connection. */
+  uploadTooLong(): void {
+    if (this.state !== DONE && !this.aborted) this.cut(new Error(`request body still arriving after the answer (over ${DROP_BYTES} bytes or ${DROP_MS} ms)`));
+  }
+
   /** StreamOwner: the body failed before anything was written. */
   failBeforeHead(err: Error): void {
     this.fail(err);
@@ -482,6 +505,14 @@ export class Exchange implements StreamOwner {
 }
 
 function ignore(): void {}
+
+/** Bounds on the rest of an upload read and dropped after a streamed answer (holdEnd). */
+const DROP_BYTES = 256 * 1024;
+const DROP_MS = 1000;
+
+function cutUpload(x: Exchange): void {
+  x.uploadTooLong();
+}
 
 /** A backend body nobody will read: a gw stream is aborted, a plugin's Readable destroyed. */
 function releaseBody(b: unknown): void {
@@ -532,6 +563,10 @@ export class RequestBody extends Readable {
   private received = 0;
   /** uWS delivered the last chunk. */
   complete = false;
+  /** After a streamed answer: the rest of the upload is dropped, then `onComplete` runs. */
+  private dropping = false;
+  private dropped = 0;
+  private onComplete: (() => void) | null = null;
 
   constructor(
     private readonly x: Exchange,
@@ -559,6 +594,16 @@ export class RequestBody extends Readable {
     }
   }
 
+  /** Reads and drops the rest of the upload; `done` runs when its last chunk arrived. */
+  discardRest(done: () => void): void {
+    this.dropping = true;
+    this.onComplete = done;
+    if (this.paused) {
+      this.paused = false;
+      this.x.res.resume();
+    }
+  }
+
   /** The exchange ended: a body still arriving can never complete for its reader. */
   finish(): void {
     if (!this.complete && !this.destroyed) this.destroy(new CanceledError());
@@ -567,9 +612,24 @@ export class RequestBody extends Readable {
   /** uWS onData. */
   feed(ab: ArrayBuffer, isLast: boolean): void {
     const x = this.x;
+    if (this.dropping) {
+      if (x.state === DONE) return;
+      if (isLast) {
+        this.complete = true;
+        const done = this.onComplete!;
+        this.onComplete = null;
+        done();
+      } else if ((this.dropped += ab.byteLength) > DROP_BYTES) {
+        x.uploadTooLong();
+      }
+      return;
+    }
     // Data after the answer, or for a body its reader dropped (a backend that answered early), is
     // discarded: the response may be gone, so `res` must not be touched.
-    if (x.state === DONE || this.destroyed) return;
+    if (x.state === DONE || this.destroyed) {
+      if (isLast) this.complete = true;
+      return;
+    }
     if (this.limit > 0 && (this.received += ab.byteLength) > this.limit) {
       const message = `request body larger than ${this.limit} bytes`;
       this.destroy(new Error(message));

@@ -22,6 +22,8 @@ export interface StreamOwner {
   writeHead(): void;
   /** The body failed before anything was written: the owner can still answer (500). */
   failBeforeHead(err: Error): void;
+  /** A chunked answer is complete: true when the owner calls `end` itself, later. */
+  holdEnd(end: () => void): boolean;
   /** Called once when the body was fully written, or failed. */
   streamDone(err: Error | null): void;
 }
@@ -41,8 +43,6 @@ export class ClientSink implements BodySink {
     private readonly owner: StreamOwner,
     /** Total body length, or -1 for chunked. */
     private readonly total: number,
-    /** End the connection with the answer (a chunked one: total is -1). */
-    private readonly close = false,
   ) {
     res.onWritable((offset) => this.onWritable(offset));
   }
@@ -107,20 +107,26 @@ export class ClientSink implements BodySink {
   end(): void {
     if (this.finished || this.owner.aborted) return;
     if (this.total <= 0) {
-      this.res.cork(() => {
-        if (!this.headDone) {
-          this.headDone = true;
-          this.owner.writeHead();
-        }
-        this.res.end('', this.close);
-      });
-      this.finish(null);
+      if (!this.owner.holdEnd(this.endNow)) this.endNow();
     } else if (this.pending === null) {
       // Fewer bytes than announced: the client must not take a short body as complete.
       this.fail(new Error('backend body shorter than its Content-Length'));
     }
     // else: the last chunk is still being flushed; onWritable finishes.
   }
+
+  /** Ends a chunked (or empty) answer. */
+  private readonly endNow = (): void => {
+    if (this.finished || this.owner.aborted) return;
+    this.res.cork(() => {
+      if (!this.headDone) {
+        this.headDone = true;
+        this.owner.writeHead();
+      }
+      this.res.end();
+    });
+    this.finish(null);
+  };
 
   error(err: Error): void {
     this.fail(err);

@@ -17,6 +17,7 @@ import { assertSurvived, workerPids } from './harness.ts';
 
 let early: http.Server;
 let earlyUrl: string;
+let quick: http.Server;
 let gw: Gateway;
 let pids: number[];
 
@@ -28,6 +29,13 @@ before(async () => {
   });
   await new Promise<void>((r) => early.listen(0, HOST, () => r()));
   earlyUrl = `http://${HOST}:${(early.address() as net.AddressInfo).port}`;
+  // Answers a whole small body at once, without reading the request body.
+  quick = http.createServer((_req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': '5' });
+    res.end('hello');
+  });
+  await new Promise<void>((r) => quick.listen(0, HOST, () => r()));
+  const quickUrl = `http://${HOST}:${(quick.address() as net.AddressInfo).port}`;
   const down = `http://${HOST}:${await freePort()}`;
   const jwks = path.join(tempDir(), 'early-answer-jwks.json');
   fs.writeFileSync(jwks, JSON.stringify({ keys: [{ kty: 'oct', kid: 'k1', alg: 'HS256', k: Buffer.from('secret-secret-secret-secret-32by').toString('base64url') }] }));
@@ -43,6 +51,7 @@ before(async () => {
         backend: [{ host: [down], url_pattern: '/x' }],
       },
       { endpoint: '/early', method: 'POST', timeout: '5s', output_encoding: 'no-op', backend: [{ host: [earlyUrl], url_pattern: '/x', encoding: 'no-op' }] },
+      { endpoint: '/quick', method: 'POST', timeout: '5s', output_encoding: 'no-op', backend: [{ host: [quickUrl], url_pattern: '/x', encoding: 'no-op' }] },
     ],
   });
   pids = workerPids(gw);
@@ -52,6 +61,8 @@ after(async () => {
   await gw?.stop('SIGKILL');
   early?.closeAllConnections();
   early?.close();
+  quick?.closeAllConnections();
+  quick?.close();
 });
 
 interface Seen {
@@ -111,6 +122,22 @@ describe('an answer written while the client body is still arriving', () => {
     assert.doesNotMatch(head, /\r\nContent-Length:/i, head);
     assert.doesNotMatch(r.text, /\r\n0\r\n\r\n$/, 'a terminated chunked body');
     assert.notEqual(r.closedAfterMs, null, 'the connection is closed');
+  });
+
+  test('a streamed answer complete before the upload: it ends once the rest arrives, intact, and the connection serves on', async () => {
+    const r = await partialUpload('POST /quick HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello', 'world GET /__health HTTP/1.1\r\nHost: x\r\n\r\n'.replace('world ', 'world'), 400, 2000);
+    // One chunked answer (no stray header text inside it), then the next request's answer.
+    assert.match(r.text, /^HTTP\/1\.1 200 OK\r\n/);
+    const first = r.text.slice(0, r.text.indexOf('HTTP/1.1', 10));
+    assert.match(first, /Transfer-Encoding: chunked\r\n/i);
+    assert.match(first, /\r\n\r\n5\r\nhello\r\n0\r\n\r\n$/, JSON.stringify(first));
+    assert.match(r.text.slice(first.length), /^HTTP\/1\.1 200 OK\r\n[\s\S]*"status":"ok"/);
+  });
+
+  test('a streamed answer complete before the upload, and the client never sends the rest: cut within a bound', async () => {
+    const r = await partialUpload('POST /quick HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello', '', 400, 6000);
+    assert.match(r.text, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.notEqual(r.closedAfterMs, null, `connection still open 6 s later: ${JSON.stringify(r.text)}`);
   });
 
   test('the gateway lives', async () => {
