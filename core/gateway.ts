@@ -8,7 +8,7 @@ import type { Logger } from './log.js';
 import { loadPlugins } from './plugin/loader.js';
 import type { PluginRegistry } from './plugin/registry.js';
 import { pluginClient, resolveClientPlugin } from './plugin/client.js';
-import { buildBackendPipe, type BackendPipe, type Client } from './proxy/backend.js';
+import { buildBackendPipe, type BackendPipe, type Client, type DirectClient } from './proxy/backend.js';
 import { composeEndpointProxy } from './proxy/compose.js';
 import { compileCors, CORS_NS } from './router/cors.js';
 import { compileJwt } from './auth/jwt.js';
@@ -23,7 +23,7 @@ import type { EndpointRuntime, ServerState } from './router/exchange.js';
 import { createApp } from './router/app.js';
 import { registerRoutes } from './router/routes.js';
 import { loadUws, type TemplatedApp, type us_listen_socket } from './router/uws.js';
-import { send } from './transport/client.js';
+import { send, stream } from './transport/client.js';
 import { Pools } from './transport/pools.js';
 
 export interface GatewayOptions {
@@ -60,7 +60,8 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   if (cfg.plugin !== null) {
     registry = (await loadPlugins(cfg.plugin, logger, opts.baseDir)).registry;
   }
-  const defaultClient: Client = (r: OutboundRequest) => send(pools, r.origin, r.path, r.method, r.headers, r.body as never, r.signal);
+  const defaultClient: Client = (r: OutboundRequest) => send(pools, r.origin, r.path, r.method, r.headers, r.body as never, r.scope);
+  const directClient: DirectClient = (r, receiver) => stream(pools, r.origin, r.path, r.method, r.headers, r.body as never, receiver, r.scope);
 
   // Script and expression engines are loaded only when the config uses them.
   const uses = (ns: string) => cfg.endpoints.some((e) => e.extraConfig[ns] !== undefined || e.backends.some((b) => b.extraConfig[ns] !== undefined));
@@ -85,7 +86,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       if (plugin !== null) {
         client = pluginClient(plugin.name, plugin.handler, defaultClient, logger, `[BACKEND: ${b.method} ${ep.route} -> ${b.urlPattern}]`);
       }
-      pipes.push(buildBackendPipe(ep, b, client, cfg.transport.disableCompression, logger));
+      pipes.push(buildBackendPipe(ep, b, client, cfg.transport.disableCompression, logger, plugin === null ? directClient : null));
     }
     let proxy: Proxy | null = null;
     let noop: BackendPipe | null = null;

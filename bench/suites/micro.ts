@@ -155,7 +155,7 @@ function tasks(): MicroTask[] {
   const fakeClient = () => Promise.reject(new Error('unused'));
   const pipe = buildBackendPipe(ep, ep.backends[0]!, fakeClient, false, { error: (m) => console.error(m) });
   const abort = new AbortController();
-  const preq = new ProxyRequest(['42', 'item-7'], ep.params, 'q=x&page=2', ci, null, abort.signal, 'GET');
+  const preq = new ProxyRequest(['42', 'item-7'], ep.params, 'q=x&page=2', ci, null, abort, 'GET');
   list.push({ suite: 'request', name: 'buildOutbound (2 params)', fn: () => pipe.buildOutbound(preq) });
 
   // core/lua: a lua-backend pre script (KrakenD's url rewrite) on the same backend request.

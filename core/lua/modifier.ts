@@ -418,7 +418,7 @@ export function wrapProxyLua(
     for (const [k, v] of r.headers) if (!HOP_BY_HOP.has(k.toLowerCase())) headers.set(k, v);
     const client = { ...req.client, headers };
     const body = r.bodyChanged ? r.body : req.body;
-    return new ProxyRequest(params, req.paramNames, r.query, client, body, req.signal, r.method, req.extra);
+    return new ProxyRequest(params, req.paramNames, r.query, client, body, req.scope, r.method, req.extra);
   };
   const post = (resp: ProxyResponse, env: number): ProxyResponse => {
     // As KrakenD: post runs only when the call returned no error (a partial merge carries one).

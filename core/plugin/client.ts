@@ -9,7 +9,7 @@ import type { BackendConfig, EndpointConfig } from '../config/types.js';
 import { ConfigError } from '../config/load.js';
 import type { Logger } from '../log.js';
 import type { Client } from '../proxy/backend.js';
-import { OutboundRequest } from '../proxy/types.js';
+import { OutboundRequest, Scope } from '../proxy/types.js';
 import { isUpstreamBody } from '../transport/body.js';
 import type { BackendRequest, BackendResponse, ClientFactory, ClientHandler, NextClient } from './types.js';
 import { pluginLogger } from './logger.js';
@@ -150,7 +150,7 @@ export function pluginClient(name: string, handler: ClientHandler, next: Client,
     // A new request object from the plugin.
     const u = new URL(r.url);
     return new OutboundRequest(
-      r.method, u.origin, u.pathname + u.search, r.url, r.headers, r.body, r.signal ?? orig.signal, [], [],
+      r.method, u.origin, u.pathname + u.search, r.url, r.headers, r.body, r.signal ? Scope.of(r.signal) : orig.scope, [], [],
     );
   };
   const fail = (err: unknown): never => {

@@ -7,7 +7,8 @@
 import { Readable } from 'node:stream';
 import type { BackendConfig, EndpointConfig } from '../config/types.js';
 import type { BackendResponse, Headers } from '../plugin/types.js';
-import { isUpstreamBody } from '../transport/body.js';
+import { isUpstreamBody, type FlowControl } from '../transport/body.js';
+import type { Receiver } from '../transport/client.js';
 import { decodeLimited } from '../transport/inflate.js';
 import { compileFormatter } from './formatter.js';
 import { compileHeaderBuilder, compileQueryFilter, compileUrlPattern } from './request.js';
@@ -19,11 +20,16 @@ import { CEL_NS, compileCel, requestActivation, responseActivation, runChecks, t
 
 export type Client = (r: OutboundRequest) => Promise<BackendResponse>;
 
+/** gw's own client in receiver mode (transport/client.ts `stream`): returns the call, to cancel it. */
+export type DirectClient = (r: OutboundRequest, receiver: Receiver) => FlowControl | null;
+
 export interface BackendPipe {
   readonly config: BackendConfig;
   /** Builds the backend request for one client request (host balanced round-robin). */
   buildOutbound(req: ProxyRequest): OutboundRequest;
   readonly client: Client;
+  /** The same client in receiver mode, when it is gw's own (no client plugin); else null. */
+  readonly direct: DirectClient | null;
   /** Decoding proxy (not composed for no-op backends). */
   readonly proxy: ((req: ProxyRequest) => Promise<ProxyResponse>) | null;
 }
@@ -34,7 +40,14 @@ export interface BackendPipe {
  */
 const MAX_DECODE_BYTES = 64 * 1024 * 1024;
 
-export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, client: Client, disableCompression: boolean, log: LuaLog): BackendPipe {
+export function buildBackendPipe(
+  endpoint: EndpointConfig,
+  b: BackendConfig,
+  client: Client,
+  disableCompression: boolean,
+  log: LuaLog,
+  direct: DirectClient | null = null,
+): BackendPipe {
   const tpl = compileUrlPattern(b.urlPattern, endpoint.params);
   const queryFilter = compileQueryFilter(endpoint.inputQueryStrings, b.inputQueryStrings);
   const buildHeaders = compileHeaderBuilder(b.inputHeaders, disableCompression);
@@ -60,7 +73,7 @@ export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, cli
       values = values.concat(keys.map((k) => extra[k]!));
     }
     return new OutboundRequest(
-      method, origin, path, origin + path, buildHeaders(req.client), req.body, req.signal, values, names,
+      method, origin, path, origin + path, buildHeaders(req.client), req.body, req.scope, values, names,
     );
   };
 
@@ -103,6 +116,7 @@ export function buildBackendPipe(endpoint: EndpointConfig, b: BackendConfig, cli
     config: b,
     buildOutbound,
     client,
+    direct,
     proxy,
   };
   return pipe;
@@ -175,12 +189,8 @@ export function composeConcurrent(
   const limitMs = Math.max(1, Math.floor(timeoutMs * 0.75));
   return (req) =>
     new Promise<ProxyResponse>((resolve, reject) => {
-      const ac = new AbortController();
-      const parent = req.signal;
-      const onParent = () => ac.abort(parent.reason);
-      if (parent.aborted) ac.abort(parent.reason);
-      else parent.addEventListener('abort', onParent, { once: true });
-      const sub = req.derive(ac.signal);
+      const ac = req.scope.child();
+      const sub = req.derive(ac);
       let pending = n;
       let done = false;
       let lastErr: Error | null = null;
@@ -188,9 +198,9 @@ export function composeConcurrent(
       const settle = () => {
         done = true;
         clearTimeout(timer);
-        parent.removeEventListener('abort', onParent);
+        ac.detach();
         // Cancel the calls still running (nothing happens when they all ended).
-        if (pending > 0) ac.abort(new DeadlineError());
+        if (pending > 0) ac.cancel(new DeadlineError());
       };
       const timer = setTimeout(() => {
         if (done) return;

@@ -11,7 +11,7 @@ import { responseActivation, runChecks, type CelChecks } from '../validation/cel
 import type { RequestChecks } from '../validation/request.js';
 import { wrapProxyLua, type LuaLog } from '../lua/modifier.js';
 import { composeMerge, composeSequential } from './merge.js';
-import { DeadlineError, type Proxy, type ProxyRequest, type ProxyResponse } from './types.js';
+import { DeadlineError, Scope, type Proxy, type ProxyRequest, type ProxyResponse } from './types.js';
 
 type Obj = Record<string, unknown>;
 
@@ -147,9 +147,9 @@ function withStatic(next: Proxy, data: Obj, strategy: string): Proxy {
  */
 function withShadows(next: Proxy, shadows: readonly Proxy[], timeoutMs: number): Proxy {
   const fire = (req: ProxyRequest) => {
-    const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(new DeadlineError()), timeoutMs);
-    const sub = req.derive(ac.signal);
+    const ac = new Scope();
+    const timer = setTimeout(() => ac.cancel(new DeadlineError()), timeoutMs);
+    const sub = req.derive(ac);
     let left = shadows.length;
     const end = () => {
       if (--left === 0) clearTimeout(timer);

@@ -4,7 +4,7 @@
  *    deadline at 85 % of the endpoint timeout; a missing backend makes the answer partial;
  *  - sequential (`extra_config.proxy.sequential`): one after the other under the same deadline,
  *    later url_patterns reading `{respN_a.b}` values from earlier responses.
- * Each merge runs under its own AbortController chained to the request's signal, so the backend
+ * Each merge runs under its own child scope of the request's (types.ts Scope), so the backend
  * calls still running when the deadline passes (or the client leaves) are cancelled.
  */
 import type { BackendConfig } from '../config/types.js';
@@ -22,17 +22,6 @@ function mergeFailure(errors: Error[]): Error {
   return err;
 }
 
-/** A child AbortController that follows `parent`; `release()` detaches it. */
-function childController(parent: AbortSignal): { ac: AbortController; release(): void } {
-  const ac = new AbortController();
-  if (parent.aborted) {
-    ac.abort(parent.reason);
-    return { ac, release() {} };
-  }
-  const onAbort = () => ac.abort(parent.reason);
-  parent.addEventListener('abort', onAbort, { once: true });
-  return { ac, release: () => parent.removeEventListener('abort', onAbort) };
-}
 
 function mergeInto(data: Obj, part: Obj): void {
   for (const k in part) {
@@ -46,8 +35,8 @@ export function composeMerge(backends: readonly Proxy[], timeoutMs: number): Pro
   const mergeMs = Math.max(1, Math.floor(timeoutMs * 0.85));
   return (req: ProxyRequest) =>
     new Promise<ProxyResponse>((resolve, reject) => {
-      const { ac, release } = childController(req.signal);
-      const sub = req.derive(ac.signal);
+      const ac = req.scope.child();
+      const sub = req.derive(ac);
       const data: Obj = Object.create(null);
       const errors: Error[] = [];
       let pending = n;
@@ -58,11 +47,11 @@ export function composeMerge(backends: readonly Proxy[], timeoutMs: number): Pro
         if (done) return;
         done = true;
         clearTimeout(timer);
-        release();
+        ac.detach();
         if (pending > 0) {
           // One `context deadline exceeded` per backend that did not make it, as lura logs them.
           for (let i = 0; i < pending; i++) errors.push(new DeadlineError());
-          ac.abort(new DeadlineError());
+          ac.cancel(new DeadlineError());
         }
         if (successes === 0) {
           reject(mergeFailure(errors));
@@ -173,12 +162,12 @@ export function composeSequential(
   const hasValues = needs.some((r) => r.length > 0) || props.length > 0;
 
   return async (req: ProxyRequest) => {
-    const { ac, release } = childController(req.signal);
+    const ac = req.scope.child();
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         const err = new DeadlineError();
-        ac.abort(err);
+        ac.cancel(err);
         reject(err);
       }, mergeMs);
     });
@@ -202,7 +191,7 @@ export function composeSequential(
           for (const r of props) if (r.from < i) fill(r);
           for (const r of needs[i]!) fill(r);
         }
-        const sub = req.derive(ac.signal, extra);
+        const sub = req.derive(ac, extra);
         let r: ProxyResponse;
         try {
           r = await Promise.race([backends[i]!(sub), deadline]);
@@ -222,7 +211,7 @@ export function composeSequential(
       }
     } finally {
       clearTimeout(timer);
-      release();
+      ac.detach();
     }
     return { data, isComplete: complete && errors.length === 0, errors: errors.length ? errors : null };
   };

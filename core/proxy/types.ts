@@ -6,6 +6,90 @@ import type { Readable } from 'node:stream';
 import type { BackendRequest, Headers } from '../plugin/types.js';
 import type { ClientInfo } from './request.js';
 
+/** Something a cancelled scope stops: a backend call, a child scope. */
+export interface Cancellable {
+  abort(reason: Error): void;
+}
+
+/**
+ * A request's cancellation, without EventTarget on the hot path: gw's own backend calls and child
+ * scopes (a merge, concurrent calls) register with `watch()` and are aborted directly by `cancel()`.
+ * An AbortSignal — what plugins see as `req.signal` — is built only when something asks for it.
+ * The endpoint's exchange is the root scope of each request.
+ */
+export class Scope implements Cancellable {
+  /** Why the scope was cancelled (client gone, a deadline), once it was. */
+  reason: Error | null = null;
+  private ac: AbortController | null = null;
+  private watchers: Cancellable[] | null = null;
+
+  get signal(): AbortSignal {
+    let ac = this.ac;
+    if (ac === null) {
+      ac = this.ac = new AbortController();
+      if (this.reason !== null) ac.abort(this.reason);
+    }
+    return ac.signal;
+  }
+
+  /** `c` is aborted when this scope is cancelled (at once when it already was). */
+  watch(c: Cancellable): void {
+    if (this.reason !== null) c.abort(this.reason);
+    else (this.watchers ??= []).push(c);
+  }
+
+  unwatch(c: Cancellable): void {
+    const w = this.watchers;
+    if (w === null) return;
+    const i = w.lastIndexOf(c);
+    if (i < 0) return;
+    w[i] = w[w.length - 1]!;
+    w.pop();
+  }
+
+  cancel(reason: Error): void {
+    if (this.reason !== null) return;
+    this.reason = reason;
+    this.ac?.abort(reason);
+    const w = this.watchers;
+    if (w !== null) {
+      this.watchers = null;
+      for (let i = 0; i < w.length; i++) w[i]!.abort(reason);
+    }
+  }
+
+  /** Cancellable: a child scope follows its parent. */
+  abort(reason: Error): void {
+    this.cancel(reason);
+  }
+
+  /** A scope following a plugin's own AbortSignal. */
+  static of(signal: AbortSignal): Scope {
+    const s = new Scope();
+    if (signal.aborted) s.cancel(signal.reason instanceof Error ? signal.reason : new CanceledError());
+    else signal.addEventListener('abort', () => s.cancel(signal.reason instanceof Error ? signal.reason : new CanceledError()), { once: true });
+    return s;
+  }
+
+  /** A child scope that follows this one until `detach()`. */
+  child(): ChildScope {
+    const c = new ChildScope(this);
+    this.watch(c);
+    return c;
+  }
+}
+
+export class ChildScope extends Scope {
+  constructor(private readonly parent: Scope) {
+    super();
+  }
+
+  /** Stops following the parent (the child's work ended). */
+  detach(): void {
+    this.parent.unwatch(this);
+  }
+}
+
 /** What the endpoint handler captured from the client, in a fixed shape. */
 export class ProxyRequest {
   constructor(
@@ -17,7 +101,7 @@ export class ProxyRequest {
     readonly client: ClientInfo,
     /** Client body: a stream, or a Buffer once it was buffered for several backends. */
     public body: Readable | Buffer | null,
-    readonly signal: AbortSignal,
+    readonly scope: Scope,
     readonly method: string,
     /**
      * Values taken from earlier responses of a sequential pipe (`resp0_foo` → "42"), or null.
@@ -26,9 +110,14 @@ export class ProxyRequest {
     readonly extra: Readonly<Record<string, string>> | null = null,
   ) {}
 
+  /** Aborts when the client goes away or the endpoint timeout expires. */
+  get signal(): AbortSignal {
+    return this.scope.signal;
+  }
+
   /** The same request under another signal (a merge deadline) and/or with sequential values. */
-  derive(signal: AbortSignal, extra: Readonly<Record<string, string>> | null = this.extra): ProxyRequest {
-    return new ProxyRequest(this.params, this.paramNames, this.query, this.client, this.body, signal, this.method, extra);
+  derive(scope: Scope, extra: Readonly<Record<string, string>> | null = this.extra): ProxyRequest {
+    return new ProxyRequest(this.params, this.paramNames, this.query, this.client, this.body, scope, this.method, extra);
   }
 }
 
@@ -55,10 +144,14 @@ export class OutboundRequest implements BackendRequest {
     public url: string,
     public headers: Headers,
     public body: BackendRequest['body'],
-    readonly signal: AbortSignal,
+    readonly scope: Scope,
     private readonly paramValues: readonly string[],
     private readonly paramNames: readonly string[],
   ) {}
+
+  get signal(): AbortSignal {
+    return this.scope.signal;
+  }
 
   /** True when a plugin replaced `url`. */
   urlChanged(): boolean {
@@ -69,7 +162,7 @@ export class OutboundRequest implements BackendRequest {
   rebased(): OutboundRequest {
     const u = new URL(this.url);
     return new OutboundRequest(
-      this.method, u.origin, u.pathname + u.search, this.url, this.headers, this.body, this.signal, this.paramValues, this.paramNames,
+      this.method, u.origin, u.pathname + u.search, this.url, this.headers, this.body, this.scope, this.paramValues, this.paramNames,
     );
   }
 

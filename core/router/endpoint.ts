@@ -5,7 +5,8 @@
  *  1. creates the Exchange (exchange.ts: registers onAborted, joins the in-flight list) and reads
  *     what the request stages need from uWS's HttpRequest synchronously (it dies when the handler
  *     returns): params, raw query, allow-listed headers, Host, client IP, stage captures;
- *  2. starts the endpoint timeout and the stage chain (stages.ts): guards, then the pipe.
+ *  2. queues the exchange on the endpoint's deadline queue (deadlines.ts: one timer per endpoint,
+ *     not per request) and starts the stage chain (stages.ts): guards, then the pipe.
  * Everything after that — answers, failures, aborts — is the Exchange's.
  */
 import type { EndpointConfig } from '../config/types.js';
@@ -13,6 +14,7 @@ import type { ClientInfo } from '../proxy/request.js';
 import { ProxyRequest } from '../proxy/types.js';
 import { clientIp, compileCapture } from './capture.js';
 import { framingProblem, headerBytes, refuse, rejectFraming } from './edge.js';
+import { DeadlineQueue } from './deadlines.js';
 import { Exchange, RequestBody, type EndpointRuntime, type ServerState } from './exchange.js';
 import { checkQuery, decodeParam, ParamError } from './params.js';
 import { compileRender } from './render.js';
@@ -31,17 +33,14 @@ function compileStages(rt: EndpointRuntime): Stage[] {
   return stages;
 }
 
-function onTimeout(x: Exchange): void {
-  x.timeout();
-}
-
 const EMPTY: string[] = [];
 
 export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (res: HttpResponse, req: HttpRequest) => void {
   const ep: EndpointConfig = rt.config;
   const nParams = ep.params.length;
   const capture = compileCapture(ep.inputHeaders);
-  const timeoutMs = ep.timeoutMs;
+  // One timer for all of this endpoint's requests in flight (deadlines.ts).
+  const deadlines = new DeadlineQueue(ep.timeoutMs);
   const noop = rt.noop;
   const clientSendsAcceptEncoding =
     ep.inputHeaders === '*' || (ep.inputHeaders as readonly string[]).includes('Accept-Encoding');
@@ -106,9 +105,10 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
         x.sentAcceptEncoding = clientSendsAcceptEncoding;
       }
       if (stageCapture !== null) stageCapture(req, x);
-      x.preq = new ProxyRequest(params, ep.params, fwdQuery, client, body, x.controller.signal, method);
+      x.preq = new ProxyRequest(params, ep.params, fwdQuery, client, body, x, method);
       // 2. The stages, bounded by the endpoint timeout.
-      x.timer = setTimeout(onTimeout, timeoutMs, x);
+      x.dq = deadlines;
+      deadlines.add(x, x.startedAt);
     } catch (err) {
       x.crashed(err as Error);
       return;

@@ -20,6 +20,7 @@ import { Readable } from 'node:stream';
 import type { EndpointConfig, RouterOptions, ServerLimits } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { BackendResponse, Headers } from '../plugin/types.js';
+import type { UpstreamResponse } from '../transport/client.js';
 import type { BackendPipe } from '../proxy/backend.js';
 import type { Cors } from './cors.js';
 import type { BotCheck } from '../validation/guards.js';
@@ -27,8 +28,10 @@ import type { CelChecks } from '../validation/cel.js';
 import type { RequestChecks } from '../validation/request.js';
 import { AuthError, type JwtValidator } from '../auth/jwt.js';
 import { HOP_BY_HOP, validHeaderName, validHeaderValue } from '../proxy/request.js';
-import { CanceledError, DeadlineError, StatusError, withBackend, type Proxy, type ProxyRequest, type ProxyResponse } from '../proxy/types.js';
-import { isUpstreamBody, type UpstreamBody } from '../transport/body.js';
+import { CanceledError, DeadlineError, Scope, StatusError, withBackend, type Proxy, type ProxyRequest, type ProxyResponse } from '../proxy/types.js';
+import { isUpstreamBody, type FlowControl, type UpstreamBody } from '../transport/body.js';
+import { RawResponse, type Receiver } from '../transport/client.js';
+import type { DeadlineQueue, Timed } from './deadlines.js';
 import { gunzipLimited } from '../transport/inflate.js';
 import { VERSION_HEADER_VALUE } from '../version.js';
 import { goJson } from './json.js';
@@ -80,12 +83,17 @@ export const STREAMING = 1;
 export const DONE = 2;
 
 
-export class Exchange implements StreamOwner {
+export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
   state = OPEN;
   /** The client connection is gone: `res` must never be touched again. */
   aborted = false;
-  timer: NodeJS.Timeout | null = null;
-  readonly controller = new AbortController();
+  // Endpoint timeout (deadlines.ts): queued from the start until the answer's head or the end.
+  deadline = 0;
+  tprev: Timed | null = null;
+  tnext: Timed | null = null;
+  dq: DeadlineQueue | null = null;
+  /** The backend call of the no-op path with gw's own client (receiver mode), to cancel it. */
+  call: FlowControl | null = null;
   /** Set once the guards ran (the JWT stage may replace it with the claims applied). */
   preq: ProxyRequest = null as never;
   body: RequestBody | null = null;
@@ -107,6 +115,8 @@ export class Exchange implements StreamOwner {
   sentAcceptEncoding = true;
   private headStatus = 0;
   private headHeaders: Headers | null = null;
+  /** A backend head in receiver mode: undici's raw pairs and their lower-case names. */
+  private headRaw: RawResponse | null = null;
   private headGunzip = false;
   /** The body is a JSON value a plugin returned: say so when its headers do not. */
   private headJson = false;
@@ -122,6 +132,7 @@ export class Exchange implements StreamOwner {
     readonly path: string,
     readonly ip: string,
   ) {
+    super();
     server.inflight++;
     const first = server.first;
     if (first !== null) {
@@ -132,23 +143,36 @@ export class Exchange implements StreamOwner {
     res.onAborted(this.onAborted);
   }
 
+  /**
+   * The exchange is the request's root scope: cancelling it aborts the calls and child scopes that
+   * watch it, the signal if one was built, the no-op call and its body.
+   */
+  override cancel(reason: Error): void {
+    if (this.reason !== null) return;
+    super.cancel(reason);
+    this.call?.abort(reason);
+    this.upstream?.abort(reason);
+  }
+
   /** uWS: the client connection closed (or gw closed it). */
   readonly onAborted = (): void => {
     this.aborted = true;
     const err = new CanceledError();
-    this.controller.abort(err);
-    this.upstream?.abort(err);
+    this.cancel(err);
     // A plugin stream waiting on backpressure is woken so it sees the abort and stops.
     this.sink?.source?.resume();
     this.settle(err);
   };
 
+  /** Timed: the endpoint timeout passed. */
+  expire(): void {
+    this.timeout();
+  }
+
   /** The endpoint timeout fired: abort the pipe; the client is answered right after. */
   timeout(): void {
-    this.timer = null;
     const err = new DeadlineError();
-    this.controller.abort(err);
-    this.upstream?.abort(err);
+    this.cancel(err);
     this.body?.destroy(err);
     // The aborted call normally rejects within this turn (its error names the backend). Whatever
     // the pipe is doing otherwise (a call still queued for a connection, a plugin that ignores its
@@ -160,14 +184,8 @@ export class Exchange implements StreamOwner {
   private settle(reason: Error | null): void {
     if (this.state === DONE) return;
     this.state = DONE;
-    if (this.timer !== null) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
-    if (reason !== null) {
-      if (!this.controller.signal.aborted) this.controller.abort(reason);
-      this.upstream?.abort(reason);
-    }
+    this.dq?.remove(this);
+    if (reason !== null) this.cancel(reason);
     this.body?.finish();
     const s = this.server;
     if (this.prev !== null) this.prev.next = this.next;
@@ -249,10 +267,9 @@ export class Exchange implements StreamOwner {
   fail(err: Error): void {
     if (this.state !== OPEN || this.aborted) return;
     const ep = this.rt.config;
-    const signal = this.controller.signal;
-    const timedOut = signal.aborted && signal.reason instanceof DeadlineError;
+    const timedOut = this.reason instanceof DeadlineError;
     // A timed-out call reports the deadline (with the backend it was waiting for, when known).
-    const e = timedOut && !(err instanceof StatusError) ? (err instanceof DeadlineError ? err : (signal.reason as Error)) : err;
+    const e = timedOut && !(err instanceof StatusError) ? (err instanceof DeadlineError ? err : this.reason!) : err;
     logErrors(this.server.logger, ep.path, (e as { all?: Error[] }).all ?? [e]);
     const router = this.server.router;
     let status = 500;
@@ -350,28 +367,49 @@ export class Exchange implements StreamOwner {
 
   // ---- no-op ----
 
+  // ---- Receiver: the no-op backend call with gw's own client (transport/client.ts `stream`) ----
+
+  /** The backend's head, synchronously from undici's parser: the sink is attached before any body chunk. */
+  head(r: UpstreamResponse): void {
+    try {
+      this.stream(r);
+    } catch (err) {
+      this.crashed(err as Error);
+    }
+  }
+
+  /** The backend call failed before a head arrived. */
+  failed(err: Error): void {
+    try {
+      this.fail(this.out !== null ? withBackend(err, this.out) : err);
+    } catch (e) {
+      this.crashed(e as Error);
+    }
+  }
+
   /** The backend's answer, streamed to the client untouched. */
   stream(resp: BackendResponse): void {
-    if (this.timer !== null) {
-      // The endpoint timeout bounds the wait for the backend's answer; a streamed body is then
-      // bounded by the pool's body (idle) timeout, so large transfers are not cut at `timeout`.
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
+    // The endpoint timeout bounds the wait for the backend's answer; a streamed body is then
+    // bounded by the pool's body (idle) timeout, so large transfers are not cut at `timeout`.
+    this.dq?.remove(this);
     const b = resp.body;
     if (this.state !== OPEN || this.aborted) {
       releaseBody(b);
       return;
     }
-    const headers = resp.headers;
+    const raw = resp instanceof RawResponse ? resp : null;
+    const headers = raw === null ? resp.headers : null;
     let total = -1;
     let gunzip = false;
     let source: unknown = b;
     if (isUpstreamBody(b)) {
       this.upstream = b;
       total = b.length;
-      const ce = headers['content-encoding'];
-      if (ce === 'gzip' && !this.acceptsGzip && !this.sentAcceptEncoding) gunzip = true;
+      if (!this.acceptsGzip && !this.sentAcceptEncoding) {
+        // gw asked for gzip on its own: a gzip answer is inflated for this client.
+        const ce = raw !== null ? rawValue(raw, 'content-encoding') : headers!['content-encoding'];
+        if (ce === 'gzip') gunzip = true;
+      }
     } else if (typeof b === 'string' || b instanceof Uint8Array) {
       total = typeof b === 'string' ? Buffer.byteLength(b) : b.byteLength;
     } else if (
@@ -389,6 +427,7 @@ export class Exchange implements StreamOwner {
     const noBody = status === 204 || status === 304 || (status >= 100 && status < 200) || this.out?.method === 'HEAD';
     this.headStatus = status;
     this.headHeaders = headers;
+    this.headRaw = raw;
     this.headGunzip = gunzip;
     const res = this.res;
     if (noBody || source === null || source === undefined || typeof source === 'string' || source instanceof Uint8Array) {
@@ -429,9 +468,15 @@ export class Exchange implements StreamOwner {
   writeHead(): void {
     this.state = STREAMING;
     const res = this.res;
-    const headers = this.headHeaders!;
     this.releaseBody();
     res.writeStatus(statusLine(this.headStatus));
+    if (this.headRaw !== null) {
+      writeRawHeaders(res, this.headRaw, this.headGunzip, this.server.cors !== null);
+      res.writeHeader('X-Krakend-Completed', 'false');
+      this.writeCommon(this.server.cors);
+      return;
+    }
+    const headers = this.headHeaders!;
     let hasContentType = false;
     // Headers the backend's Connection header names are hop-by-hop too.
     const conn = headers['connection'] ?? headers['Connection'];
@@ -505,6 +550,42 @@ export class Exchange implements StreamOwner {
 }
 
 function ignore(): void {}
+
+/** The first value of header `name` (lower case) in a raw head, as text, or undefined. */
+function rawValue(r: RawResponse, name: string): string | undefined {
+  const names = r.names;
+  for (let i = 0; i < names.length; i++) if (names[i] === name) return r.raw[2 * i + 1]!.toString('latin1');
+  return undefined;
+}
+
+/** Response headers gw never copies from a backend: hop-by-hop, and what uWS writes itself. */
+const NOT_COPIED: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'content-length', 'date', 'uwebsockets']);
+
+/**
+ * A backend's headers from undici's raw pairs, to the client: values go out as the Buffers undici
+ * parsed (its parser refused CR, LF and NUL in them), names in lower case as the object path writes
+ * them. Dropped: hop-by-hop headers and those the backend's Connection header names, what uWS
+ * writes itself, the backend's CORS headers when gw answers CORS, Content-Encoding when gw inflates.
+ */
+function writeRawHeaders(res: HttpResponse, r: RawResponse, gunzip: boolean, cors: boolean): void {
+  const names = r.names;
+  const raw = r.raw;
+  let named: Set<string> | null = null;
+  for (let i = 0; i < names.length; i++) {
+    if (names[i] === 'connection') {
+      named ??= new Set();
+      for (const t of raw[2 * i + 1]!.toString('latin1').toLowerCase().split(',')) named.add(t.trim());
+    }
+  }
+  for (let i = 0; i < names.length; i++) {
+    const n = names[i]!;
+    if (NOT_COPIED.has(n)) continue;
+    if (cors && n.startsWith('access-control-')) continue;
+    if (named !== null && named.has(n)) continue;
+    if (gunzip && n === 'content-encoding') continue;
+    res.writeHeader(n, raw[2 * i + 1]!);
+  }
+}
 
 /** Bounds on the rest of an upload read and dropped after a streamed answer (holdEnd). */
 const DROP_BYTES = 256 * 1024;

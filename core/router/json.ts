@@ -67,8 +67,46 @@ function isSorted(v: unknown): boolean {
   return true;
 }
 
+/** Every key of every object in `v` into `keys`; returns how many objects it holds. */
+function collectKeys(v: unknown, keys: Set<string>): number {
+  if (typeof v !== 'object' || v === null) return 0;
+  let n = 0;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) n += collectKeys(v[i], keys);
+    return n;
+  }
+  const o = v as Record<string, unknown>;
+  for (const k in o) {
+    keys.add(k);
+    n += collectKeys(o[k], keys);
+  }
+  return n + 1;
+}
+
+/**
+ * Past this many (objects × distinct keys), a property list makes JSON.stringify look up too many
+ * absent keys (a large document with many different keys): the objects are copied in order instead.
+ */
+const LIST_BUDGET = 200_000;
+
 export function goJson(v: unknown): string {
-  const s = JSON.stringify(isSorted(v) ? v : sorted(v)) ?? 'null';
+  let s: string | undefined;
+  // isSorted: integer-like keys ("9" before "10", V8's enumeration order) count as out of order.
+  if (isSorted(v)) s = JSON.stringify(v);
+  else {
+    const keys = new Set<string>();
+    const objects = collectKeys(v, keys);
+    if (keys.size * objects <= LIST_BUDGET && !keys.has('__proto__')) {
+      // JSON.stringify with a property list writes every object's keys in the list's order,
+      // skipping those it lacks: sorted once, the list is Go's map order for the whole document,
+      // and no object is copied. (A listed key is read with [[Get]], so only `__proto__` could come
+      // from the prototype, hence the exception; inherited methods are functions, which JSON skips.)
+      s = JSON.stringify(v, [...keys].sort());
+    } else {
+      s = JSON.stringify(sorted(v));
+    }
+  }
+  s ??= 'null';
   HTML_UNSAFE.lastIndex = 0;
   return HTML_UNSAFE.test(s) ? s.replace(HTML_UNSAFE, (c) => ESCAPES[c]!) : s;
 }

@@ -170,8 +170,14 @@ export function checksStage(checks: RequestChecks): Stage {
 
 // ---- the pipe (last link) ----
 
-/** No-op: the backend's answer is streamed to the client untouched (exchange.ts `stream`). */
+/**
+ * No-op: the backend's answer is streamed to the client untouched (exchange.ts `stream`). With gw's
+ * own client the call runs in receiver mode: the exchange gets the head synchronously from undici's
+ * parser and attaches the client sink before the first body chunk; a client plugin's answer comes
+ * through its promise.
+ */
 export function noopPipe(pipe: BackendPipe): Next {
+  const direct = pipe.direct;
   return (x) => {
     let out;
     try {
@@ -181,6 +187,10 @@ export function noopPipe(pipe: BackendPipe): Next {
       return;
     }
     x.out = out;
+    if (direct !== null) {
+      x.call = direct(out, x);
+      return;
+    }
     pipe.client(out).then(
       (r) => streamSafely(x, r),
       (err: Error) => failSafely(x, withBackend(err, out)),
@@ -248,5 +258,5 @@ function withClaims(p: ProxyRequest, claims: JWTPayload, jwt: JwtValidator): Pro
     }
     client = { ...client, headers };
   }
-  return new ProxyRequest(p.params, p.paramNames, p.query, client, p.body, p.signal, p.method, extra);
+  return new ProxyRequest(p.params, p.paramNames, p.query, client, p.body, p.scope, p.method, extra);
 }

@@ -5,19 +5,16 @@
  * 301/302/303 turn into GET without a body, 307/308 keep method and body (when it can be
  * replayed), `Referer` is set to the previous URL.
  */
-import type { Dispatcher } from 'undici';
+import { util, type Dispatcher } from 'undici';
 import type { Readable } from 'node:stream';
 import { UpstreamBody, type FlowControl } from './body.js';
 import type { OriginSlot, Pools } from './pools.js';
 import type { Headers } from '../plugin/types.js';
+import type { Cancellable, Scope } from '../proxy/types.js';
 
 export type RequestBody = Readable | AsyncIterable<Uint8Array> | Uint8Array | string | null;
 
-export interface UpstreamResponse {
-  status: number;
-  headers: Headers;
-  body: UpstreamBody;
-}
+const { parseHeaders, headerNameToString } = util;
 
 export class BackendError extends Error {
   constructor(
@@ -32,32 +29,83 @@ export class BackendError extends Error {
 
 const MAX_REDIRECTS = 10;
 
-class Exchange implements Dispatcher.DispatchHandler, FlowControl {
-  private controller: Dispatcher.DispatchController | null = null;
+/**
+ * Who learns the outcome of a call made in receiver mode (the no-op path with gw's own client):
+ * `head` runs synchronously inside undici's parser callback, so the client sink is attached before
+ * the first body chunk arrives — no promise turn, no queued chunk, no parser pause in between.
+ */
+export interface Receiver {
+  /** The final response head (status ≥ 200, redirects already followed). */
+  head(res: UpstreamResponse): void;
+  /** The call failed before a head arrived. */
+  failed(err: Error): void;
+}
+
+export interface UpstreamResponse {
+  status: number;
+  headers: Headers;
+  body: UpstreamBody;
+}
+
+/**
+ * A response head in receiver mode: `raw` holds undici's name/value Buffers (values already checked
+ * by its parser: no CR, LF or NUL), which the no-op path writes to the client as they are, and
+ * `names` their lower-case names. The header object is built only if somebody asks for it.
+ */
+export class RawResponse implements UpstreamResponse {
+  private parsed: Headers | null = null;
+  constructor(
+    readonly status: number,
+    readonly raw: Buffer[],
+    /** Lower-case name of each pair of `raw`. */
+    readonly names: string[],
+    readonly body: UpstreamBody,
+  ) {}
+
+  get headers(): Headers {
+    return (this.parsed ??= parseHeaders(this.raw) as Headers);
+  }
+}
+
+/**
+ * One call on a pool, as an undici dispatch handler of the raw-header kind (`onHeaders` with
+ * Buffers): undici then skips its handler adapter, its controller object and the header object it
+ * would build twice (headers and trailers) per response. Pause, resume and abort are the callbacks
+ * undici hands over.
+ */
+class Call implements FlowControl, Cancellable {
+  private abortFn: ((err: Error) => void) | null = null;
+  private resumeFn: (() => void) | null = null;
+  private paused = false;
   private abortReason: Error | null = null;
   private body: UpstreamBody | null = null;
-  private signal: AbortSignal | null = null;
+  private scope: Scope | null = null;
   /** Admission slot, held until undici is done with the exchange (not merely until it is answered). */
   slot: OriginSlot | null = null;
-  resolve!: (r: UpstreamResponse) => void;
-  reject!: (e: Error) => void;
-  readonly promise: Promise<UpstreamResponse>;
+  /** Promise mode (receiver null). */
+  resolve: ((r: UpstreamResponse | Promise<UpstreamResponse>) => void) | null = null;
+  reject: ((e: Error) => void) | null = null;
 
-  constructor(signal: AbortSignal | null) {
-    this.promise = new Promise<UpstreamResponse>((res, rej) => {
-      this.resolve = res;
-      this.reject = rej;
-    });
-    if (signal !== null) {
-      this.signal = signal;
-      if (signal.aborted) this.abort(abortError(signal));
-      else signal.addEventListener('abort', this, { once: true });
+  constructor(
+    scope: Scope | null,
+    private readonly receiver: Receiver | null,
+    /** What a redirect needs to be followed (null: returned as it is). */
+    private readonly follow: ((first: UpstreamResponse) => Promise<UpstreamResponse>) | null,
+  ) {
+    if (scope !== null) {
+      if (scope.reason !== null) this.abort(scope.reason);
+      else {
+        this.scope = scope;
+        scope.watch(this);
+      }
     }
   }
 
-  /** AbortSignal listener. */
-  handleEvent(): void {
-    this.abort(abortError(this.signal!));
+  promise(): Promise<UpstreamResponse> {
+    return new Promise<UpstreamResponse>((res, rej) => {
+      this.resolve = res;
+      this.reject = rej;
+    });
   }
 
   /** undici is done with this exchange: give the admission slot back and stop listening. */
@@ -70,64 +118,112 @@ class Exchange implements Dispatcher.DispatchHandler, FlowControl {
   }
 
   private unlisten(): void {
-    if (this.signal !== null) {
-      this.signal.removeEventListener('abort', this);
-      this.signal = null;
+    if (this.scope !== null) {
+      this.scope.unwatch(this);
+      this.scope = null;
     }
   }
 
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.controller = controller;
-    if (this.abortReason !== null) controller.abort(this.abortReason);
+  private settleHead(r: UpstreamResponse): void {
+    if (this.receiver === null) this.resolve!(r);
+    else this.receiver.head(r);
   }
 
-  onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+  private settleError(e: Error): void {
+    if (this.receiver === null) this.reject!(e);
+    else this.receiver.failed(e);
+  }
+
+  // ---- undici's handler interface ----
+
+  onConnect(abort: (err: Error) => void): void {
+    this.abortFn = abort;
+    if (this.abortReason !== null) abort(this.abortReason);
+  }
+
+  onHeaders(statusCode: number, raw: Buffer[], resume: () => void, _text: string): boolean {
     // An interim answer (102 Processing, 103 Early Hints, ...): the final one follows on the same
     // exchange, as Go's client reads it. undici's parser skips the 1xx's (empty) body and calls
     // this again with the final status. It never gets here with 100 (an unsolicited 100 Continue
     // fails the exchange: undici destroys the socket, "bad response") nor 101 (an upgrade gw did
     // not ask for: "bad upgrade").
-    if (statusCode < 200) return;
-    const cl = headers['content-length'];
-    const body = new UpstreamBody(this, typeof cl === 'string' ? Number(cl) : -1);
-    this.body = body;
-    this.resolve({ status: statusCode, headers: headers as Headers, body });
+    if (statusCode < 200) return true;
+    this.resumeFn = resume;
+    let length = -1;
+    let res: UpstreamResponse;
+    if (this.receiver !== null) {
+      const names: string[] = new Array(raw.length >> 1);
+      for (let i = 0, j = 0; i < raw.length; i += 2, j++) {
+        const n = headerNameToString(raw[i]!);
+        names[j] = n;
+        if (n === 'content-length') length = Number(raw[i + 1]!.toString('latin1'));
+      }
+      const body = new UpstreamBody(this, length);
+      this.body = body;
+      res = new RawResponse(statusCode, raw, names, body);
+    } else {
+      const headers = parseHeaders(raw) as Headers;
+      const cl = headers['content-length'];
+      if (typeof cl === 'string') length = Number(cl);
+      const body = new UpstreamBody(this, length);
+      this.body = body;
+      res = { status: statusCode, headers, body };
+    }
+    if (this.follow !== null && REDIRECTS.has(statusCode)) {
+      // Redirects are rare: the hops run on the promise path.
+      const rcv = this.receiver;
+      if (rcv === null) this.resolve!(this.follow(res));
+      else {
+        this.follow(res).then(
+          (r) => rcv.head(r),
+          (e: Error) => rcv.failed(e),
+        );
+      }
+      return !this.paused;
+    }
+    this.settleHead(res);
+    return !this.paused;
   }
 
-  onResponseData(_c: Dispatcher.DispatchController, chunk: Buffer): void {
+  onData(chunk: Buffer): boolean {
     this.body!.push(chunk);
+    return !this.paused;
   }
 
-  onResponseEnd(): void {
+  onComplete(_trailers: Buffer[] | null): void {
     this.detach();
     this.body!.end();
   }
 
-  onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
+  onError(err: Error): void {
     this.detach();
     const e = this.abortReason ?? explain(err);
     if (this.body !== null) this.body.fail(e);
-    else this.reject(e);
+    else this.settleError(e);
   }
 
+  // ---- FlowControl (UpstreamBody) ----
+
   pause(): void {
-    this.controller?.pause();
+    this.paused = true;
   }
 
   resume(): void {
-    this.controller?.resume();
+    if (!this.paused) return;
+    this.paused = false;
+    this.resumeFn?.();
   }
 
   abort(reason: Error): void {
     if (this.abortReason !== null) return;
     this.abortReason = reason;
-    if (this.controller !== null) this.controller.abort(reason);
+    if (this.abortFn !== null) this.abortFn(reason);
     else if (this.body === null) {
       // Still queued for a connection: answer now. undici keeps the entry in its queue until it
-      // reaches a connection (onRequestStart aborts it then) or the pool fails it; the admission
-      // slot stays taken until then, so `backend_max_queue` bounds undici's queue, not ours.
+      // reaches a connection (onConnect aborts it then) or the pool fails it; the admission slot
+      // stays taken until then, so `backend_max_queue` bounds undici's queue, not ours.
       this.unlisten();
-      this.reject(reason);
+      this.settleError(reason);
     }
   }
 }
@@ -148,9 +244,33 @@ function explain(err: Error): Error {
   return err;
 }
 
-function abortError(signal: AbortSignal): Error {
-  const r = signal.reason;
-  return r instanceof Error ? r : new BackendError('context canceled', 'ABORTED');
+function admit(pools: Pools, origin: string): OriginSlot | Error {
+  let slot: OriginSlot;
+  try {
+    slot = pools.slot(origin);
+  } catch (err) {
+    return err as Error;
+  }
+  if (slot.inflight >= slot.limit) {
+    return new BackendError(`${origin}: all ${slot.limit} connection and queue slots are busy`, 'QUEUE_FULL');
+  }
+  return slot;
+}
+
+function start(call: Call, slot: OriginSlot, origin: string, path: string, method: string, headers: Headers, body: RequestBody): void {
+  slot.inflight++;
+  call.slot = slot;
+  if (body !== null && typeof body === 'object' && !(body instanceof Uint8Array) && headers['Content-Length'] === undefined) {
+    // Like KrakenD: without a forwarded Content-Length the body goes out chunked. undici would read
+    // the length off a stream that already ended; an iterable keeps it unknown.
+    const stream = body as AsyncIterable<Uint8Array>;
+    body = { [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator]() };
+  }
+  try {
+    slot.pool.dispatch({ origin, path, method, headers, body: body as Dispatcher.DispatchOptions['body'] }, call as unknown as Dispatcher.DispatchHandler);
+  } catch (err) {
+    call.onError(err as Error);
+  }
 }
 
 /** One request/response exchange on a pool, no redirect handling. */
@@ -161,51 +281,73 @@ export function dispatch(
   method: string,
   headers: Headers,
   body: RequestBody,
-  signal: AbortSignal | null,
+  scope: Scope | null,
 ): Promise<UpstreamResponse> {
-  let slot: OriginSlot;
-  try {
-    slot = pools.slot(origin);
-  } catch (err) {
-    return Promise.reject(err as Error);
-  }
-  if (slot.inflight >= slot.limit) {
-    return Promise.reject(
-      new BackendError(`${origin}: all ${slot.limit} connection and queue slots are busy`, 'QUEUE_FULL'),
-    );
-  }
-  const ex = new Exchange(signal);
-  slot.inflight++;
-  ex.slot = slot;
-  const pool = slot.pool;
-  if (body !== null && typeof body === 'object' && !(body instanceof Uint8Array) && headers['Content-Length'] === undefined) {
-    // Like KrakenD: without a forwarded Content-Length the body goes out chunked. undici would read
-    // the length off a stream that already ended; an iterable keeps it unknown.
-    const stream = body as AsyncIterable<Uint8Array>;
-    body = { [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator]() };
-  }
-  try {
-    pool.dispatch({ origin, path, method, headers, body: body as Dispatcher.DispatchOptions['body'] }, ex);
-  } catch (err) {
-    ex.onResponseError(null as never, err as Error);
-  }
-  return ex.promise;
+  const slot = admit(pools, origin);
+  if (slot instanceof Error) return Promise.reject(slot);
+  const call = new Call(scope, null, null);
+  const p = call.promise();
+  start(call, slot, origin, path, method, headers, body);
+  return p;
 }
 
 const REDIRECTS: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
 
 /** Sends a request and follows redirects like Go's default client. */
-export async function send(
+export function send(
   pools: Pools,
   origin: string,
   path: string,
   method: string,
   headers: Headers,
   body: RequestBody,
-  signal: AbortSignal | null,
+  scope: Scope | null,
 ): Promise<UpstreamResponse> {
-  let res = await dispatch(pools, origin, path, method, headers, body, signal);
-  if (!REDIRECTS.has(res.status)) return res;
+  const slot = admit(pools, origin);
+  if (slot instanceof Error) return Promise.reject(slot);
+  const call = new Call(scope, null, (first) => follow(pools, first, origin, path, method, headers, body, scope));
+  const p = call.promise();
+  start(call, slot, origin, path, method, headers, body);
+  return p;
+}
+
+/**
+ * Sends a request in receiver mode: the receiver gets the final head synchronously from undici's
+ * parser (after redirects, followed like {@link send}). Returns the call, to abort it, or null when
+ * it failed at once (the receiver was told).
+ */
+export function stream(
+  pools: Pools,
+  origin: string,
+  path: string,
+  method: string,
+  headers: Headers,
+  body: RequestBody,
+  receiver: Receiver,
+  scope: Scope,
+): FlowControl | null {
+  const slot = admit(pools, origin);
+  if (slot instanceof Error) {
+    receiver.failed(slot);
+    return null;
+  }
+  // The caller cancels the call itself (the return value): the scope serves redirects only.
+  const call = new Call(null, receiver, (first) => follow(pools, first, origin, path, method, headers, body, scope));
+  start(call, slot, origin, path, method, headers, body);
+  return call;
+}
+
+/** Follows the redirects of a first answer like Go's default client. */
+async function follow(
+  pools: Pools,
+  res: UpstreamResponse,
+  origin: string,
+  path: string,
+  method: string,
+  headers: Headers,
+  body: RequestBody,
+  scope: Scope | null,
+): Promise<UpstreamResponse> {
   let hops = 0;
   let url = origin + path;
   while (REDIRECTS.has(res.status)) {
@@ -245,7 +387,7 @@ export async function send(
       nextHeaders['Referer'] = prev.href;
     }
     url = next.href;
-    res = await dispatch(pools, next.origin, next.pathname + next.search, method, nextHeaders, body, signal);
+    res = await dispatch(pools, next.origin, next.pathname + next.search, method, nextHeaders, body, scope);
   }
   return res;
 }
