@@ -11,6 +11,7 @@ import type { Logger } from '../log.js';
 import type { Client } from '../proxy/backend.js';
 import { OutboundRequest, Scope } from '../proxy/types.js';
 import { isUpstreamBody } from '../transport/body.js';
+import { RawResponse } from '../transport/client.js';
 import type { BackendRequest, BackendResponse, ClientFactory, ClientHandler, NextClient } from './types.js';
 import { pluginLogger } from './logger.js';
 import type { PluginRegistry } from './registry.js';
@@ -163,7 +164,9 @@ export function pluginClient(name: string, handler: ClientHandler, next: Client,
     // connection with an unread body: they are discarded once the handler settles.
     let delegated: BackendResponse[] | null = null;
     const nextFn: NextClient = (req) =>
-      next(toOutbound(r, req ?? r)).then((res) => {
+      next(toOutbound(r, req ?? r)).then((got) => {
+        // A plain object: the handler may copy it ({ ...res }) or change it.
+        const res = got instanceof RawResponse ? got.plain() : got;
         (delegated ??= []).push(res);
         return res;
       });

@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import type { BackendConfig, EndpointConfig } from '../config/types.js';
 import type { BackendResponse, Headers } from '../plugin/types.js';
 import { isUpstreamBody, type FlowControl } from '../transport/body.js';
-import type { Receiver } from '../transport/client.js';
+import { RawResponse, type Receiver } from '../transport/client.js';
 import { decodeLimited } from '../transport/inflate.js';
 import { compileFormatter } from './formatter.js';
 import { compileHeaderBuilder, compileQueryFilter, compileUrlPattern } from './request.js';
@@ -289,7 +289,7 @@ function decodingCall(b: BackendConfig, client: Client): Call {
       let body: string | null = null;
       if (needBody) body = (await readBody(res, MAX_DECODE_BYTES)).toString('utf8');
       else discard(res.body);
-      const ct = headerValue(res.headers, 'content-type');
+      const ct = responseHeader(res, 'content-type');
       if (detailsAlias !== null) {
         const data: Record<string, unknown> = Object.create(null);
         data['error_' + detailsAlias] = { http_status_code: res.status, http_body: body, http_body_encoding: ct ?? '' };
@@ -308,6 +308,12 @@ function decodingCall(b: BackendConfig, client: Client): Call {
     call(out).catch((err: Error) => {
       throw withBackend(err, out);
     });
+}
+
+/** A response header by lower-case name; a raw head from gw's client is read without building its object. */
+function responseHeader(res: BackendResponse, name: string): string | null {
+  if (res instanceof RawResponse) return res.header(name) ?? null;
+  return headerValue(res.headers, name);
 }
 
 function headerValue(h: Headers, name: string): string | null {
@@ -344,7 +350,7 @@ export async function readBody(res: BackendResponse, limit: number): Promise<Buf
     }
     buf = Buffer.concat(chunks, size);
   } else buf = Buffer.from(JSON.stringify(b));
-  const enc = headerValue(res.headers, 'content-encoding');
+  const enc = responseHeader(res, 'content-encoding');
   if (enc === null || enc === '' || enc === 'identity') return buf;
   // The same limit bounds the decoded body: a few hundred KB of gzip can inflate to gigabytes.
   return decodeLimited(buf, enc, limit);

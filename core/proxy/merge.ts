@@ -11,7 +11,8 @@ import type { BackendConfig } from '../config/types.js';
 import { goJson } from '../router/json.js';
 import { setKey } from './flatmap.js';
 import type { Proxy, ProxyRequest, ProxyResponse } from './types.js';
-import { DeadlineError } from './types.js';
+import { DeadlineError, type ChildScope } from './types.js';
+import { DeadlineQueue, type Timed } from '../router/deadlines.js';
 
 type Obj = Record<string, unknown>;
 
@@ -30,55 +31,84 @@ function mergeInto(data: Obj, part: Obj): void {
   }
 }
 
+/**
+ * One parallel merge in flight. The merge deadline is the endpoint's deadline queue kind (one Node
+ * timer per endpoint, router/deadlines.ts): the run is the queue node, and its callbacks are bound
+ * once here rather than allocated per backend.
+ */
+class MergeRun implements Timed {
+  deadline = 0;
+  tprev: Timed | null = null;
+  tnext: Timed | null = null;
+  readonly data: Obj = Object.create(null);
+  readonly errors: Error[] = [];
+  successes = 0;
+  complete = true;
+  done = false;
+  resolve!: (r: ProxyResponse) => void;
+  reject!: (e: Error) => void;
+
+  constructor(
+    readonly ac: ChildScope,
+    public pending: number,
+    private readonly dq: DeadlineQueue,
+  ) {}
+
+  expire(): void {
+    this.finish();
+  }
+
+  finish(): void {
+    if (this.done) return;
+    this.done = true;
+    this.dq.remove(this);
+    this.ac.detach();
+    const errors = this.errors;
+    if (this.pending > 0) {
+      // One `context deadline exceeded` per backend that did not make it, as lura logs them.
+      for (let i = 0; i < this.pending; i++) errors.push(new DeadlineError());
+      this.ac.cancel(new DeadlineError());
+    }
+    if (this.successes === 0) {
+      this.reject(mergeFailure(errors));
+      return;
+    }
+    this.resolve({ data: this.data, isComplete: this.complete && errors.length === 0, errors: errors.length ? errors : null });
+  }
+
+  readonly ok = (r: ProxyResponse): void => {
+    if (this.done) return;
+    this.pending--;
+    this.successes++;
+    if (!r.isComplete) this.complete = false;
+    if (r.errors !== null) this.errors.push(...r.errors);
+    try {
+      mergeInto(this.data, r.data);
+    } catch (err) {
+      this.errors.push(err as Error);
+    }
+    if (this.pending === 0) this.finish();
+  };
+
+  readonly fail = (err: Error): void => {
+    if (this.done) return;
+    this.pending--;
+    this.errors.push(err);
+    if (this.pending === 0) this.finish();
+  };
+}
+
 export function composeMerge(backends: readonly Proxy[], timeoutMs: number): Proxy {
   const n = backends.length;
-  const mergeMs = Math.max(1, Math.floor(timeoutMs * 0.85));
+  const dq = new DeadlineQueue(Math.max(1, Math.floor(timeoutMs * 0.85)));
   return (req: ProxyRequest) =>
     new Promise<ProxyResponse>((resolve, reject) => {
       const ac = req.scope.child();
       const sub = req.derive(ac);
-      const data: Obj = Object.create(null);
-      const errors: Error[] = [];
-      let pending = n;
-      let successes = 0;
-      let complete = true;
-      let done = false;
-      const finish = () => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        ac.detach();
-        if (pending > 0) {
-          // One `context deadline exceeded` per backend that did not make it, as lura logs them.
-          for (let i = 0; i < pending; i++) errors.push(new DeadlineError());
-          ac.cancel(new DeadlineError());
-        }
-        if (successes === 0) {
-          reject(mergeFailure(errors));
-          return;
-        }
-        resolve({ data, isComplete: complete && errors.length === 0, errors: errors.length ? errors : null });
-      };
-      const timer = setTimeout(finish, mergeMs);
-      const ok = (r: ProxyResponse) => {
-        if (done) return;
-        pending--;
-        successes++;
-        if (!r.isComplete) complete = false;
-        if (r.errors !== null) errors.push(...r.errors);
-        try {
-          mergeInto(data, r.data);
-        } catch (err) {
-          errors.push(err as Error);
-        }
-        if (pending === 0) finish();
-      };
-      const fail = (err: Error) => {
-        if (done) return;
-        pending--;
-        errors.push(err);
-        if (pending === 0) finish();
-      };
+      const run = new MergeRun(ac, n, dq);
+      run.resolve = resolve;
+      run.reject = reject;
+      dq.add(run, Date.now());
       for (let i = 0; i < n; i++) {
         let p: Promise<ProxyResponse>;
         try {
@@ -86,7 +116,7 @@ export function composeMerge(backends: readonly Proxy[], timeoutMs: number): Pro
         } catch (err) {
           p = Promise.reject(err as Error);
         }
-        p.then(ok, fail);
+        p.then(run.ok, run.fail);
       }
     });
 }

@@ -407,7 +407,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
       total = b.length;
       if (!this.acceptsGzip && !this.sentAcceptEncoding) {
         // gw asked for gzip on its own: a gzip answer is inflated for this client.
-        const ce = raw !== null ? rawValue(raw, 'content-encoding') : headers!['content-encoding'];
+        const ce = raw !== null ? raw.header('content-encoding') : headers!['content-encoding'];
         if (ce === 'gzip') gunzip = true;
       }
     } else if (typeof b === 'string' || b instanceof Uint8Array) {
@@ -550,13 +550,6 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
 }
 
 function ignore(): void {}
-
-/** The first value of header `name` (lower case) in a raw head, as text, or undefined. */
-function rawValue(r: RawResponse, name: string): string | undefined {
-  const names = r.names;
-  for (let i = 0; i < names.length; i++) if (names[i] === name) return r.raw[2 * i + 1]!.toString('latin1');
-  return undefined;
-}
 
 /** Response headers gw never copies from a backend: hop-by-hop, and what uWS writes itself. */
 const NOT_COPIED: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'content-length', 'date', 'uwebsockets']);

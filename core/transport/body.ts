@@ -7,8 +7,9 @@
  *    resumed by `sink` through `resume()`. Nothing is buffered beyond what undici already holds.
  *  - `bytes()/text()/json()`: buffered, for decoding encodings (json, string, ...).
  *  - async iteration / `stream()`: for plugins that want to look at the bytes.
- * Until a consumer attaches, the controller is paused and early chunks are queued (at most what
- * one socket read delivered).
+ * Until a consumer attaches, early chunks are queued; past QUEUE_BYTES the controller is paused,
+ * so a consumer that comes late (a plugin, a decoding call a promise turn later) costs no parser
+ * pause and resume for a body that came in with its head, and never more than that much memory.
  */
 import { Readable } from 'node:stream';
 import type { ResponseBody } from '../plugin/types.js';
@@ -25,6 +26,9 @@ export interface FlowControl {
   resume(): void;
   abort(reason: Error): void;
 }
+
+/** Bytes queued before a consumer attaches, beyond which the backend socket is paused. */
+const QUEUE_BYTES = 64 * 1024;
 
 /** A discarded body longer than this is not read: its connection is closed instead. */
 const DUMP_LIMIT = 256 * 1024;
@@ -64,7 +68,8 @@ export class UpstreamBody implements ResponseBody {
       return;
     }
     (this.queue ??= []).push(chunk);
-    this.flow.pause();
+    // Waiting for a consumer: pause only past the bound (a small body is already all here).
+    if (sink !== null || this.received > QUEUE_BYTES) this.flow.pause();
   }
 
   end(): void {

@@ -48,9 +48,9 @@ export interface UpstreamResponse {
 }
 
 /**
- * A response head in receiver mode: `raw` holds undici's name/value Buffers (values already checked
- * by its parser: no CR, LF or NUL), which the no-op path writes to the client as they are, and
- * `names` their lower-case names. The header object is built only if somebody asks for it.
+ * A backend's response head as undici parsed it: `raw` holds the name/value Buffers (values already
+ * checked by its parser: no CR, LF or NUL), which the no-op path writes to the client as they are,
+ * and `names` their lower-case names. The header object is built only if somebody asks for it.
  */
 export class RawResponse implements UpstreamResponse {
   private parsed: Headers | null = null;
@@ -64,6 +64,18 @@ export class RawResponse implements UpstreamResponse {
 
   get headers(): Headers {
     return (this.parsed ??= parseHeaders(this.raw) as Headers);
+  }
+
+  /** The first value of header `name` (lower case), without building the header object. */
+  header(name: string): string | undefined {
+    const names = this.names;
+    for (let i = 0; i < names.length; i++) if (names[i] === name) return this.raw[2 * i + 1]!.toString('latin1');
+    return undefined;
+  }
+
+  /** A plain { status, headers, body } for plugins, which may copy or change it. */
+  plain(): UpstreamResponse {
+    return { status: this.status, headers: this.headers, body: this.body };
   }
 }
 
@@ -150,25 +162,15 @@ class Call implements FlowControl, Cancellable {
     if (statusCode < 200) return true;
     this.resumeFn = resume;
     let length = -1;
-    let res: UpstreamResponse;
-    if (this.receiver !== null) {
-      const names: string[] = new Array(raw.length >> 1);
-      for (let i = 0, j = 0; i < raw.length; i += 2, j++) {
-        const n = headerNameToString(raw[i]!);
-        names[j] = n;
-        if (n === 'content-length') length = Number(raw[i + 1]!.toString('latin1'));
-      }
-      const body = new UpstreamBody(this, length);
-      this.body = body;
-      res = new RawResponse(statusCode, raw, names, body);
-    } else {
-      const headers = parseHeaders(raw) as Headers;
-      const cl = headers['content-length'];
-      if (typeof cl === 'string') length = Number(cl);
-      const body = new UpstreamBody(this, length);
-      this.body = body;
-      res = { status: statusCode, headers, body };
+    const names: string[] = new Array(raw.length >> 1);
+    for (let i = 0, j = 0; i < raw.length; i += 2, j++) {
+      const n = headerNameToString(raw[i]!);
+      names[j] = n;
+      if (n === 'content-length') length = Number(raw[i + 1]!.toString('latin1'));
     }
+    const body = new UpstreamBody(this, length);
+    this.body = body;
+    const res = new RawResponse(statusCode, raw, names, body);
     if (this.follow !== null && REDIRECTS.has(statusCode)) {
       // Redirects are rare: the hops run on the promise path.
       const rcv = this.receiver;
