@@ -1,13 +1,21 @@
 /**
  * `npm run bench`: gw's benchmark tool (issue #4).
  *
- *   npm run bench                          micro + end-to-end suites (< 5 min on 2 cores)
- *   npm run bench -- --quick               the same, shorter (≈ 1 min)
+ *   npm run bench                          micro + end-to-end suites, then the peers phase
+ *                                          (≈ 5 min + ≈ 3 min of peers on 2 cores)
+ *   npm run bench -- --quick               the same, shorter (≈ 1 min + ≈ 45 s of peers)
  *   npm run bench -- --quick --micro-only  micro suites only (the CI smoke check)
+ *   npm run bench -- --peers-only          only the peers phase (add --quick: 1 run of 3 s per row)
+ *   npm run bench -- --no-peers            micro + end-to-end suites, no peers phase
  *   npm run bench -- --baseline            compare with the committed bench/baseline.json
  *   npm run bench -- --compare <file>      compare with an earlier results file
  *   npm run bench -- --threshold 15        regression threshold in percent (default 10)
  *   npm run bench -- --write-baseline      write this run as bench/baseline.json
+ *
+ * The peers phase (bench/suites/peers.ts) runs when nginx and wrk are on PATH: a uWS origin, nginx,
+ * the uWS+undici prototype and gw under wrk, compared on proxy CPU per request. Without nginx or
+ * wrk it is skipped with one line saying how to get them. Its PASS/FAIL targets are information
+ * only and never change the exit status.
  *
  * Progress goes to stderr, the summary table to stdout, the full results to
  * bench/results/<iso-date>-<git-sha>.json. Exit status: 0, or 1 when a gated ratio regressed
@@ -24,15 +32,22 @@ import { stopAll } from './lib/procs.js';
 import { collectRatios, compare, summary, type Results } from './lib/report.js';
 import { E2E, type E2EOptions } from './suites/e2e.js';
 import { runMicro } from './suites/micro.js';
+import { Peers, peersSkipReason, type PeersOptions, type PeersOutcome } from './suites/peers.js';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(BENCH_DIR, '..');
 const BASELINE = path.join(BENCH_DIR, 'baseline.json');
 const RESULTS_DIR = path.join(BENCH_DIR, 'results');
 
-const USAGE = `usage: npm run bench -- [--quick] [--micro-only] [--compare <file>] [--baseline]
+const USAGE = `usage: npm run bench -- [--quick] [--micro-only | --peers-only] [--no-peers] [--compare <file>] [--baseline]
                           [--threshold <pct>] [--write-baseline] [--concurrency <n>]
-                          [--gw-workers <n>  (default 1; 0 = gw's own default, one per core)]`;
+                          [--gw-workers <n>  (default 1; 0 = gw's own default, one per core)]
+
+  --quick           shorter everywhere (peers: 1 run of 3 s per row instead of 3 repeats of 5 s)
+  --micro-only      micro suites only
+  --peers-only      the peers phase only: nginx, the uWS+undici prototype and gw (--workers 1)
+                    under wrk, compared on proxy CPU per request (needs nginx and wrk on PATH)
+  --no-peers        skip the peers phase (it runs after the end-to-end suite when nginx and wrk exist)`;
 
 function parse() {
   try {
@@ -40,6 +55,8 @@ function parse() {
       options: {
         quick: { type: 'boolean', default: false },
         'micro-only': { type: 'boolean', default: false },
+        'peers-only': { type: 'boolean', default: false },
+        'no-peers': { type: 'boolean', default: false },
         compare: { type: 'string', multiple: true },
         baseline: { type: 'boolean', default: false },
         threshold: { type: 'string', default: '10' },
@@ -57,6 +74,8 @@ function parse() {
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new Error(`--concurrency: 1..256, got ${values.concurrency}`);
     const gwWorkers = Number(values['gw-workers']);
     if (!Number.isInteger(gwWorkers) || gwWorkers < 0 || gwWorkers > 64) throw new Error(`--gw-workers: 0..64 (0 = gw's default), got ${values['gw-workers']}`);
+    if (values['peers-only'] && values['micro-only']) throw new Error('--peers-only and --micro-only exclude each other');
+    if (values['peers-only'] && values['no-peers']) throw new Error('--peers-only and --no-peers exclude each other');
     return { ...values, threshold, concurrency, gwWorkers, compare: values.compare ?? [] };
   } catch (err) {
     console.error(`${(err as Error).message}\n${USAGE}`);
@@ -125,23 +144,46 @@ async function main(): Promise<number> {
           throughputTargets: ['direct 1 KB', 'gw no-op 1 KB', 'ref no-op 1 KB'] }
       : { latencyMs: 6000, rounds: 6, warmupMs: 1000, throughputMs: 5000, throughputWarmMs: 1000, concurrency: args.concurrency, gwWorkers: args.gwWorkers,
           throughputTargets: ['direct 1 KB', 'gw no-op 1 KB', 'ref no-op 1 KB', 'gw json', 'gw plugin delegate no-op 1 KB'] },
+    peers: quick ? { repeats: 1, durationS: 3, warmupS: 1, connections: 64 } : { repeats: 3, durationS: 5, warmupS: 1, connections: 64 },
   };
+  const peersOnly = args['peers-only'];
+  const runPeers = !args['micro-only'] && !args['no-peers'];
   const sha = git(['rev-parse', '--short', 'HEAD']) || 'nogit';
   const dirty = git(['status', '--porcelain', '--untracked-files=no']) !== '';
-  log(`gw bench: ${quick ? 'quick' : 'default'} run${args['micro-only'] ? ', micro suites only' : ''} at ${sha}${dirty ? ' (dirty)' : ''}`);
+  const only = args['micro-only'] ? ', micro suites only' : peersOnly ? ', peers phase only' : '';
+  log(`gw bench: ${quick ? 'quick' : 'default'} run${only} at ${sha}${dirty ? ' (dirty)' : ''}`);
 
-  log('micro suites');
-  const micro = await runMicro({ ...settings.micro, log });
-  if (controller.signal.aborted) return 130;
+  let micro: Awaited<ReturnType<typeof runMicro>> = [];
+  if (!peersOnly) {
+    log('micro suites');
+    micro = await runMicro({ ...settings.micro, log });
+    if (controller.signal.aborted) return 130;
+  }
 
   let e2e = null;
-  if (!args['micro-only']) {
+  if (!args['micro-only'] && !peersOnly) {
     log('end-to-end suite');
     const suite = new E2E({ root: ROOT, log, signal: controller.signal, ...settings.e2e } satisfies E2EOptions);
     try {
       e2e = await suite.run();
     } finally {
       await suite.close();
+    }
+  }
+
+  let peers: PeersOutcome | null = null;
+  if (runPeers) {
+    const skip = peersSkipReason();
+    if (skip !== null) {
+      peers = { skipped: skip }; // one line in the summary (stdout)
+    } else {
+      log('peers phase (nginx, uWS+undici prototype, gw under wrk)');
+      const phase = new Peers({ root: ROOT, log, signal: controller.signal, ...settings.peers } satisfies PeersOptions);
+      try {
+        peers = await phase.run();
+      } finally {
+        await phase.close();
+      }
     }
   }
 
@@ -152,6 +194,7 @@ async function main(): Promise<number> {
     git: { sha, dirty },
     mode: quick ? 'quick' : 'default',
     microOnly: args['micro-only'],
+    peersOnly,
     machine: {
       node: process.version,
       platform: process.platform,
@@ -164,6 +207,7 @@ async function main(): Promise<number> {
     durationS: Number(((performance.now() - t0) / 1000).toFixed(1)),
     micro,
     e2e,
+    peers,
     ratios: collectRatios(micro, e2e),
   };
 

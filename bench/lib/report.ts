@@ -4,6 +4,7 @@
 import type { MicroResult } from '../suites/micro.js';
 import { fmtNs } from '../suites/micro.js';
 import type { E2EResult } from '../suites/e2e.js';
+import type { PeersOutcome } from '../suites/peers.js';
 
 export interface Ratio {
   value: number;
@@ -18,11 +19,15 @@ export interface Results {
   git: { sha: string; dirty: boolean };
   mode: 'quick' | 'default';
   microOnly: boolean;
+  /** `--peers-only`: neither micro nor end-to-end suites ran. */
+  peersOnly?: boolean;
   machine: { node: string; platform: string; arch: string; cpus: number; cpuModel: string; loadavg: number[] };
   settings: Record<string, unknown>;
   durationS: number;
   micro: MicroResult[];
   e2e: E2EResult | null;
+  /** The peers phase (nginx, the uWS+undici prototype, gw under wrk); null when not run (--no-peers, --micro-only). */
+  peers?: PeersOutcome | null;
   /** The ratios `--compare` looks at; all are "lower is better". */
   ratios: Record<string, Ratio>;
 }
@@ -76,17 +81,19 @@ const x = (v: number) => `${v.toFixed(2)}×`;
 export function summary(r: Results): string {
   const out: string[] = [];
   out.push(
-    `gw bench · ${r.date} · ${r.git.sha}${r.git.dirty ? ' (dirty)' : ''} · ${r.mode}${r.microOnly ? ', micro only' : ''} · ` +
+    `gw bench · ${r.date} · ${r.git.sha}${r.git.dirty ? ' (dirty)' : ''} · ${r.mode}${r.microOnly ? ', micro only' : ''}${r.peersOnly ? ', peers only' : ''} · ` +
       `node ${r.machine.node} · ${r.machine.cpus} CPU ${r.machine.cpuModel} · ${r.durationS.toFixed(0)} s`,
   );
-  out.push('');
-  out.push('Micro suites (per operation; fast ops timed in batches, p50/p99 of batch means)');
-  out.push(
-    table(
-      ['suite: task', 'mean', 'p50', 'p99', 'ops/s'],
-      r.micro.map((m) => [`${m.suite}: ${m.name}`, fmtNs(m.mean_ns), fmtNs(m.p50_ns), fmtNs(m.p99_ns), m.ops_per_s.toLocaleString('en-US')]),
-    ),
-  );
+  if (r.micro.length) {
+    out.push('');
+    out.push('Micro suites (per operation; fast ops timed in batches, p50/p99 of batch means)');
+    out.push(
+      table(
+        ['suite: task', 'mean', 'p50', 'p99', 'ops/s'],
+        r.micro.map((m) => [`${m.suite}: ${m.name}`, fmtNs(m.mean_ns), fmtNs(m.p50_ns), fmtNs(m.p99_ns), m.ops_per_s.toLocaleString('en-US')]),
+      ),
+    );
+  }
   const e = r.e2e;
   if (e) {
     const byName = new Map(e.latency.map((l) => [l.name, l]));
@@ -141,6 +148,9 @@ export function summary(r: Results): string {
           `gw no-op req/s with ${ws.workers} workers ÷ 1 worker: ${ws.rps_ratio.toFixed(2)}× ` +
             '(the load generator and the backend share these cores, so this understates a dedicated host)',
         );
+      } else if (e.worker_scaling_note) {
+        out.push('');
+        out.push(e.worker_scaling_note);
       }
       if (e.cpu_ratio_gw_ref !== null) {
         out.push('');
@@ -156,7 +166,53 @@ export function summary(r: Results): string {
       );
     }
   }
+  if (r.peers) out.push('', ...peersText(r.peers));
   return out.join('\n');
+}
+
+/** The peers phase: the table, the targets (information only) and the spread of the /big rows. */
+export function peersText(p: PeersOutcome): string[] {
+  if (p.skipped !== null) return [p.skipped];
+  const out: string[] = [];
+  const runs = p.repeats === 1 ? '1 run' : `${p.repeats} repeats`;
+  out.push(
+    `Peers (wrk ${p.tools.wrk} -t1 -c${p.connections}, ${runs} of ${p.duration_s} s per row after ${p.warmup_s} s warm-up; ` +
+      `nginx ${p.tools.nginx} 1 worker, proto = uWS+undici prototype, gw --workers 1; ${p.pinning})`,
+  );
+  out.push("CPU µs/req = utime+stime of the proxy's process tree over the measured window ÷ requests served; req/s, p99 from wrk; medians over repeats.");
+  out.push(
+    '× nginx, × proto = median over repeats of the per-repeat CPU/req ratio to the same path on nginx / the prototype ' +
+      '(/agg and /json-plugin vs nginx /json; /json-plugin vs proto /json).',
+  );
+  const errs = p.rows.some((r) => r.errors > 0);
+  out.push(
+    table(
+      ['row', 'CPU µs/req', 'req/s', 'p99', '× nginx', '× proto', ...(errs ? ['errors'] : [])],
+      p.rows.map((r) => [
+        r.name,
+        r.cpu_us_per_req?.toFixed(1) ?? '?',
+        r.rps.toFixed(0),
+        us(r.p99_us),
+        r.x_nginx ? x(r.x_nginx.value) : '',
+        r.x_proto ? x(r.x_proto.value) : '',
+        ...(errs ? [String(r.errors)] : []),
+      ]),
+    ),
+  );
+  out.push('');
+  out.push('Targets (CPU per request; information only: PASS/FAIL does not change the exit status, the machine is noisy)');
+  for (const t of p.targets) {
+    out.push(`  ${t.pass === null ? 'N/A ' : t.pass ? 'PASS' : 'FAIL'}  ${t.label}: ${t.ratio === null ? '?' : x(t.ratio)}`);
+  }
+  const spread = p.spread
+    .map((s) => `${s.row} ${s.min === null ? '?' : s.min.toFixed(1)}–${s.max === null ? '?' : s.max.toFixed(1)}`)
+    .join(', ');
+  out.push(
+    `Spread of CPU µs/req over ${runs} (min–max): ${spread}` +
+      (p.repeats === 1 ? ' (a single run has no spread: run without --quick for 3 repeats)' : ''),
+  );
+  if (errs) out.push('note: some rows had non-2xx answers or socket errors (see the errors column): their figures are suspect');
+  return out;
 }
 
 // ------------------------------------------------------------------------------ compare
@@ -200,7 +256,7 @@ export function compare(base: Results, cur: Results, thresholdPct: number, baseN
   const text = [
     head,
     ...notes,
-    compared ? table(['ratio', 'baseline', 'now', 'change', ''], rows) : 'no ratio in common (a --micro-only run has no gated ratios)',
+    compared ? table(['ratio', 'baseline', 'now', 'change', ''], rows) : 'no ratio in common (a --micro-only or --peers-only run has no gated ratios)',
   ].join('\n');
   return { text, regressions, compared };
 }

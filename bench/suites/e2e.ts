@@ -9,7 +9,9 @@
  *     machine hits gw and its direct baseline alike.
  *  2. Throughput: a fixed duration per target with `concurrency` requests in flight; requests/s
  *     and the target's CPU time per request (utime+stime from /proc/<pid>/stat; for gw, the
- *     supervisor and its worker processes).
+ *     supervisor and its worker processes). On ≥ 4 cores, also gw with one worker per core
+ *     (worker scaling); below that the extra workers would only compete with the load generator
+ *     and the backend for the same cores, so the row is reported as not measurable.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -95,6 +97,8 @@ export interface E2EResult {
   cpu_ratio_gw_ref: number | null;
   /** gw no-op req/s with one worker per core ÷ one worker (null when not measured). */
   worker_scaling: { workers: number; rps_ratio: number } | null;
+  /** Why worker scaling was not measured on this machine (fewer than 4 cores), else null. */
+  worker_scaling_note?: string | null;
   processes: { gw: string; reference: string; backend: string };
   gw_workers: number | 'default';
 }
@@ -109,6 +113,9 @@ interface LatencyTask {
   /** Issues the request(s) once and reads the body(ies). */
   run?: () => Promise<void>;
 }
+
+/** Worker scaling is measured only with at least this many cores (see run()). */
+const WORKER_SCALING_MIN_CORES = 4;
 
 const ok = (status: number): string | null => (status === 200 ? null : `status ${status}`);
 const bytes = (n: number, fill: number) => (status: number, body: Buffer) =>
@@ -126,7 +133,8 @@ const jsonHas = (...keys: string[]) => (status: number, body: Buffer) => {
   return missing.length ? `missing keys ${missing.join(', ')} in ${JSON.stringify(v).slice(0, 120)}` : null;
 };
 
-const DELEGATE_PLUGIN = `// Written by bench/suites/e2e.ts: a client plugin that only delegates.
+/** Also used by the peers phase (bench/suites/peers.ts): `bench-delegate`, registered from a `.mjs` file. */
+export const DELEGATE_PLUGIN = `// Written by bench/suites/e2e.ts: a client plugin that only delegates.
 export const ClientRegisterer = {
   name: 'bench-delegate',
   registerClients(register) {
@@ -180,7 +188,8 @@ function gwConfig(port: number, backend: string, pluginDir: string): Record<stri
   };
 }
 
-function freePort(): Promise<number> {
+/** A free TCP port on 127.0.0.1 (closed again before it is returned: the caller binds it next). */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.on('error', reject);
@@ -421,10 +430,18 @@ export class E2E {
       );
     }
     // Worker scaling: the same no-op load against a second gw started with one worker per core.
+    // Only with ≥ 4 cores: below that, the load generator and the backend need the cores the
+    // extra workers would use, and the ratio says more about the scheduler than about gw.
     let workerScaling: { workers: number; rps_ratio: number } | null = null;
+    let workerScalingNote: string | null = null;
     const cores = os.availableParallelism();
     const one = throughput.find((r) => r.name === 'gw no-op 1 KB');
-    if (one && cores > 1 && this.opts.gwWorkers === 1) {
+    if (one && this.opts.gwWorkers === 1 && cores < WORKER_SCALING_MIN_CORES) {
+      workerScalingNote =
+        `worker scaling: not measurable here (${cores} core${cores === 1 ? '' : 's'}: the load generator and the backend need ` +
+        `the cores the extra workers would use; needs ≥ ${WORKER_SCALING_MIN_CORES} cores)`;
+      log(`  ${workerScalingNote}`);
+    } else if (one && this.opts.gwWorkers === 1) {
       this.checkAbort();
       log(`  starting gw with --workers ${cores} for the scaling row`);
       const port2 = await freePort();
@@ -457,6 +474,7 @@ export class E2E {
       throughput,
       cpu_ratio_gw_ref: cpuRatio,
       worker_scaling: workerScaling,
+      worker_scaling_note: workerScalingNote,
       processes: { gw: `node ${path.relative(root, gwBin)} run`, reference: 'bench/reference-proxy.ts', backend: 'bench/backend.ts' },
       gw_workers: this.opts.gwWorkers > 0 ? this.opts.gwWorkers : 'default',
     };

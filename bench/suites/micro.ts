@@ -16,7 +16,7 @@ import { buildBackendPipe } from '../../core/proxy/backend.js';
 import { compileFormatter } from '../../core/proxy/formatter.js';
 import { composeMerge } from '../../core/proxy/merge.js';
 import { compileHeaderBuilder, compileQueryFilter, compileUrlPattern, type ClientInfo } from '../../core/proxy/request.js';
-import { OutboundRequest, ProxyRequest, type Proxy, type ProxyResponse } from '../../core/proxy/types.js';
+import { OutboundRequest, ProxyRequest, Scope, type Proxy, type ProxyResponse } from '../../core/proxy/types.js';
 import { FallbackRouter } from '../../core/router/fallback.js';
 import { goJson } from '../../core/router/json.js';
 import { decodeParam } from '../../core/router/params.js';
@@ -154,7 +154,7 @@ function tasks(): MicroTask[] {
   const ep = cfg50.endpoints.find((e) => e.params.length === 2 && e.backends.length === 2) as EndpointConfig;
   const fakeClient = () => Promise.reject(new Error('unused'));
   const pipe = buildBackendPipe(ep, ep.backends[0]!, fakeClient, false, { error: (m) => console.error(m) });
-  const abort = new AbortController();
+  const abort = new Scope();
   const preq = new ProxyRequest(['42', 'item-7'], ep.params, 'q=x&page=2', ci, null, abort, 'GET');
   list.push({ suite: 'request', name: 'buildOutbound (2 params)', fn: () => pipe.buildOutbound(preq) });
 
