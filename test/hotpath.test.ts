@@ -1,0 +1,140 @@
+// Behaviours the lean hot path (issue 11) must keep: per-request deadlines from one timer per
+// endpoint, cancellation without AbortController, receiver-mode no-op heads, Go's key order.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { type Backend, type Gateway, req, sleep, startBackend, startGateway } from './helpers/gw.ts';
+
+let backend: Backend;
+let gw: Gateway;
+/** Requests the backend saw close before answering (gw cancelled them). */
+let cancelled = 0;
+
+before(async () => {
+  backend = await startBackend((rq, res, rec) => {
+    const u = new URL(rec.url, 'http://x');
+    switch (u.pathname) {
+      case '/hang':
+        // Never answers; counts the connections gw closes on it.
+        res.on('close', () => {
+          if (!res.writableEnded) cancelled++;
+        });
+        return;
+      case '/keys':
+        res.writeHead(200, { 'content-type': 'application/json' });
+        return res.end('{"9":1,"10":2,"b":{"z":1,"a":[{"y":1,"x":2},{"2":0,"11":0}]},"a":"<&>"}');
+      case '/fast':
+        res.writeHead(200, { 'content-type': 'application/json', 'x-b': 'fast' });
+        return res.end('{"fast":true}');
+      case '/redirect':
+        res.writeHead(302, { location: '/fast' });
+        return res.end();
+      default:
+        res.writeHead(200, { 'content-type': 'application/json', 'x-b': 'plain', connection: 'x-hop', 'x-hop': 'drop me' });
+        return res.end('{"ok":true}');
+    }
+    void rq;
+  });
+  const host = [backend.url];
+  gw = await startGateway({
+    version: 3,
+    timeout: '2s',
+    endpoints: [
+      { endpoint: '/slow', timeout: '300ms', output_encoding: 'no-op', backend: [{ host, url_pattern: '/hang', encoding: 'no-op' }] },
+      { endpoint: '/slow-json', timeout: '300ms', backend: [{ host, url_pattern: '/hang' }] },
+      {
+        endpoint: '/merge-slow',
+        timeout: '400ms',
+        backend: [
+          { host, url_pattern: '/fast', group: 'f' },
+          { host, url_pattern: '/hang', group: 'h' },
+        ],
+      },
+      { endpoint: '/keys', backend: [{ host, url_pattern: '/keys' }] },
+      { endpoint: '/noop', output_encoding: 'no-op', backend: [{ host, url_pattern: '/plain', encoding: 'no-op' }] },
+      { endpoint: '/noop-redirect', output_encoding: 'no-op', backend: [{ host, url_pattern: '/redirect', encoding: 'no-op' }] },
+    ],
+  });
+});
+
+/** Waits until every call gw made to /hang was closed by gw (none left hanging); returns how many. */
+async function allHangCancelled(): Promise<number> {
+  const made = () => backend.requests.filter((r) => r.url.startsWith('/hang')).length;
+  for (let i = 0; i < 100 && cancelled < made(); i++) await sleep(20);
+  return made();
+}
+
+after(async () => {
+  await gw?.stop();
+  await backend?.close();
+});
+
+describe('endpoint deadlines: one timer per endpoint, each request its own deadline', () => {
+  test('requests started at different times each time out at their own deadline', async () => {
+    const t0 = Date.now();
+    const a = req(gw.port, '/slow');
+    await sleep(150);
+    const b = req(gw.port, '/slow');
+    const [ra, rb] = await Promise.all([a, b]);
+    assert.equal(ra.status, 500);
+    assert.equal(rb.status, 500);
+    const ta = t0 + ra.ms;
+    const tb = t0 + 150 + rb.ms;
+    // Not early (the timer armed for the first must not expire the second), not late.
+    assert.ok(ra.ms >= 290 && ra.ms < 1500, `first answered after ${ra.ms} ms`);
+    assert.ok(rb.ms >= 290 && rb.ms < 1500, `second answered after ${rb.ms} ms of its own`);
+    assert.ok(tb - ta >= 100, `second deadline ${tb - ta} ms after the first`);
+  });
+
+  test('a burst on one endpoint all time out, and the backend calls are cancelled', async () => {
+    await allHangCancelled();
+    const before = cancelled;
+    const rs = await Promise.all(Array.from({ length: 20 }, () => req(gw.port, '/slow-json')));
+    for (const r of rs) {
+      assert.equal(r.status, 500);
+      assert.ok(r.ms >= 290 && r.ms < 2000, `answered after ${r.ms} ms`);
+    }
+    // Every call gw made was cancelled (its connection closed), none left hanging.
+    const made = await allHangCancelled();
+    assert.equal(cancelled, made);
+    assert.equal(cancelled - before, 20);
+  });
+
+  test('the merge deadline answers the part that came and cancels the rest', async () => {
+    await allHangCancelled();
+    const before = cancelled;
+    const r = await req(gw.port, '/merge-slow');
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['x-krakend-completed'], 'false');
+    assert.deepEqual(r.json(), { f: { fast: true } });
+    assert.ok(r.ms >= 300 && r.ms < 1500, `answered after ${r.ms} ms (85 % of 400 ms)`);
+    await allHangCancelled();
+    assert.equal(cancelled - before, 1);
+  });
+});
+
+describe('no-op answers read off undici\'s raw header list', () => {
+  test('backend headers pass, hop-by-hop and Connection-named ones do not', async () => {
+    const r = await req(gw.port, '/noop');
+    assert.equal(r.status, 200);
+    assert.equal(r.text, '{"ok":true}');
+    assert.equal(r.headers['x-b'], 'plain');
+    assert.equal(r.headers['content-type'], 'application/json');
+    assert.equal(r.headers['x-hop'], undefined);
+    assert.equal(r.headers['x-krakend-completed'], 'false');
+  });
+
+  test('a redirect is followed on the receiver path and the final answer streamed', async () => {
+    const r = await req(gw.port, '/noop-redirect');
+    assert.equal(r.status, 200);
+    assert.equal(r.text, '{"fast":true}');
+    assert.equal(r.headers['x-b'], 'fast');
+  });
+});
+
+describe('JSON in Go\'s map order', () => {
+  test('keys sorted as strings at every level, integer-like ones too ("10" before "9")', async () => {
+    const r = await req(gw.port, '/keys');
+    assert.equal(r.status, 200);
+    assert.equal(r.text, '{"10":2,"9":1,"a":"\\u003c\\u0026\\u003e","b":{"a":[{"x":2,"y":1},{"11":0,"2":0}],"z":1}}');
+  });
+});
