@@ -138,3 +138,69 @@ describe('JSON in Go\'s map order', () => {
     assert.equal(r.text, '{"10":2,"9":1,"a":"\\u003c\\u0026\\u003e","b":{"a":[{"x":2,"y":1},{"11":0,"2":0}],"z":1}}');
   });
 });
+
+describe('plugins and cancellation scopes: an AbortSignal only when asked for, aborted all the same', () => {
+  let pgw: Gateway;
+  let dir: string;
+  before(async () => {
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gw-hotpath-'));
+    fs.writeFileSync(
+      path.join(dir, 'signals.mjs'),
+      `const seen = [];
+      export const ClientRegisterer = {
+        registerClients(register) {
+          // Reads req.signal (built on demand) and records why it aborted.
+          register('watch-signal', () => (req, next) => {
+            req.signal.addEventListener('abort', () => seen.push(String(req.signal.reason?.message)));
+            return next();
+          });
+          // Sends a request object of its own with its own, shorter signal.
+          register('own-signal', () => (req, next) =>
+            next({ method: req.method, url: req.url, headers: req.headers, body: req.body, signal: AbortSignal.timeout(100) }));
+          register('seen', () => () => ({ status: 200, headers: {}, body: { seen } }));
+        },
+      };`,
+    );
+    const host = [backend.url];
+    const use = (name: string) => ({ 'plugin/http-client': { name } });
+    pgw = await startGateway({
+      version: 3,
+      timeout: '2s',
+      plugin: { folder: dir, pattern: '.mjs' },
+      endpoints: [
+        { endpoint: '/watch', timeout: '300ms', output_encoding: 'no-op', backend: [{ host, url_pattern: '/hang', encoding: 'no-op', extra_config: use('watch-signal') }] },
+        { endpoint: '/own', output_encoding: 'no-op', backend: [{ host, url_pattern: '/hang', encoding: 'no-op', extra_config: use('own-signal') }] },
+        { endpoint: '/seen', backend: [{ host, url_pattern: '/x', extra_config: use('seen') }] },
+      ],
+    });
+  });
+  after(async () => {
+    await pgw?.stop();
+    (await import('node:fs')).rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('req.signal read by a plugin aborts at the endpoint timeout, and the call is cancelled', async () => {
+    await allHangCancelled();
+    const before = cancelled;
+    const r = await req(pgw.port, '/watch');
+    assert.equal(r.status, 500);
+    assert.ok(r.ms >= 290 && r.ms < 1500, `answered after ${r.ms} ms`);
+    await allHangCancelled();
+    assert.equal(cancelled - before, 1);
+    const seen = (await req(pgw.port, '/seen')).json<{ seen: string[] }>().seen;
+    assert.deepEqual(seen, ['context deadline exceeded']);
+  });
+
+  test('a request with the plugin\'s own signal is cancelled by that signal', async () => {
+    await allHangCancelled();
+    const before = cancelled;
+    const r = await req(pgw.port, '/own');
+    assert.equal(r.status, 500);
+    assert.ok(r.ms >= 90 && r.ms < 1000, `answered after ${r.ms} ms (the plugin's 100 ms, not the 2 s timeout)`);
+    await allHangCancelled();
+    assert.equal(cancelled - before, 1);
+  });
+});
