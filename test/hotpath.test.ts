@@ -175,7 +175,7 @@ describe('plugins and cancellation scopes: an AbortSignal only when asked for, a
         { endpoint: '/own', output_encoding: 'no-op', backend: [{ host, url_pattern: '/hang', encoding: 'no-op', extra_config: use('own-signal') }] },
         { endpoint: '/seen', backend: [{ host, url_pattern: '/x', extra_config: use('seen') }] },
       ],
-    });
+    }, { args: ['--workers', '1'] }); // /seen must reach the worker whose plugin saw the abort
   });
   after(async () => {
     await pgw?.stop();

@@ -285,12 +285,7 @@ export function dispatch(
   body: RequestBody,
   scope: Scope | null,
 ): Promise<UpstreamResponse> {
-  const slot = admit(pools, origin);
-  if (slot instanceof Error) return Promise.reject(slot);
-  const call = new Call(scope, null, null);
-  const p = call.promise();
-  start(call, slot, origin, path, method, headers, body);
-  return p;
+  return call(pools, origin, path, method, headers, body, scope, false);
 }
 
 const REDIRECTS: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
@@ -305,11 +300,25 @@ export function send(
   body: RequestBody,
   scope: Scope | null,
 ): Promise<UpstreamResponse> {
+  return call(pools, origin, path, method, headers, body, scope, true);
+}
+
+/** A call in promise mode; with `redirects`, the promise resolves with the end of the chain. */
+function call(
+  pools: Pools,
+  origin: string,
+  path: string,
+  method: string,
+  headers: Headers,
+  body: RequestBody,
+  scope: Scope | null,
+  redirects: boolean,
+): Promise<UpstreamResponse> {
   const slot = admit(pools, origin);
   if (slot instanceof Error) return Promise.reject(slot);
-  const call = new Call(scope, null, (first) => follow(pools, first, origin, path, method, headers, body, scope));
-  const p = call.promise();
-  start(call, slot, origin, path, method, headers, body);
+  const c = new Call(scope, null, redirects ? (first) => follow(pools, first, origin, path, method, headers, body, scope) : null);
+  const p = c.promise();
+  start(c, slot, origin, path, method, headers, body);
   return p;
 }
 
