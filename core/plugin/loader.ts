@@ -4,8 +4,8 @@
  * KrakenD semantics:
  *  - `folder` (relative to `baseDir`, default the working directory) is read non-recursively, in
  *    name order; a file is a candidate when `pattern` is a *substring* of its name (not a glob);
- *  - every candidate is tried as every plugin kind gw knows, each kind looking up its own exported
- *    symbol (`ClientRegisterer` for client plugins); `registerLogger`/`RegisterLogger` is called
+ *  - every candidate is tried as every plugin kind (client, server, modifier), each kind looking up
+ *    its own exported symbol (`ClientRegisterer`, `HandlerRegisterer`, `ModifierRegisterer`); `registerLogger`/`RegisterLogger` is called
  *    before the kind's register method when present;
  *  - failures never stop the gateway: they are logged and the file is skipped.
  *
@@ -70,8 +70,8 @@ export const KINDS: Readonly<Record<PluginKind, KindSpec>> = {
   },
 };
 
-/** The kinds `loadPlugins` tries, in KrakenD's order. Server and modifier come with their own issue. */
-export const LOADED_KINDS: readonly PluginKind[] = ['client'];
+/** The kinds `loadPlugins` tries, in KrakenD's order. */
+export const LOADED_KINDS: readonly PluginKind[] = ['client', 'server', 'modifier'];
 
 export interface LoadError {
   /** `<folder>/<file>` as configured (KrakenD's `filepath.Join(folder, name)`). */
@@ -90,6 +90,8 @@ export interface LoadResult {
 export interface LoadOptions {
   /** Cap on a module import and on an async registration (default 5000 ms). */
   timeoutMs?: number;
+  /** Given to modifier plugins' `registerContext` (KrakenD's root context): aborted at shutdown. */
+  signal?: AbortSignal;
 }
 
 type Module = Record<string, unknown>;
@@ -159,6 +161,8 @@ export interface RegisterOptions {
   /** For log lines. */
   file: string;
   timeoutMs?: number;
+  /** Modifiers' `registerContext` signal. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -190,6 +194,11 @@ export async function registerKind(kind: PluginKind, mod: Module, opts: Register
     if (typeof args[0] !== 'function') {
       throw new TypeError(`register("${name}", factory): the factory must be a function, got ${typeof args[0]}`);
     }
+    if (kind === 'modifier' && (typeof args[1] !== 'boolean' || typeof args[2] !== 'boolean')) {
+      throw new TypeError(
+        `register("${name}", factory, appliesToRequest, appliesToResponse): both flags must be booleans, got ${typeof args[1]} and ${typeof args[2]}`,
+      );
+    }
     registrations.push({ name, args });
   };
 
@@ -199,6 +208,10 @@ export async function registerKind(kind: PluginKind, mod: Module, opts: Register
     if (typeof logFn === 'function') {
       const own = typeof sym === 'object' && typeof sym.name === 'string' && sym.name !== '' ? sym.name : opts.pluginName;
       await capped(Promise.resolve(logFn.call(sym, pluginLogger(opts.logger, own))), timeoutMs, 'registerLogger');
+    }
+    if (kind === 'modifier') {
+      const ctxFn = typeof sym.registerContext === 'function' ? sym.registerContext : sym.RegisterContext;
+      if (typeof ctxFn === 'function') ctxFn.call(sym, opts.signal ?? new AbortController().signal);
     }
     const r: unknown = method.call(sym, register);
     if (isObjectLike(r) && typeof r.then === 'function') {
@@ -289,7 +302,7 @@ export async function loadPlugins(
     const which = goPlugins.length > 0 ? ` (skipped: ${goPlugins.join(', ')})` : ` (pattern ${JSON.stringify(pattern)})`;
     logger.warn(
       `${LOADER_TAG} gw loads JavaScript plugin modules (ESM or CommonJS files ending in ${JS_EXTENSIONS.join(', ')} ` +
-        `that export ClientRegisterer), not Go .so plugins${which}. Port the plugin to JavaScript/TypeScript and set ` +
+        `that export ClientRegisterer, HandlerRegisterer or ModifierRegisterer), not Go .so plugins${which}. Port the plugin to JavaScript/TypeScript and set ` +
         `"plugin.pattern" to ".js" (see docs/plugins.md).`,
     );
   }
@@ -315,14 +328,16 @@ export async function loadPlugins(
         errors.push({ file: c.file, kind, error: imported.error });
         continue;
       }
-      const out = await registerKind(kind, imported.mod, { logger, pluginName: c.pluginName, file: c.file, timeoutMs });
+      const out = await registerKind(kind, imported.mod, { logger, pluginName: c.pluginName, file: c.file, timeoutMs, signal: opts.signal });
       if (!out.ok) {
         if (out.notFound || out.error === KINDS[kind].unknownType) logger.debug(`${where}: ${out.error}`);
         else logger.warn(`${where}: ${out.error}`);
         errors.push({ file: c.file, kind, error: out.error });
         continue;
       }
-      for (const r of out.registrations) registry.register(kind, r.name, r.args[0], c.file);
+      for (const r of out.registrations) {
+        registry.register(kind, r.name, r.args[0], c.file, kind === 'modifier' ? { request: r.args[1] === true, response: r.args[2] === true } : undefined);
+      }
       kindLoaded++;
     }
     if (kindLoaded > 0) logger.info(`${tag} Total plugins loaded: ${kindLoaded}`);

@@ -2,8 +2,9 @@
  * What the plugin loader registered, by kind and name. Built once at start-up, read while the
  * pipes are built; never touched on the request path.
  *
- * Only the `client` kind is loaded today; `server` and `modifier` have their slots so the loader and
- * `gw test-plugin` can grow into them without changing this class's shape.
+ * All three of KrakenD's kinds: `client` (ClientRegisterer), `server` (HandlerRegisterer) and
+ * `modifier` (ModifierRegisterer, which also records whether a name applies to requests and/or
+ * responses).
  */
 import type { Logger } from '../log.js';
 import type { ClientFactory } from './types.js';
@@ -21,6 +22,9 @@ export interface Registered<T> {
   readonly factory: T;
   /** The plugin file (as the loader names it: `<folder>/<file>`) that registered it. */
   readonly file: string;
+  /** Modifiers: KrakenD's appliesToRequest / appliesToResponse flags. */
+  readonly request?: boolean;
+  readonly response?: boolean;
 }
 
 export class PluginRegistry {
@@ -36,7 +40,7 @@ export class PluginRegistry {
    * (files load in name order, so the winner is deterministic) and logs a WARNING naming both files.
    * Returns false when the name was already taken.
    */
-  register(kind: PluginKind, name: string, factory: unknown, file: string): boolean {
+  register(kind: PluginKind, name: string, factory: unknown, file: string, flags?: { request: boolean; response: boolean }): boolean {
     let byName = this.#kinds.get(kind);
     if (!byName) {
       byName = new Map();
@@ -49,7 +53,7 @@ export class PluginRegistry {
       );
       return false;
     }
-    byName.set(name, { factory, file });
+    byName.set(name, flags ? { factory, file, request: flags.request, response: flags.response } : { factory, file });
     return true;
   }
 
