@@ -21,7 +21,12 @@ import { LUA_BACKEND, LUA_PROXY } from './lua/modifier.js';
 import type { OutboundRequest, Proxy } from './proxy/types.js';
 import type { EndpointRuntime, ServerState } from './router/exchange.js';
 import { createApp } from './router/app.js';
-import { registerRoutes } from './router/routes.js';
+import { guarded, registerRoutes } from './router/routes.js';
+import { pluginEntry } from './router/plugin-entry.js';
+import { VirtualApp } from './router/virtual.js';
+import { buildServerChain, SERVER_NAMESPACE } from './plugin/server.js';
+import { resolveModifiers, type Modifiers } from './plugin/modifier.js';
+import type { ServerHandler } from './plugin/types.js';
 import { loadUws, type TemplatedApp, type us_listen_socket } from './router/uws.js';
 import { send, stream } from './transport/client.js';
 import { Pools } from './transport/pools.js';
@@ -83,14 +88,17 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       }
       let client = defaultClient;
       const plugin = await resolveClientPlugin(ep, b, registry, logger, shutdown.signal);
+      const backendTag = `[BACKEND: ${b.method} ${ep.route} -> ${b.urlPattern}]`;
       if (plugin !== null) {
-        client = pluginClient(plugin.name, plugin.handler, defaultClient, logger, `[BACKEND: ${b.method} ${ep.route} -> ${b.urlPattern}]`);
+        client = pluginClient(plugin.name, plugin.handler, defaultClient, logger, backendTag);
       }
-      pipes.push(buildBackendPipe(ep, b, client, cfg.transport.disableCompression, logger, plugin === null ? directClient : null));
+      const bMods = resolveModifiers(b.extraConfig, registry, logger, backendTag, `endpoint '${ep.method} ${ep.path}', backend ${b.index} (${b.urlPattern})`);
+      pipes.push(buildBackendPipe(ep, b, client, cfg.transport.disableCompression, logger, plugin === null ? directClient : null, bMods));
     }
     let proxy: Proxy | null = null;
     let noop: BackendPipe | null = null;
     const where = `endpoint ${ep.path}`;
+    const epMods: Modifiers | null = resolveModifiers(ep.extraConfig, registry, logger, `[ENDPOINT: ${ep.path}]`, `endpoint '${ep.method} ${ep.path}'`);
     const cel = compileCel(ep.extraConfig[CEL_NS], where);
     const bodyCheck = compileBodySchema(ep.extraConfig[SCHEMA_NS], where);
     const requestChecks = compileRequestChecks(ep, bodyCheck, cel);
@@ -112,7 +120,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       }
       noop = pipes[0]!;
     } else {
-      proxy = composeEndpointProxy(ep, pipes, logger, checksInProxy ? requestChecks : null, cel?.post ?? []);
+      proxy = composeEndpointProxy(ep, pipes, logger, checksInProxy ? requestChecks : null, cel?.post ?? [], epMods);
     }
     logger.debug(`[ENDPOINT: ${ep.path}] Building the http handler`);
     // Every backend call reads the body (concurrent_calls sends it N times): >1 reader → read once
@@ -126,7 +134,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     // A body read whole is always bounded: max_payload, else gw's max_buffered_payload.
     const bodyLimit = ep.maxPayload || (bufferBody ? cfg.limits.maxBufferedPayload : 0);
     endpoints.push({
-      config: ep, proxy, noop, bufferBody, bodyLimit, jwt, signed: ep.extraConfig[SIGNER_NS] !== undefined, bot,
+      config: ep, proxy, noop, noopMods: noop !== null ? epMods : null, bufferBody, bodyLimit, jwt, signed: ep.extraConfig[SIGNER_NS] !== undefined, bot,
       requestChecks: checksInProxy ? null : requestChecks, cel,
     });
   }
@@ -134,6 +142,21 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   const cors = compileCors(cfg.extraConfig[CORS_NS]);
   if (cors !== null) logger.info('[SERVICE: Gin][CORS] Enabled CORS for all requests');
   const state: ServerState = { router: cfg.router, limits: cfg.limits, logger, cors, inflight: 0, draining: false, first: null, onIdle: null };
+  const debug = !!opts.debug || cfg.debugEndpoint;
+  // Server plugins wrap the whole router: it is then registered on a VirtualApp that the innermost
+  // plugin's next() calls, and uWS gets one catch-all entry (router/plugin-entry.ts). Without them
+  // uWS routes straight to the router's handlers.
+  let chain: ServerHandler | null = null;
+  if (cfg.extraConfig[SERVER_NAMESPACE] !== undefined) {
+    const virtual = new VirtualApp();
+    registerRoutes(virtual as unknown as TemplatedApp, cfg, endpoints, state, debug);
+    chain = await buildServerChain(cfg.extraConfig, registry, (r) => virtual.handle(r), logger, shutdown.signal);
+  }
+  const register = chain === null
+    ? (a: TemplatedApp) => registerRoutes(a, cfg, endpoints, state, debug)
+    : (a: TemplatedApp) => {
+        a.any('/*', guarded(pluginEntry(chain!, state, logger), logger));
+      };
   let listenSocket: us_listen_socket | null = null;
   let app: TemplatedApp | null = null;
   const port = opts.port || cfg.port;
@@ -152,7 +175,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       // The parser must accept what gw's own limits let through (+ CRLFs and ": " per field).
       const { uws, name } = loadUws({ minHeaderBlock: cfg.limits.maxHeaderBytes + cfg.limits.maxUrlLength + 8192 });
       logger.info(`[SERVICE: uWS] Using ${name}`);
-      const created = createApp(uws, cfg.tls, (a) => registerRoutes(a, cfg, endpoints, state, !!opts.debug || cfg.debugEndpoint));
+      const created = createApp(uws, cfg.tls, register);
       app = created.app;
       logger.info(`[SERVICE: uWS] Serving ${created.describe}`);
       // No listen_ip: every interface, IPv4 and IPv6 (uSockets' dual-stack default), as KrakenD.

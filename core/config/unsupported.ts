@@ -12,6 +12,8 @@ const IMPLEMENTED: ReadonlyMap<string, readonly Level[]> = new Map<string, Level
   ['proxy', ['endpoint', 'backend']],
   ['backend/http', ['backend']],
   ['plugin/http-client', ['backend']],
+  ['plugin/http-server', ['service']],
+  ['plugin/req-resp-modifier', ['endpoint', 'backend']],
   ['telemetry/logging', ['service']],
   ['gw/server', ['service']],
   ['modifier/lua-proxy', ['endpoint']],
@@ -36,7 +38,6 @@ const ENFORCING: ReadonlyMap<string, string> = new Map([
   ['auth/api-keys', 'API-key authentication'],
   ['security/policies', 'security policies'],
   ['modifier/lua-endpoint', 'a Lua endpoint script'],
-  ['plugin/req-resp-modifier', 'request/response modifier plugins'],
 ]);
 
 export interface Unsupported {

@@ -9,6 +9,7 @@ import type { BackendConfig, EndpointConfig } from '../config/types.js';
 import type { BackendResponse, Headers } from '../plugin/types.js';
 import { isUpstreamBody, type FlowControl } from '../transport/body.js';
 import { RawResponse, type Receiver } from '../transport/client.js';
+import { modifyDecoded, modifyOutbound, modifyStreamed, type Modifiers } from '../plugin/modifier.js';
 import { decodeLimited } from '../transport/inflate.js';
 import { compileFormatter } from './formatter.js';
 import { compileHeaderBuilder, compileQueryFilter, compileUrlPattern } from './request.js';
@@ -47,6 +48,7 @@ export function buildBackendPipe(
   disableCompression: boolean,
   log: LuaLog,
   direct: DirectClient | null = null,
+  mods: Modifiers | null = null,
 ): BackendPipe {
   const tpl = compileUrlPattern(b.urlPattern, endpoint.params);
   const queryFilter = compileQueryFilter(endpoint.inputQueryStrings, b.inputQueryStrings);
@@ -108,6 +110,7 @@ export function buildBackendPipe(
   if (endpoint.outputEncoding !== 'no-op') {
     let call = b.encoding === 'no-op' ? discardingCall(client, keepsRawBody(endpoint, b)) : decodingCall(b, client);
     if (cel !== null && cel.post.length > 0) call = withCelPost(call, cel.post);
+    if (mods !== null) call = modifiedCall(call, mods);
     proxy = toProxy(buildOutbound, call, lua);
   }
   if (proxy !== null && endpoint.concurrentCalls > 1) proxy = composeConcurrent(proxy, endpoint.concurrentCalls, endpoint.timeoutMs);
@@ -115,14 +118,29 @@ export function buildBackendPipe(
   const pipe: BackendPipe = {
     config: b,
     buildOutbound,
-    client,
-    direct,
+    // Modifiers see the no-op answer as a whole response (io, status, headers): no receiver mode.
+    client: mods !== null ? modifiedClient(client, mods) : client,
+    direct: mods !== null ? null : direct,
     proxy,
   };
   return pipe;
 }
 
 type Call = (out: OutboundRequest) => Promise<ProxyResponse>;
+
+/** Backend-level modifier plugins around a decoding call: the built request before, the decoded data after. */
+function modifiedCall(call: Call, mods: Modifiers): Call {
+  const pre = modifyOutbound(mods);
+  if (pre === null) return (out) => call(out).then((r) => modifyDecoded(mods, r, null));
+  return (out) => pre(out).then(({ out: o, wrapper }) => call(o).then((r) => modifyDecoded(mods, r, wrapper)));
+}
+
+/** Backend-level modifier plugins around the no-op client: the built request before, the streamed answer after. */
+function modifiedClient(client: Client, mods: Modifiers): Client {
+  const pre = modifyOutbound(mods);
+  if (pre === null) return (out) => client(out).then((r) => modifyStreamed(mods, r, null));
+  return (out) => pre(out).then(({ out: o, wrapper }) => client(o).then((r) => modifyStreamed(mods, r, wrapper)));
+}
 
 /** Backend response CEL checks: a refused answer fails this backend. */
 function withCelPost(call: Call, checks: CelChecks['post']): Call {

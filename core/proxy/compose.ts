@@ -11,6 +11,7 @@ import { responseActivation, runChecks, type CelChecks } from '../validation/cel
 import type { RequestChecks } from '../validation/request.js';
 import { wrapProxyLua, type LuaLog } from '../lua/modifier.js';
 import { composeMerge, composeSequential } from './merge.js';
+import { modifyProxy, type Modifiers } from '../plugin/modifier.js';
 import { DeadlineError, Scope, type Proxy, type ProxyRequest, type ProxyResponse } from './types.js';
 
 type Obj = Record<string, unknown>;
@@ -30,6 +31,7 @@ export function isShadow(p: BackendPipe): boolean {
  */
 export function composeEndpointProxy(
   ep: EndpointConfig, pipes: readonly BackendPipe[], log: LuaLog, requestChecks: RequestChecks | null = null, celPost: CelChecks['post'] = [],
+  mods: Modifiers | null = null,
 ): Proxy {
   const ns = proxyNs(ep.extraConfig);
   let normal = pipes.filter((p) => !isShadow(p));
@@ -51,6 +53,8 @@ export function composeEndpointProxy(
     const ops = flatmapOps(ep.extraConfig);
     if (ops !== null) proxy = withFlatmap(proxy, compileFlatmap(ops));
   }
+  // lura's order: the plugin middleware wraps the backends (and the merge), the static one wraps it.
+  if (mods !== null) proxy = modifyProxy(proxy, mods);
   const st = ns.static;
   if (typeof st === 'object' && st !== null && !Array.isArray(st)) {
     const data = (st as { data?: unknown }).data;

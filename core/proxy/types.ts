@@ -158,6 +158,12 @@ export class OutboundRequest implements BackendRequest {
     return this.url.length !== this.origin.length + this.path.length || !this.url.startsWith(this.origin) || !this.url.endsWith(this.path);
   }
 
+  /** The same call (scope, parameters) with another method, URL, headers or body. */
+  with(method: string, url: string, headers: Headers, body: BackendRequest['body']): OutboundRequest {
+    const u = new URL(url);
+    return new OutboundRequest(method, u.origin, u.pathname + u.search, url, headers, body, this.scope, this.paramValues, this.paramNames);
+  }
+
   /** A copy whose origin/path follow the (changed) `url`. */
   rebased(): OutboundRequest {
     const u = new URL(this.url);
@@ -186,6 +192,10 @@ export class StatusError extends Error {
     readonly contentType: string | null,
     /** When set, the endpoint answers with this status (`backend/http.return_error_code`). */
     readonly returnCode: boolean,
+    /** The body goes out whatever `return_error_msg` says (a plugin's encoded HTTPResponseError). */
+    readonly showBody = false,
+    /** Headers for the error answer (a plugin's HTTPResponseError). */
+    readonly headers: Headers | null = null,
   ) {
     super(message);
     this.name = 'StatusError';

@@ -20,6 +20,7 @@ import { Readable } from 'node:stream';
 import type { EndpointConfig, RouterOptions, ServerLimits } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { BackendResponse, Headers } from '../plugin/types.js';
+import type { Modifiers } from '../plugin/modifier.js';
 import type { UpstreamResponse } from '../transport/client.js';
 import type { BackendPipe } from '../proxy/backend.js';
 import type { Cors } from './cors.js';
@@ -47,6 +48,8 @@ export interface EndpointRuntime {
   readonly proxy: Proxy | null;
   /** The single backend of a no-op endpoint. */
   readonly noop: BackendPipe | null;
+  /** Endpoint-level modifier plugins of a no-op endpoint (decoding endpoints have them in `proxy`). */
+  readonly noopMods?: Modifiers | null;
   /** The request body is read whole before the pipe runs (several readers, scripts, a schema). */
   readonly bufferBody: boolean;
   /** Largest request body accepted (413 beyond), 0 = no limit: `max_payload`, else for a buffered
@@ -275,9 +278,11 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     let status = 500;
     let body = '';
     let contentType = TEXT_PLAIN;
+    let extra: Headers | null = null;
     if (e instanceof StatusError && e.returnCode) {
       status = e.status;
-      if (router.returnErrorMsg) {
+      extra = e.headers;
+      if (router.returnErrorMsg || e.showBody) {
         body = e.body ?? '';
         if (e.contentType && validHeaderValue(e.contentType)) contentType = e.contentType;
       }
@@ -294,6 +299,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
       res.writeStatus(statusLine(status));
       res.writeHeader('X-Krakend-Completed', 'false');
       if (body !== '') res.writeHeader('Content-Type', contentType);
+      if (extra !== null) writeExtraHeaders(res, extra, cors !== null);
       this.writeCommon(cors);
       res.end(body, this.closing());
     });

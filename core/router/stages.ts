@@ -14,6 +14,7 @@
 import type { JWTPayload } from 'jose';
 import { AuthError, claim, claimText, type JwtValidator } from '../auth/jwt.js';
 import type { BackendResponse } from '../plugin/types.js';
+import { modifyEndpointRequest, modifyStreamed, type Modifiers } from '../plugin/modifier.js';
 import type { BackendPipe } from '../proxy/backend.js';
 import { ProxyRequest, withBackend, type Proxy, type ProxyResponse } from '../proxy/types.js';
 import { jwtActivation, runChecks, type CelChecks } from '../validation/cel.js';
@@ -176,7 +177,8 @@ export function checksStage(checks: RequestChecks): Stage {
  * parser and attaches the client sink before the first body chunk; a client plugin's answer comes
  * through its promise.
  */
-export function noopPipe(pipe: BackendPipe): Next {
+export function noopPipe(pipe: BackendPipe, mods: Modifiers | null = null): Next {
+  if (mods !== null) return modifiedNoopPipe(pipe, mods);
   const direct = pipe.direct;
   return (x) => {
     let out;
@@ -195,6 +197,33 @@ export function noopPipe(pipe: BackendPipe): Next {
       (r) => streamSafely(x, r),
       (err: Error) => failSafely(x, withBackend(err, out)),
     );
+  };
+}
+
+/**
+ * A no-op endpoint with endpoint-level modifier plugins: the request modifiers change what the
+ * backend request is built from, the response modifiers see the streamed answer (io, status,
+ * headers) before it goes out.
+ */
+function modifiedNoopPipe(pipe: BackendPipe, mods: Modifiers): Next {
+  const pre = modifyEndpointRequest(mods)!;
+  return (x) => {
+    pre(x.preq)
+      .then(({ req, wrapper }) => {
+        if (x.state !== OPEN) throw x.reason ?? new Error('the request ended');
+        const out = pipe.buildOutbound(req);
+        x.out = out;
+        return pipe.client(out).then(
+          (r) => modifyStreamed(mods, r, wrapper),
+          (err: Error) => {
+            throw withBackend(err, out);
+          },
+        );
+      })
+      .then(
+        (r) => streamSafely(x, r),
+        (err: Error) => failSafely(x, err),
+      );
   };
 }
 
