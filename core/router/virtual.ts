@@ -298,6 +298,9 @@ export class InnerBody extends Readable implements ResponseBody {
   length = -1;
   constructor(private readonly owner: VirtualResponse) {
     super({ highWaterMark: 64 * 1024 });
+    // Abandoned (client gone, answer cut) with nobody reading: that must not throw. A reader that
+    // attaches its own listener still gets the error.
+    this.on('error', ignore);
   }
 
   override _read(): void {
@@ -527,6 +530,8 @@ export class VirtualResponse {
     return new ArrayBuffer(0);
   }
 }
+
+function ignore(): void {}
 
 function ipBytes(ip: unknown): ArrayBuffer {
   const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(String(ip ?? ''));
