@@ -276,11 +276,17 @@ function text(v: RecognizedString): string {
   return Buffer.from((v as ArrayBufferView).buffer, (v as ArrayBufferView).byteOffset, (v as ArrayBufferView).byteLength).toString('latin1');
 }
 
+/**
+ * Bytes the router hands over. Views (Buffers) are kept as they are — zero-copy: the router never
+ * reuses a buffer it wrote (backend chunks are fresh per socket read, rendered bodies are new).
+ * A bare ArrayBuffer is copied: uWS callers may reuse those.
+ */
 function bytes(v: RecognizedString): Buffer {
   if (typeof v === 'string') return Buffer.from(v, 'latin1');
+  if (Buffer.isBuffer(v)) return v;
   if (v instanceof ArrayBuffer) return Buffer.from(v.slice(0));
   const view = v as ArrayBufferView;
-  return Buffer.from(view.buffer.slice(view.byteOffset, view.byteOffset + view.byteLength));
+  return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
 }
 
 /** Strings handed to uWS's end()/write() go out as UTF-8. */
