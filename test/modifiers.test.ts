@@ -8,6 +8,16 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Backend, type Gateway, h, req, runCli, sendJSON, startBackend, startGateway, tempDir, writeConfig } from './helpers/gw.ts';
 
+
+/** The gateway's output matches `re` within 3 s (worker lines reach the supervisor's stdout asynchronously). */
+async function logged(gw: Gateway, re: RegExp): Promise<void> {
+  const until = Date.now() + 3000;
+  while (!re.test(gw.output())) {
+    if (Date.now() > until) assert.match(gw.output(), re);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 const NS = 'plugin/req-resp-modifier';
 
 const PLUGINS: Record<string, string> = {
@@ -149,7 +159,7 @@ describe('modifier plugins', () => {
     assert.equal(u.searchParams.get('keep'), '1');
     assert.equal(u.searchParams.get('extra'), 'yes');
     assert.equal(u.searchParams.get('drop'), null);
-    assert.match(gw.output(), /\[ENDPOINT: \/ep\/\{id\}\]\[Modifier Plugins\] Adding 4 request and 1 response modifiers/);
+    await logged(gw, /\[ENDPOINT: \/ep\/\{id\}\]\[Modifier Plugins\] Adding 4 request and 1 response modifiers/);
   });
 
   test('a response modifier (async, returning a replacement) changes the data and adds headers', async () => {
@@ -204,10 +214,10 @@ describe('modifier plugins', () => {
     const r = await req(gw.port, '/ep/plain');
     assert.equal(r.status, 500);
     assert.equal(r.text, '');
-    assert.match(gw.output(), /modifier deny: plain failure/);
+    await logged(gw, /modifier deny: plain failure/);
     const e = await req(gw.port, '/resp-error');
     assert.equal(e.status, 500);
-    assert.match(gw.output(), /modifier reject-resp: async response failure/);
+    await logged(gw, /modifier reject-resp: async response failure/);
   });
 
   test('a name registered for requests and responses applies to requests only', async () => {

@@ -25,6 +25,16 @@ import {
   writeConfig,
 } from './helpers/gw.ts';
 
+
+/** The gateway's output matches `re` within 3 s (worker lines reach the supervisor's stdout asynchronously). */
+async function logged(gw: Gateway, re: RegExp): Promise<void> {
+  const until = Date.now() + 3000;
+  while (!re.test(gw.output())) {
+    if (Date.now() > until) assert.match(gw.output(), re);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 const MB = 1024 * 1024;
 const NS = 'plugin/http-server';
 
@@ -153,8 +163,8 @@ describe('server plugins: order, hijack, delegation', () => {
     assert.equal(r.status, 200);
     assert.equal(r.json().trace, 'b,a', 'the backend sees b first, a last');
     assert.equal(h(r.headers, 'x-out'), 'a,b');
-    assert.match(gw.output(), /\[PLUGIN: Server\] Injecting plugin a/);
-    assert.match(gw.output(), /\[PLUGIN: Server\] Injecting plugin b/);
+    await logged(gw, /\[PLUGIN: Server\] Injecting plugin a/);
+    await logged(gw, /\[PLUGIN: Server\] Injecting plugin b/);
   });
 
   test('a hijacked path never reaches the backend; the plugins outside it still run', async () => {
@@ -165,7 +175,7 @@ describe('server plugins: order, hijack, delegation', () => {
     assert.equal(h(r.headers, 'x-hijacked'), 'yes');
     assert.equal(h(r.headers, 'x-out'), 'b', 'b is outside hello, a inside it');
     assert.equal(backend.requests.length, before);
-    assert.match(gw.output(), /hello configured for \/hi/);
+    await logged(gw, /hello configured for \/hi/);
   });
 
   test('a JSON value answered by a plugin is rendered in Go key order with its status', async () => {
@@ -200,6 +210,24 @@ describe('server plugins: order, hijack, delegation', () => {
     assert.equal(r2.json().body, 'replaced body');
   });
 
+  test('a hijacked answer to an upload still arriving goes out at once, then the connection closes', async () => {
+    const got = await new Promise<string>((resolve, reject) => {
+      const s = net.connect({ host: HOST, port: gw.port }, () => {
+        s.write(`POST /hi HTTP/1.1\r\nHost: x\r\nContent-Length: ${5 * MB}\r\n\r\n`);
+        s.write(Buffer.alloc(64 * 1024, 1));
+      });
+      let buf = '';
+      s.setEncoding('latin1');
+      s.on('data', (d: string) => (buf += d));
+      s.on('close', () => resolve(buf));
+      s.on('error', () => resolve(buf));
+      setTimeout(() => reject(new Error(`no answer and no close within 5 s; got ${JSON.stringify(buf)}`)), 5000).unref();
+    });
+    assert.match(got, /^HTTP\/1\.1 200 OK/);
+    assert.match(got, /hello from 127\.0\.0\.1$/);
+    assert.equal((await req(gw.port, '/__health')).status, 200);
+  });
+
   test('HEAD through a plugin: headers only, with the length a GET would get', async () => {
     const r = await req(gw.port, '/hi', { method: 'HEAD' });
     assert.equal(r.status, 200);
@@ -226,14 +254,14 @@ describe('server plugins: failures', () => {
     const e = await req(gw.port, '/throw');
     assert.equal(e.status, 500);
     assert.equal(e.text, '', 'no message without return_error_msg');
-    assert.match(gw.output(), /\[PLUGIN: Server\]\[faulty\] GET \/throw: boom in faulty/);
+    await logged(gw, /\[PLUGIN: Server\]\[faulty\] GET \/throw: boom in faulty/);
   });
 
   test('an invalid answer or an invalid request for next() is a 500 naming the problem', async () => {
     assert.equal((await req(gw.port, '/bad-status')).status, 500);
-    assert.match(gw.output(), /returned status 99/);
+    await logged(gw, /returned status 99/);
     assert.equal((await req(gw.port, '/bad-next')).status, 500);
-    assert.match(gw.output(), /\[faulty\] GET \/bad-next: the request's path .*\/x\?y.* must start with .*and hold no spaces, controls/);
+    await logged(gw, /\[faulty\] GET \/bad-next: the request's path .*\/x\?y.* must start with .*and hold no spaces, controls/);
   });
 
   test('an inner answer the plugin ignores is released: 30 of them leave gw healthy, same worker', async () => {

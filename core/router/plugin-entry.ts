@@ -119,7 +119,9 @@ class UploadBody extends Readable {
         const done = this.onDropped;
         this.onDropped = null;
         done?.();
-      } else if ((this.dropped += ab.byteLength) > DROP_BYTES) this.x.cut(new Error(`request body still arriving after the answer (over ${DROP_BYTES} bytes)`));
+      } else if (!this.x.done && (this.dropped += ab.byteLength) > DROP_BYTES) {
+        this.x.cut(new Error(`request body still arriving after the answer (over ${DROP_BYTES} bytes)`));
+      }
       return;
     }
     if (this.destroyed) {
@@ -137,7 +139,7 @@ class UploadBody extends Readable {
   }
 
   /** Reads and drops the rest; `done` runs at its last chunk. */
-  discardRest(done: () => void): void {
+  discardRest(done: (() => void) | null): void {
     this.dropping = true;
     this.onDropped = done;
     if (this.paused) {
@@ -238,23 +240,25 @@ class PluginExchange implements StreamOwner {
     const noBody = status === 204 || status === 304 || this.request?.method === 'HEAD';
     if (noBody || b === null || b === undefined || typeof b === 'string' || b instanceof Uint8Array) {
       if (noBody) release(b);
-      const send = () => {
-        if (this.gone) return;
-        res.cork(() => {
-          this.writeHead();
-          if (status === 204 || status === 304) res.endWithoutBody();
-          else if (noBody) {
-            // HEAD: the length a GET would get, written by hand (an argument to endWithoutBody
-            // never completes the response in the uWS 20.30 build: see edge.ts endBody).
-            const announced = headerOf(r.headers, 'content-length');
-            const len = announced !== undefined && /^\d+$/.test(announced) ? announced : total >= 0 ? String(total) : null;
-            if (len !== null) res.writeHeader('Content-Length', len);
-            res.endWithoutBody();
-          } else res.end((b ?? '') as string | Uint8Array, this.state.draining);
-        });
-        this.settle();
-      };
-      if (!this.holdEnd(send)) send();
+      // An upload still arriving is read and dropped, and the connection closes after this answer
+      // (as the router's own answers do): the client gets its answer at once.
+      const u = this.upload;
+      const close = this.state.draining || (u !== null && !u.complete);
+      if (u !== null && !u.complete) u.discardRest(null);
+      if (u !== null && u.destroyed === false && u.complete === false) u.destroy();
+      res.cork(() => {
+        this.writeHead();
+        if (status === 204 || status === 304) res.endWithoutBody();
+        else if (noBody) {
+          // HEAD: the length a GET would get, written by hand (an argument to endWithoutBody
+          // never completes the response in the uWS 20.30 build: see edge.ts endBody).
+          const announced = headerOf(r.headers, 'content-length');
+          const len = announced !== undefined && /^\d+$/.test(announced) ? announced : total >= 0 ? String(total) : null;
+          if (len !== null) res.writeHeader('Content-Length', len);
+          res.endWithoutBody();
+        } else res.end((b ?? '') as string | Uint8Array, close);
+      });
+      this.settle();
       return;
     }
     // A stream: with backpressure both ways (ClientSink), chunked when its length is unknown.
