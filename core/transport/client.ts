@@ -3,7 +3,8 @@
  * the status, headers and an {@link UpstreamBody} as soon as the response headers arrive.
  * Redirects are followed like Go's http.Client (KrakenD's backend client): at most 10,
  * 301/302/303 turn into GET without a body, 307/308 keep method and body (when it can be
- * replayed), `Referer` is set to the previous URL.
+ * replayed), `Referer` is set to the previous URL. A request whose header object was passed to
+ * {@link keepRedirects} gets its redirect back as it is (the built-in `no-redirect` client plugin).
  */
 import { util, type Dispatcher } from 'undici';
 import type { Readable } from 'node:stream';
@@ -28,6 +29,25 @@ export class BackendError extends Error {
 }
 
 const MAX_REDIRECTS = 10;
+
+/**
+ * Header objects of the requests whose redirects are not followed. A request is marked by its
+ * header object because that is the one value that travels unchanged from the backend pipe
+ * (built fresh per request) through a client plugin's `next()` to {@link send}, without a new
+ * parameter on the hot path: the set is consulted only once a redirect has arrived, so a request
+ * that is not redirected pays nothing, and one that is pays a lookup.
+ */
+const KEEP_REDIRECTS = new WeakSet<Headers>();
+
+/**
+ * Marks one request so that {@link send} and {@link stream} hand back its first answer even when
+ * it is a redirect (Go's `CheckRedirect` returning `ErrUseLastResponse`): the 3xx, its Location
+ * and its body reach the caller as the backend sent them. `headers` is the header object the
+ * request is sent with; the mark lives as long as that object.
+ */
+export function keepRedirects(headers: Headers): void {
+  KEEP_REDIRECTS.add(headers);
+}
 
 /**
  * Who learns the outcome of a call made in receiver mode (the no-op path with gw's own client):
@@ -359,6 +379,7 @@ async function follow(
   body: RequestBody,
   scope: Scope | null,
 ): Promise<UpstreamResponse> {
+  if (KEEP_REDIRECTS.has(headers)) return res;
   let hops = 0;
   let url = origin + path;
   while (REDIRECTS.has(res.status)) {
