@@ -3,6 +3,10 @@
  * start-up (unknown names and factory failures are start-up errors, stricter than KrakenD), and
  * wraps the handler so that `next()` reaches gw's pooled client. A response returned from `next()`
  * keeps its UpstreamBody, so delegation stays on the zero-copy path.
+ *
+ * A name is looked up in the plugin folder's registry, then among gw's built-in client plugins
+ * (./builtin: `no-redirect`, `static-filesystem`), which need no "plugin" section. A folder plugin
+ * registering a built-in's name is used in its place.
  */
 import { Readable } from 'node:stream';
 import type { BackendConfig, EndpointConfig } from '../config/types.js';
@@ -15,6 +19,7 @@ import { RawResponse } from '../transport/client.js';
 import type { BackendRequest, BackendResponse, ClientFactory, ClientHandler, NextClient } from './types.js';
 import { pluginLogger } from './logger.js';
 import type { PluginRegistry } from './registry.js';
+import { BUILTIN_CLIENT_NAMES, builtinClient, directOf } from './builtin/index.js';
 
 export const CLIENT_NAMESPACE = 'plugin/http-client';
 
@@ -55,19 +60,23 @@ export async function resolveClientPlugin(
   if (name === null) {
     throw new ConfigError(`${where}: extra_config["${CLIENT_NAMESPACE}"] has no "name" (a string naming a client plugin)`);
   }
-  const reg = registry?.get('client', name) as { factory: ClientFactory; file: string } | undefined;
+  const tag = backendTag(e, b);
+  const loaded = registry?.get('client', name) as { factory: ClientFactory; file: string } | undefined;
+  const builtin = builtinClient(name);
+  if (loaded && builtin) logger.debug(`${tag} Client plugin ${name} from ${loaded.file} replaces the built-in one`);
+  const reg = loaded ?? builtin;
   if (!reg) {
     const known = registry?.names('client') ?? [];
+    const builtins = `built-in: ${BUILTIN_CLIENT_NAMES.join(', ')}`;
     throw new ConfigError(
       `${where}: client plugin '${name}' is not registered` +
         (registry === null
-          ? ' (the configuration has no "plugin": {"folder", "pattern"} to load plugins from)'
+          ? ` (${builtins}; the configuration has no "plugin": {"folder", "pattern"} to load others from)`
           : known.length
-            ? ` (registered: ${known.join(', ')})`
-            : ' (no client plugin was loaded; see the plugin loader lines above)'),
+            ? ` (registered: ${known.join(', ')}; ${builtins})`
+            : ` (${builtins}; no client plugin was loaded from the plugin folder, see the plugin loader lines above)`),
     );
   }
-  const tag = backendTag(e, b);
   let handler: ClientHandler;
   try {
     handler = await reg.factory(
@@ -144,8 +153,13 @@ function discardBody(b: unknown): void {
   else if (b instanceof Readable) b.destroy();
 }
 
-/** Wraps a plugin handler as the backend's client. */
+/**
+ * Wraps a plugin handler as the backend's client. A built-in's handler brings its own direct form,
+ * built on `next` without the wrapper (./builtin/direct.ts).
+ */
 export function pluginClient(name: string, handler: ClientHandler, next: Client, logger: Logger, tag: string): Client {
+  const direct = directOf(handler);
+  if (direct !== undefined) return direct(next);
   const toOutbound = (orig: OutboundRequest, r: BackendRequest): OutboundRequest => {
     if (r === orig) return orig.urlChanged() ? orig.rebased() : orig;
     // A new request object from the plugin.
