@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * The gw command line (KrakenD's `krakend` commands): run, check, test-plugin, version.
+ * The gw command line (KrakenD's `krakend` commands): run, check, test-plugin, version; and gw's own
+ * `plugin init`.
  */
 import { Command, Option } from 'commander';
 import os from 'node:os';
@@ -11,6 +12,7 @@ import { formatDuration } from '../core/config/duration.js';
 import type { ServiceConfig } from '../core/config/types.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { GW_VERSION, KRAKEND_COMPAT_VERSION } from '../core/version.js';
+import { addPluginCommand } from './plugin-init.js';
 import { addTestPluginCommand } from './test-plugin.js';
 
 const PROVIDE_CONFIG = 'Please, provide the path to the configuration file with --config or see all the options with --help';
@@ -203,6 +205,7 @@ export function program(): Command {
     .action((flags: CheckFlags) => check(flags));
   p.command('version').description('Shows the version').action(version);
   addTestPluginCommand(p);
+  addPluginCommand(p);
   return p;
 }
 
