@@ -36,6 +36,7 @@ import type { ServiceConfig } from '../core/config/types.js';
 import { loadConfig } from '../core/config/load.js';
 import type { Logger } from '../core/log.js';
 import { KINDS, REGISTER_TIMEOUT_MS, errorText, importPlugin, loadPlugins, registerKind, type PluginKind } from '../core/plugin/loader.js';
+import { BUILTIN_CLIENT_NAMES, builtinClient } from '../core/plugin/builtin/index.js';
 import { pluginLogger } from '../core/plugin/logger.js';
 import { PluginRegistry } from '../core/plugin/registry.js';
 import type { ClientFactory, ModifierFactory, ServerFactory, ServerHandler } from '../core/plugin/types.js';
@@ -279,24 +280,6 @@ function pluginUses(cfg: ServiceConfig, wanted: ReadonlySet<PluginKind>): Use[] 
 
 const NOT_FOUND = /^plugin: symbol \w+ not found in plugin /;
 
-type BuiltinLookup = (name: string) => { factory: unknown; file: string } | undefined;
-
-/**
- * gw's built-in client plugins (core/plugin/builtin: the names a backend may use without a plugin
- * folder), looked up as `gw run` does after the folder's. Imported by a computed specifier so that
- * this command does not depend on that module at compile time; without it there are none.
- */
-async function builtinClients(): Promise<{ lookup: BuiltinLookup; names: readonly string[] }> {
-  const spec = '../core/plugin/builtin/index.js';
-  try {
-    const m = (await import(spec)) as { builtinClient?: BuiltinLookup; BUILTIN_CLIENT_NAMES?: readonly string[] };
-    if (typeof m.builtinClient === 'function') return { lookup: m.builtinClient, names: m.BUILTIN_CLIENT_NAMES ?? [] };
-  } catch {
-    /* no built-ins in this build */
-  }
-  return { lookup: () => undefined, names: [] };
-}
-
 /**
  * `gw test-plugin --config FILE`: loads the configuration and its plugin folder as `gw run` does
  * (the folder relative to `cwd`), calls every factory the configuration uses with its
@@ -331,7 +314,6 @@ export async function runTestPluginConfig(
   let problems = 0;
   let registry = new PluginRegistry(logger);
   const shutdown = new AbortController();
-  const builtins = await builtinClients();
   if (cfg.plugin !== null) {
     const loaded = await loadPlugins(cfg.plugin, logger, cwd, { timeoutMs, signal: shutdown.signal });
     registry = loaded.registry;
@@ -371,11 +353,11 @@ export async function runTestPluginConfig(
     }
     let note = '';
     // A client name the folder does not register may be one of gw's built-in client plugins.
-    const builtin = u.kind === 'client' && !registry.get('client', u.name) ? builtins.lookup(u.name) : undefined;
+    const builtin = u.kind === 'client' && !registry.get('client', u.name) ? builtinClient(u.name) : undefined;
     const reg = registry.get(u.kind, u.name) ?? (builtin ? { factory: builtin.factory, file: builtin.file, request: false, response: false } : undefined);
     if (!reg) {
       const known = registry.names(u.kind);
-      const also = u.kind === 'client' && builtins.names.length > 0 ? `; built-in: ${builtins.names.join(', ')}` : '';
+      const also = u.kind === 'client' && BUILTIN_CLIENT_NAMES.length > 0 ? `; built-in: ${BUILTIN_CLIENT_NAMES.join(', ')}` : '';
       const why =
         cfg.plugin === null
           ? `the configuration has no "plugin": {"folder", "pattern"} to load plugins from${also}`
