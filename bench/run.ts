@@ -2,8 +2,8 @@
  * `npm run bench`: gw's benchmark tool (issue #4).
  *
  *   npm run bench                          micro + end-to-end suites, then the peers phase
- *                                          (≈ 5 min + ≈ 3 min of peers on 2 cores)
- *   npm run bench -- --quick               the same, shorter (≈ 1 min + ≈ 45 s of peers)
+ *                                          (≈ 5 min + ≈ 4 min of peers on 2 cores)
+ *   npm run bench -- --quick               the same, shorter (≈ 1 min + ≈ 1 min of peers)
  *   npm run bench -- --quick --micro-only  micro suites only (the CI smoke check)
  *   npm run bench -- --peers-only          only the peers phase (add --quick: 1 run of 3 s per row)
  *   npm run bench -- --no-peers            micro + end-to-end suites, no peers phase

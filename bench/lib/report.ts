@@ -182,7 +182,8 @@ export function peersText(p: PeersOutcome): string[] {
   out.push("CPU µs/req = utime+stime of the proxy's process tree over the measured window ÷ requests served; req/s, p99 from wrk; medians over repeats.");
   out.push(
     '× nginx, × proto = median over repeats of the per-repeat CPU/req ratio to the same path on nginx / the prototype ' +
-      '(/agg and /json-plugin vs nginx /json; /json-plugin vs proto /json).',
+      '(/agg, /json-plugin, /dec, /dec-mod and gw-srv /json vs nginx /json; /json-plugin and gw-srv /json vs proto /json). ' +
+      'gw-srv = gw with one delegating server plugin; /dec-mod = /dec (one decoding backend) with a request + a response modifier.',
   );
   const errs = p.rows.some((r) => r.errors > 0);
   out.push(

@@ -8,7 +8,11 @@
  *  - proto: bench/peers/uws-undici-proto.cjs, the lab's ~100-line prototype on gw's own stack (a
  *    reference floor, not product code);
  *  - gw: `node dist/cli/gw.js run --workers 1`: /json and /big no-op, /agg (/json + /json2, group
- *    a/b), /json-plugin (/json no-op through the delegating client plugin `bench-delegate`).
+ *    a/b), /json-plugin (/json no-op through the delegating client plugin `bench-delegate`),
+ *    /dec (/json through a decoding endpoint) and /dec-mod (the same with one request and one
+ *    response modifier at endpoint level that only set a header);
+ *  - gw-srv: a second gw, the same config plus one service-level server plugin that only
+ *    delegates (`return next(req)`), so every request goes through the plugin chain.
  *
  * Each row: wrk -t1 -c<connections> for a warm-up, then for the measured window with --latency.
  * wrk and the origin are pinned to one CPU and the proxy (its whole process tree) to another with
@@ -39,7 +43,7 @@ export interface PeersOptions {
   signal: AbortSignal;
 }
 
-export type PeerName = 'nginx' | 'proto' | 'gw';
+export type PeerName = 'nginx' | 'proto' | 'gw' | 'gw-srv';
 
 export interface PeerRun {
   repeat: number;
@@ -130,12 +134,13 @@ export function peersSkipReason(): string | null {
 
 interface RowSpec {
   peer: PeerName;
+  /** The request path on the peer. */
   path: string;
-  /** The request path on the peer (same as `path` except for gw's plugin row). */
+  /** The row's name: `<peer> <path>`. */
   name: string;
   nginxVs: string | null;
   protoVs: string | null;
-  check: (status: number, body: Buffer) => string | null;
+  check: (status: number, body: Buffer, headers: http.IncomingHttpHeaders) => string | null;
 }
 
 const size = (n: number) => (status: number, body: Buffer) =>
@@ -150,6 +155,22 @@ const merged = (status: number, body: Buffer) => {
   }
 };
 
+/** /json decoded and re-encoded by gw (Go key order); `mod` also wants the modifiers' header. */
+const decoded = (mod: boolean) => (status: number, body: Buffer, headers: http.IncomingHttpHeaders) => {
+  if (status !== 200) return `status ${status}`;
+  try {
+    const v = JSON.parse(body.toString('utf8')) as { service?: string; count?: number };
+    if (v.service !== 'catalog-1' || v.count !== 9) return `not /json decoded: ${body.toString('utf8').slice(0, 120)}`;
+  } catch {
+    return `not JSON: ${body.toString('utf8').slice(0, 80)}`;
+  }
+  // The response modifier copies the header the request modifier set: both ran.
+  const seen = headers['x-bench-seen'];
+  if (mod && seen !== '1') return `X-Bench-Seen ${JSON.stringify(seen)}, want "1" (the request and response modifiers did not both run)`;
+  if (!mod && seen !== undefined) return 'X-Bench-Seen on the endpoint without modifiers';
+  return null;
+};
+
 const ROWS: RowSpec[] = [
   { peer: 'nginx', path: '/json', name: 'nginx /json', nginxVs: null, protoVs: null, check: size(1024) },
   { peer: 'nginx', path: '/big', name: 'nginx /big', nginxVs: null, protoVs: null, check: size(65536) },
@@ -160,6 +181,9 @@ const ROWS: RowSpec[] = [
   { peer: 'gw', path: '/big', name: 'gw /big', nginxVs: 'nginx /big', protoVs: 'proto /big', check: size(65536) },
   { peer: 'gw', path: '/agg', name: 'gw /agg', nginxVs: 'nginx /json', protoVs: 'proto /agg', check: merged },
   { peer: 'gw', path: '/json-plugin', name: 'gw /json-plugin', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
+  { peer: 'gw-srv', path: '/json', name: 'gw-srv /json', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
+  { peer: 'gw', path: '/dec', name: 'gw /dec', nginxVs: 'nginx /json', protoVs: null, check: decoded(false) },
+  { peer: 'gw', path: '/dec-mod', name: 'gw /dec-mod', nginxVs: 'nginx /json', protoVs: null, check: decoded(true) },
 ];
 
 const TARGETS: { row: string; vs: string; limit: number; label: string }[] = [
@@ -167,7 +191,47 @@ const TARGETS: { row: string; vs: string; limit: number; label: string }[] = [
   { row: 'gw /big', vs: 'proto /big', limit: 1.15, label: 'gw /big ≤ 1.15× proto /big' },
   { row: 'gw /agg', vs: 'proto /agg', limit: 1.3, label: 'gw /agg ≤ 1.30× proto /agg' },
   { row: 'gw /json-plugin', vs: 'gw /json', limit: 1.05, label: 'gw /json-plugin ≤ 1.05× gw /json (a delegating plugin adds ≤ 5 % CPU per request)' },
+  {
+    row: 'gw-srv /json',
+    vs: 'gw /json',
+    limit: 1.05,
+    label: 'gw-srv /json ≤ 1.05× gw /json (one delegating server plugin adds ≤ 5 % CPU per request)',
+  },
+  {
+    row: 'gw /dec-mod',
+    vs: 'gw /dec',
+    limit: 1.05,
+    label: 'gw /dec-mod ≤ 1.05× gw /dec (a request + a response modifier add ≤ 5 % CPU per request)',
+  },
 ];
+
+/** Written into the plugin folder: a server plugin whose handler only delegates. */
+const SERVER_DELEGATE_PLUGIN = `// Written by bench/suites/peers.ts: a server plugin that only delegates.
+export const HandlerRegisterer = {
+  name: 'bench-server-delegate',
+  registerHandlers(register) {
+    register('bench-server-delegate', (ctx, extra, next) => (req) => next(req));
+  },
+};
+`;
+
+/**
+ * Written into the plugin folder: a request modifier that sets one header and a response modifier
+ * that copies it onto the answer (so the pre-flight can tell both ran). Nothing else changes.
+ */
+const MODIFIERS_PLUGIN = `// Written by bench/suites/peers.ts: modifiers that only set a header.
+export const ModifierRegisterer = {
+  name: 'bench-modifiers',
+  registerModifiers(register) {
+    register('bench-request-header', () => (req) => {
+      req.headers['X-Bench'] = ['1'];
+    }, true, false);
+    register('bench-response-header', () => (resp) => {
+      resp.headers['X-Bench-Seen'] = resp.request?.headers['X-Bench'] ?? ['0'];
+    }, false, true);
+  },
+};
+`;
 
 const SPREAD_ROWS = ['gw /big', 'proto /big'];
 
@@ -218,7 +282,8 @@ http {
 `;
 }
 
-function gwConfig(port: number, origin: string, pluginDir: string): Record<string, unknown> {
+/** gw's config; `serverPlugin` adds the delegating server plugin (the gw-srv peer). */
+function gwConfig(port: number, origin: string, pluginDir: string, serverPlugin = false): Record<string, unknown> {
   return {
     version: 3,
     name: 'gw bench peers',
@@ -228,7 +293,10 @@ function gwConfig(port: number, origin: string, pluginDir: string): Record<strin
     max_shutdown_wait_time: '1s',
     host: [origin],
     plugin: { folder: pluginDir, pattern: '.mjs' },
-    extra_config: { 'telemetry/logging': { level: 'ERROR' } },
+    extra_config: {
+      'telemetry/logging': { level: 'ERROR' },
+      ...(serverPlugin ? { 'plugin/http-server': { name: ['bench-server-delegate'] } } : {}),
+    },
     endpoints: [
       { endpoint: '/json', output_encoding: 'no-op', backend: [{ url_pattern: '/json', encoding: 'no-op' }] },
       { endpoint: '/big', output_encoding: 'no-op', backend: [{ url_pattern: '/big', encoding: 'no-op' }] },
@@ -243,6 +311,14 @@ function gwConfig(port: number, origin: string, pluginDir: string): Record<strin
         endpoint: '/json-plugin',
         output_encoding: 'no-op',
         backend: [{ url_pattern: '/json', encoding: 'no-op', extra_config: { 'plugin/http-client': { name: 'bench-delegate' } } }],
+      },
+      // The modifier rows: one decoding backend (the modifiers work on the decoded data), with and
+      // without an endpoint-level request + response modifier.
+      { endpoint: '/dec', backend: [{ url_pattern: '/json' }] },
+      {
+        endpoint: '/dec-mod',
+        extra_config: { 'plugin/req-resp-modifier': { name: ['bench-request-header', 'bench-response-header'] } },
+        backend: [{ url_pattern: '/json' }],
       },
     ],
   };
@@ -306,12 +382,12 @@ function median(v: readonly number[]): number | null {
 }
 
 /** One GET over a fresh connection (Connection: close), the whole body read. */
-function httpGet(port: number, p: string): Promise<{ status: number; body: Buffer }> {
+function httpGet(port: number, p: string): Promise<{ status: number; body: Buffer; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const r = http.get({ host: HOST, port, path: p, agent: false, timeout: 5000 }, (res) => {
       const parts: Buffer[] = [];
       res.on('data', (c: Buffer) => parts.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts) }));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts), headers: res.headers }));
       res.on('error', reject);
     });
     r.on('error', reject);
@@ -405,21 +481,30 @@ export class Peers {
     const pluginDir = path.join(tmp, 'plugins');
     fs.mkdirSync(pluginDir);
     fs.writeFileSync(path.join(pluginDir, 'bench-delegate.mjs'), DELEGATE_PLUGIN);
-    const gwPort = await freePort();
-    const cfgFile = path.join(tmp, 'gw-peers.json');
-    fs.writeFileSync(cfgFile, JSON.stringify(gwConfig(gwPort, originUrl, pluginDir), null, 2));
-    const gw = await startChild('gw', {
-      ...pin('proxy', process.execPath, [gwBin, 'run', '-c', cfgFile, '--workers', '1', '--log-level', 'ERROR']),
-      cwd: root,
-      readyHttp: { port: gwPort, path: '/__health' },
-    });
-    this.children.push(gw.child);
-    this.checkAbort();
+    fs.writeFileSync(path.join(pluginDir, 'bench-server-delegate.mjs'), SERVER_DELEGATE_PLUGIN);
+    fs.writeFileSync(path.join(pluginDir, 'bench-modifiers.mjs'), MODIFIERS_PLUGIN);
+    const startGw = async (name: string, serverPlugin: boolean) => {
+      const port = await freePort();
+      const cfgFile = path.join(tmp, `${name}-peers.json`);
+      fs.writeFileSync(cfgFile, JSON.stringify(gwConfig(port, originUrl, pluginDir, serverPlugin), null, 2));
+      const started = await startChild(name, {
+        ...pin('proxy', process.execPath, [gwBin, 'run', '-c', cfgFile, '--workers', '1', '--log-level', 'ERROR']),
+        cwd: root,
+        readyHttp: { port, path: '/__health' },
+      });
+      this.children.push(started.child);
+      this.checkAbort();
+      return { child: started.child, port };
+    };
+    const gw = await startGw('gw', false);
+    log('  starting gw-srv (the same config with one delegating server plugin)');
+    const gwSrv = await startGw('gw-srv', true);
 
     const peers: Record<PeerName, { child: Child; port: number }> = {
       nginx: { child: ng.child, port: nginxPort },
       proto: { child: proto.child, port: protoPort },
-      gw: { child: gw.child, port: gwPort },
+      gw,
+      'gw-srv': gwSrv,
     };
 
     // Pre-flight: every row answers what it should.
@@ -428,7 +513,7 @@ export class Peers {
       let problem: string | null;
       try {
         const a = await httpGet(p.port, r.path);
-        problem = r.check(a.status, a.body);
+        problem = r.check(a.status, a.body, a.headers);
       } catch (err) {
         problem = (err as Error).message;
       }
