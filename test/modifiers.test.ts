@@ -74,6 +74,14 @@ const PLUGINS: Record<string, string> = {
         // Registered for both: KrakenD applies it to requests only.
         register('both', () => (w) => { if (w.headers) w.headers['X-Both'] = ['seen']; if (w.data) w.data.both = true; }, true, true);
         register('nothing', () => null, true, false);
+        // Shows the query it was given (as a header) and adds a parameter.
+        register('query-probe', () => (req) => {
+          req.headers['X-Seen-Query'] = [Object.keys(req.query).sort().join(',')];
+          req.query.y = ['3'];
+        }, true, false);
+        // One name registered once per direction (KrakenD keeps the two apart): a request modifier.
+        register('twice', () => (req) => { req.headers['X-Twice'] = ['req']; }, true, false);
+        register('twice', () => (res) => { res.data.twice = 'resp'; }, false, true);
       },
     };`,
 };
@@ -97,7 +105,10 @@ describe('modifier plugins', () => {
         res.writeHead(200, { 'content-type': 'text/plain', 'x-drop-me': '1', 'x-keep': '1' });
         return res.end('streamed body');
       }
-      return sendJSON(res, 200, { url: rec.url, trace: rec.headers['x-trace'] ?? null, both: rec.headers['x-both'] ?? null });
+      return sendJSON(res, 200, {
+        url: rec.url, trace: rec.headers['x-trace'] ?? null, both: rec.headers['x-both'] ?? null,
+        seen: rec.headers['x-seen-query'] ?? null, twice: rec.headers['x-twice'] ?? null,
+      });
     });
     gw = await startGateway(
       {
@@ -139,6 +150,21 @@ describe('modifier plugins', () => {
           },
           { endpoint: '/resp-error', extra_config: mods(['reject-resp']), backend: [{ host: [backend.url], url_pattern: '/x' }] },
           { endpoint: '/both', extra_config: mods(['both']), backend: [{ host: [backend.url], url_pattern: '/both' }] },
+          { endpoint: '/twice', extra_config: mods(['twice']), backend: [{ host: [backend.url], url_pattern: '/twice' }] },
+          {
+            endpoint: '/probe',
+            input_query_strings: ['q'],
+            input_headers: [],
+            extra_config: mods(['query-probe']),
+            backend: [{ host: [backend.url], url_pattern: '/probe' }],
+          },
+          {
+            endpoint: '/probe-noop',
+            output_encoding: 'no-op',
+            input_query_strings: ['q'],
+            extra_config: mods(['query-probe']),
+            backend: [{ host: [backend.url], url_pattern: '/probe', encoding: 'no-op' }],
+          },
         ],
       },
       { args: ['--workers', '1'] },
@@ -218,6 +244,22 @@ describe('modifier plugins', () => {
     const e = await req(gw.port, '/resp-error');
     assert.equal(e.status, 500);
     await logged(gw, /modifier reject-resp: async response failure/);
+  });
+
+  test('an endpoint modifier sees the query input_query_strings lets through; what it adds is forwarded', async () => {
+    for (const p of ['/probe', '/probe-noop']) {
+      const r = await req(gw.port, `${p}?q=1&x=2`);
+      const d = r.json();
+      assert.equal(d.seen, 'q', `${p}: the modifier saw only the allowed parameter`);
+      const u = new URL(d.url, 'http://x');
+      assert.deepEqual([u.searchParams.get('q'), u.searchParams.get('x'), u.searchParams.get('y')], ['1', null, '3'], p);
+    }
+  });
+
+  test('one name registered once per direction by the same plugin: a request modifier, no warning', async () => {
+    const r = await req(gw.port, '/twice');
+    assert.equal(r.json().twice, 'req');
+    assert.doesNotMatch(gw.output(), /"twice" .*already registered/);
   });
 
   test('a name registered for requests and responses applies to requests only', async () => {

@@ -86,7 +86,36 @@ function fakeReq(url: string, over: Partial<BackendRequest> = {}): BackendReques
 // ---------------------------------------------------------------------------
 // loader
 
+/** The loader's errors for the client kind (every file is also tried as a server and a modifier plugin). */
+function clientErrors(res: { errors: { kind: string; file: string; error: string }[] }) {
+  return res.errors.filter((e) => e.kind === 'client');
+}
+
 describe('loadPlugins', () => {
+  test('all three kinds from one file, in KrakenD order; modifier flags and registerContext', async () => {
+    const dir = folder({
+      'all.js': `
+        export const ClientRegisterer = { registerClients(r) { r('c1', () => () => null); } };
+        export const HandlerRegisterer = { registerHandlers(r) { r('s1', (ctx, extra, next) => next); } };
+        export const ModifierRegisterer = {
+          registerContext(signal) { globalThis.__ctxSignal = signal; },
+          registerModifiers(r) { r('req-only', () => (w) => w, true, false); r('resp-only', () => (w) => w, false, true); },
+        };`,
+      'bad-flags.js': `export const ModifierRegisterer = { registerModifiers(r) { r('m', () => null, 'yes', false); } };`,
+    });
+    const { logger, lines, text } = capture();
+    const ac = new AbortController();
+    const res = await loadPlugins({ folder: dir, pattern: '.js' }, logger, undefined, { signal: ac.signal });
+    assert.deepEqual([res.registry.names('client'), res.registry.names('server'), res.registry.names('modifier')], [['c1'], ['s1'], ['req-only', 'resp-only']]);
+    assert.deepEqual([res.registry.get('modifier', 'req-only')?.request, res.registry.get('modifier', 'req-only')?.response], [true, false]);
+    assert.deepEqual([res.registry.get('modifier', 'resp-only')?.request, res.registry.get('modifier', 'resp-only')?.response], [false, true]);
+    assert.equal((globalThis as { __ctxSignal?: AbortSignal }).__ctxSignal, ac.signal);
+    const msgs = lines.map((l) => l.msg);
+    const order = ['Executor', 'Handler', 'Modifier'].map((k) => msgs.indexOf(`[SERVICE: ${k} Plugin] Total plugins loaded: 1`));
+    assert.ok(order.every((i, n) => i >= 0 && (n === 0 || i > order[n - 1]!)), text());
+    assert.ok(lines.some((l) => l.level === WARN && /bad-flags\.js\): registering the plugin failed: .*both flags must be booleans/.test(l.msg)), text());
+  });
+
   test('name order, pattern substring, only .js/.mjs/.cjs, Total plugins loaded', async () => {
     resetCalls();
     const dir = folder({
@@ -103,7 +132,9 @@ describe('loadPlugins', () => {
     assert.deepEqual(res.registry.clientNames(), ['a', 'b', 'c']);
     assert.deepEqual(calls(), ['register a', 'register b', 'register c']);
     assert.equal(res.loaded, 3);
-    assert.deepEqual(res.errors, []);
+    assert.deepEqual(clientErrors(res), []);
+    // Every file is tried as the other two kinds too: a missing symbol is a DEBUG line, not a warning.
+    assert.ok(res.errors.every((e) => e.kind !== 'client' && / not found in plugin /.test(e.error)), JSON.stringify(res.errors));
     assert.equal(typeof res.registry.getClient('b')?.factory, 'function');
     assert.equal(res.registry.getClient('b')?.file, path.join(dir, 'b-plugin.js'));
     assert.equal(res.registry.getClient('zzz'), undefined);
@@ -124,7 +155,7 @@ describe('loadPlugins', () => {
     const { logger } = capture();
     const res = await loadPlugins({ folder: dir, pattern: '.js' }, logger);
     assert.deepEqual(res.registry.clientNames(), ['p1']);
-    assert.deepEqual(res.errors, []);
+    assert.deepEqual(clientErrors(res), []);
   });
 
   test('folder relative to baseDir; plugin #i and the symbol-not-found DEBUG line', async () => {
@@ -150,10 +181,9 @@ describe('loadPlugins', () => {
       ],
     );
     assert.deepEqual(
-      res.errors.map((e) => e.file),
+      clientErrors(res).map((e) => e.file),
       [f('1-none.js'), f('3-bad-type.js'), f('4-no-method.js')],
     );
-    assert.ok(res.errors.every((e) => e.kind === 'client'));
   });
 
   test('a missing folder is logged at DEBUG and loading continues with 0 plugins', async () => {
@@ -166,6 +196,8 @@ describe('loadPlugins', () => {
       [
         [DEBUG, '[SERVICE: Plugin Loader] Starting loading process'],
         [DEBUG, '[SERVICE: Executor Plugin] open ./no-such-plugin-folder/: no such file or directory'],
+        [DEBUG, '[SERVICE: Handler Plugin] open ./no-such-plugin-folder/: no such file or directory'],
+        [DEBUG, '[SERVICE: Modifier Plugin] open ./no-such-plugin-folder/: no such file or directory'],
         [DEBUG, '[SERVICE: Plugin Loader] Loading process completed'],
       ],
       text(),
@@ -189,7 +221,7 @@ describe('loadPlugins', () => {
     assert.equal(warns[0], `[SERVICE: Executor Plugin] plugin #0 (${path.join(dir, 'a-throws.js')}): unable to import the module: boom at import`);
     assert.match(warns[1]!, /plugin #1 \(.*b-syntax\.js\): unable to import the module: SyntaxError/);
     assert.match(warns[2]!, /plugin #2 \(.*c-missing-dep\.js\): unable to import the module: .*gw-no-such-package-xyz/);
-    assert.equal(res.errors.length, 3);
+    assert.equal(clientErrors(res).length, 3);
     assert.ok(lines.some((l) => l.msg === '[SERVICE: Executor Plugin] Total plugins loaded: 1'));
   });
 
@@ -215,7 +247,7 @@ describe('loadPlugins', () => {
     assert.match(errFor('d-bad-name.js'), /the name must be a non-empty string/);
     assert.match(errFor('e-bad-factory.js'), /the factory must be a function/);
     assert.match(errFor('f-logger-throws.js'), /logger failure/);
-    assert.equal(res.errors.length, 6);
+    assert.equal(clientErrors(res).length, 6);
     // The late registration of c-slow is ignored (and logged), not added to the registry.
     await new Promise((r) => setTimeout(r, 400));
     assert.equal(res.registry.getClient('c-late'), undefined);

@@ -324,7 +324,9 @@ export async function loadPlugins(
       const imported = modules.get(c)!;
       const where = `${tag} plugin #${c.index} (${c.file})`;
       if ('error' in imported) {
-        logger.warn(`${where}: ${imported.error}`);
+        // Once as a WARNING (under the first kind's tag); the other kinds repeat it at DEBUG.
+        if (kind === LOADED_KINDS[0]) logger.warn(`${where}: ${imported.error}`);
+        else logger.debug(`${where}: ${imported.error}`);
         errors.push({ file: c.file, kind, error: imported.error });
         continue;
       }

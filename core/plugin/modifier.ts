@@ -15,7 +15,8 @@
 import { URLSearchParams } from 'node:url';
 import { ConfigError, canonicalHeader } from '../config/load.js';
 import type { Logger } from '../log.js';
-import { HOP_BY_HOP } from '../proxy/request.js';
+import { compileQueryFilter, HOP_BY_HOP, type QueryFilter } from '../proxy/request.js';
+import type { AllowList } from '../config/types.js';
 import { OutboundRequest, ProxyRequest, StatusError, type ProxyResponse } from '../proxy/types.js';
 import { pluginLogger } from './logger.js';
 import type { PluginRegistry } from './registry.js';
@@ -221,17 +222,18 @@ function checkMethod(m: unknown): string {
 
 // ---- endpoint level ----
 
-function endpointWrapper(req: ProxyRequest): { w: RequestWrapper; query: MultiMap } {
+function endpointWrapper(req: ProxyRequest, filter: QueryFilter): { w: RequestWrapper; query: MultiMap; raw: string } {
   const params: Record<string, string> = {};
   for (let i = 0; i < req.paramNames.length; i++) params[req.paramNames[i]!] = req.params[i] ?? '';
   const headers: MultiMap = {};
   for (const [k, v] of req.client.headers) headers[k] = v.slice();
-  const query = parseQuery(req.query);
-  const w: RequestWrapper = { params, headers, body: req.body, method: req.method, url: null, query: parseQuery(req.query), path: req.client.path };
-  return { w, query };
+  // As in KrakenD, the modifier sees the query the endpoint lets through (input_query_strings).
+  const raw = filter(req.query);
+  const w: RequestWrapper = { params, headers, body: req.body, method: req.method, url: null, query: parseQuery(raw), path: req.client.path };
+  return { w, query: parseQuery(raw), raw };
 }
 
-function applyEndpoint(req: ProxyRequest, w: RequestWrapper, query0: MultiMap): ProxyRequest {
+function applyEndpoint(req: ProxyRequest, w: RequestWrapper, query0: MultiMap, raw0: string): ProxyRequest {
   const params = req.paramNames.map((n, i) => {
     const v = w.params?.[n];
     return v === undefined || v === null ? req.params[i]! : String(v);
@@ -245,13 +247,17 @@ function applyEndpoint(req: ProxyRequest, w: RequestWrapper, query0: MultiMap): 
     if (HOP_BY_HOP.has(name.toLowerCase())) continue;
     headers.set(name, Array.isArray(v) ? v.map(String) : [String(v)]);
   }
-  const query = w.query === undefined || w.query === null || sameQuery(w.query, query0) ? req.query : formatQuery(w.query);
+  const query = w.query === undefined || w.query === null || sameQuery(w.query, query0) ? raw0 : formatQuery(w.query);
   const body = (w.body ?? null) as ProxyRequest['body'];
-  return new ProxyRequest(params, req.paramNames, query, { ...req.client, headers }, body, req.scope, checkMethod(w.method), req.extra);
+  const out = new ProxyRequest(params, req.paramNames, query, { ...req.client, headers }, body, req.scope, checkMethod(w.method), req.extra);
+  // Filtered by the endpoint's list already: what the modifier added goes on (backends apply their own list).
+  out.endpointFiltered = true;
+  return out;
 }
 
 /** Endpoint-level modifiers around a decoding endpoint's proxy. */
-export function modifyProxy(next: (r: ProxyRequest) => Promise<ProxyResponse>, mods: Modifiers): (r: ProxyRequest) => Promise<ProxyResponse> {
+export function modifyProxy(next: (r: ProxyRequest) => Promise<ProxyResponse>, mods: Modifiers, endpointQuery: AllowList): (r: ProxyRequest) => Promise<ProxyResponse> {
+  const filter = compileQueryFilter(endpointQuery, null);
   const reqMods = mods.request;
   const respMods = mods.response;
   const after = (resp: ProxyResponse, request: RequestWrapper | null): ProxyResponse | Promise<ProxyResponse> => {
@@ -273,13 +279,14 @@ export function modifyProxy(next: (r: ProxyRequest) => Promise<ProxyResponse>, m
   if (reqMods.length === 0) return (req) => next(req).then((r) => after(r, null));
   return (req) => {
     let r: RequestWrapper | Promise<RequestWrapper>;
-    const { w, query } = endpointWrapper(req);
+    let e: ReturnType<typeof endpointWrapper>;
     try {
-      r = run(reqMods, w);
+      e = endpointWrapper(req, filter);
+      r = run(reqMods, e.w);
     } catch (err) {
       return Promise.reject(err as Error);
     }
-    return Promise.resolve(r).then((out) => next(applyEndpoint(req, out, query)).then((resp) => after(resp, out)));
+    return Promise.resolve(r).then((out) => next(applyEndpoint(req, out, e.query, e.raw)).then((resp) => after(resp, out)));
   };
 }
 
@@ -287,19 +294,23 @@ export function modifyProxy(next: (r: ProxyRequest) => Promise<ProxyResponse>, m
  * Endpoint-level request modifiers for a no-op endpoint: the ProxyRequest the backend request is
  * built from. Returns the request as it is when there are none.
  */
-export function modifyEndpointRequest(mods: Modifiers | null): ((req: ProxyRequest) => Promise<{ req: ProxyRequest; wrapper: RequestWrapper | null }>) | null {
+export function modifyEndpointRequest(
+  mods: Modifiers | null, endpointQuery: AllowList,
+): ((req: ProxyRequest) => Promise<{ req: ProxyRequest; wrapper: RequestWrapper | null }>) | null {
   if (mods === null) return null;
   const reqMods = mods.request;
+  const filter = compileQueryFilter(endpointQuery, null);
   return (req) => {
     if (reqMods.length === 0) return Promise.resolve({ req, wrapper: null });
-    const { w, query } = endpointWrapper(req);
+    let e: ReturnType<typeof endpointWrapper>;
     let r: RequestWrapper | Promise<RequestWrapper>;
     try {
-      r = run(reqMods, w);
+      e = endpointWrapper(req, filter);
+      r = run(reqMods, e.w);
     } catch (err) {
       return Promise.reject(err as Error);
     }
-    return Promise.resolve(r).then((out) => ({ req: applyEndpoint(req, out, query), wrapper: out }));
+    return Promise.resolve(r).then((out) => ({ req: applyEndpoint(req, out, e.query, e.raw), wrapper: out }));
   };
 }
 

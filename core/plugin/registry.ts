@@ -47,6 +47,16 @@ export class PluginRegistry {
       this.#kinds.set(kind, byName);
     }
     const prev = byName.get(name);
+    if (prev && kind === 'modifier' && flags && prev.file === file) {
+      // KrakenD keeps request and response modifiers apart, so one plugin may register a name once
+      // per direction; a name found as a request modifier is applied as one only. Same here.
+      const request = (prev.request ?? false) || flags.request;
+      const response = (prev.response ?? false) || flags.response;
+      const factoryKept = flags.request && !prev.request ? factory : prev.factory;
+      byName.set(name, { factory: factoryKept, file, request, response });
+      this.#logger?.debug(`${KIND_TAG[kind]} ${file} registers "${name}" for requests and responses: applied as a request modifier (as KrakenD)`);
+      return true;
+    }
     if (prev) {
       this.#logger?.warn(
         `${KIND_TAG[kind]} plugin name "${name}" registered by ${file} is already registered by ${prev.file}; keeping the one from ${prev.file}`,

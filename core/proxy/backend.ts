@@ -52,6 +52,8 @@ export function buildBackendPipe(
 ): BackendPipe {
   const tpl = compileUrlPattern(b.urlPattern, endpoint.params);
   const queryFilter = compileQueryFilter(endpoint.inputQueryStrings, b.inputQueryStrings);
+  // For a query an endpoint modifier plugin already saw through the endpoint's list.
+  const backendQueryFilter = compileQueryFilter(b.inputQueryStrings ?? '*', null);
   const buildHeaders = compileHeaderBuilder(b.inputHeaders, disableCompression);
   const hosts = b.hosts;
   const nHosts = hosts.length;
@@ -64,7 +66,7 @@ export function buildBackendPipe(
     if (nHosts > 1) rr = (rr + 1) % nHosts;
     const extra = req.extra;
     let path = tpl.render(req.params, extra);
-    const q = queryFilter(req.query);
+    const q = req.endpointFiltered ? backendQueryFilter(req.query) : queryFilter(req.query);
     if (q !== '') path += (tpl.hasQuery ? '&' : '?') + q;
     let values: readonly string[] = req.params;
     let names: readonly string[] = req.paramNames;

@@ -54,7 +54,7 @@ export function composeEndpointProxy(
     if (ops !== null) proxy = withFlatmap(proxy, compileFlatmap(ops));
   }
   // lura's order: the plugin middleware wraps the backends (and the merge), the static one wraps it.
-  if (mods !== null) proxy = modifyProxy(proxy, mods);
+  if (mods !== null) proxy = modifyProxy(proxy, mods, ep.inputQueryStrings);
   const st = ns.static;
   if (typeof st === 'object' && st !== null && !Array.isArray(st)) {
     const data = (st as { data?: unknown }).data;

@@ -92,6 +92,9 @@ export class ChildScope extends Scope {
 
 /** What the endpoint handler captured from the client, in a fixed shape. */
 export class ProxyRequest {
+  /** `query` was already filtered by the endpoint's input_query_strings (an endpoint modifier
+   *  plugin saw and changed that filtered query): backends apply only their own list. */
+  endpointFiltered = false;
   constructor(
     /** Decoded path parameter values, in endpoint order. */
     readonly params: string[],
@@ -117,7 +120,9 @@ export class ProxyRequest {
 
   /** The same request under another signal (a merge deadline) and/or with sequential values. */
   derive(scope: Scope, extra: Readonly<Record<string, string>> | null = this.extra): ProxyRequest {
-    return new ProxyRequest(this.params, this.paramNames, this.query, this.client, this.body, scope, this.method, extra);
+    const r = new ProxyRequest(this.params, this.paramNames, this.query, this.client, this.body, scope, this.method, extra);
+    r.endpointFiltered = this.endpointFiltered;
+    return r;
   }
 }
 

@@ -46,7 +46,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
     ep.inputHeaders === '*' || (ep.inputHeaders as readonly string[]).includes('Accept-Encoding');
   const method = ep.method;
   const { render, needsAccept } = compileRender(ep);
-  const chain = compileChain(compileStages(rt), noop !== null ? noopPipe(noop, rt.noopMods ?? null) : proxyPipe(rt.proxy!));
+  const chain = compileChain(compileStages(rt), noop !== null ? noopPipe(noop, rt.noopMods ?? null, ep.inputQueryStrings) : proxyPipe(rt.proxy!));
   const stageCapture = chain.capture;
   const start = chain.start;
 

@@ -16,6 +16,7 @@ import { AuthError, claim, claimText, type JwtValidator } from '../auth/jwt.js';
 import type { BackendResponse } from '../plugin/types.js';
 import { modifyEndpointRequest, modifyStreamed, type Modifiers } from '../plugin/modifier.js';
 import type { BackendPipe } from '../proxy/backend.js';
+import type { AllowList } from '../config/types.js';
 import { ProxyRequest, withBackend, type Proxy, type ProxyResponse } from '../proxy/types.js';
 import { jwtActivation, runChecks, type CelChecks } from '../validation/cel.js';
 import type { BotCheck } from '../validation/guards.js';
@@ -177,8 +178,8 @@ export function checksStage(checks: RequestChecks): Stage {
  * parser and attaches the client sink before the first body chunk; a client plugin's answer comes
  * through its promise.
  */
-export function noopPipe(pipe: BackendPipe, mods: Modifiers | null = null): Next {
-  if (mods !== null) return modifiedNoopPipe(pipe, mods);
+export function noopPipe(pipe: BackendPipe, mods: Modifiers | null = null, endpointQuery: AllowList = []): Next {
+  if (mods !== null) return modifiedNoopPipe(pipe, mods, endpointQuery);
   const direct = pipe.direct;
   return (x) => {
     let out;
@@ -205,8 +206,8 @@ export function noopPipe(pipe: BackendPipe, mods: Modifiers | null = null): Next
  * backend request is built from, the response modifiers see the streamed answer (io, status,
  * headers) before it goes out.
  */
-function modifiedNoopPipe(pipe: BackendPipe, mods: Modifiers): Next {
-  const pre = modifyEndpointRequest(mods)!;
+function modifiedNoopPipe(pipe: BackendPipe, mods: Modifiers, endpointQuery: AllowList): Next {
+  const pre = modifyEndpointRequest(mods, endpointQuery)!;
   return (x) => {
     pre(x.preq)
       .then(({ req, wrapper }) => {
