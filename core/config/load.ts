@@ -4,6 +4,7 @@
  * what KrakenD prints after `ERROR parsing the configuration file: `.
  */
 import fs from 'node:fs';
+import { canonicalHeader } from '../plugin/checks.js';
 import { createRequire } from 'node:module';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import { normaliseNamespaces } from './aliases.js';
@@ -357,17 +358,7 @@ function allowList(list: readonly string[], headers: boolean): AllowList {
   return headers ? [...new Set(list.map(canonicalHeader))] : [...new Set(list)];
 }
 
-/** Go's `http.CanonicalHeaderKey`: `x-foo-bar` → `X-Foo-Bar`; names with non-token bytes are kept. */
-export function canonicalHeader(name: string): string {
-  if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name)) return name;
-  let out = '';
-  let upper = true;
-  for (const ch of name) {
-    out += upper ? ch.toUpperCase() : ch.toLowerCase();
-    upper = ch === '-';
-  }
-  return out;
-}
+export { canonicalHeader };
 
 /** lura's host sanitiser: the pattern must match exactly once; the scheme defaults to http. */
 export function sanitizeHost(host: string): string {

@@ -18,6 +18,7 @@ import { isUpstreamBody } from '../transport/body.js';
 import { RawResponse } from '../transport/client.js';
 import type { BackendRequest, BackendResponse, ClientFactory, ClientHandler, NextClient } from './types.js';
 import { pluginLogger } from './logger.js';
+import { responseProblem } from './checks.js';
 import type { PluginRegistry } from './registry.js';
 import { BUILTIN_CLIENT_NAMES, builtinClient, directOf } from './builtin/index.js';
 
@@ -99,53 +100,6 @@ export async function resolveClientPlugin(
   return { name, handler };
 }
 
-/**
- * Why gw cannot use a plugin's response, or null. What gw trusts downstream is checked here, once:
- *  - the status is an integer from 200 to 599. RFC 9110 makes codes outside 100-599 invalid, and a
- *    1xx is informational, never the final answer a handler returns (gw does not do 101 upgrades);
- *    uWS would write anything else as it is (`HTTP/1.1 NaN ...`).
- *  - headers are a plain object (null counts as none; a Map or a Headers instance would be silently
- *    unread) whose values are strings, numbers or booleans, or arrays of them. Names and values that
- *    could split the response are dropped where headers are written (router/endpoint.ts).
- *  - the body is bytes, a string, a stream or async iterable, a JSON value, or null.
- * The same rule holds for a response the handler got from `next()` and returned.
- */
-function responseProblem(resp: BackendResponse): string | null {
-  const st = resp.status as unknown;
-  if (typeof st !== 'number' || !Number.isInteger(st) || st < 200 || st > 599) {
-    const shown = typeof st === 'string' ? JSON.stringify(st) : typeof st === 'number' ? String(st) : typeof st;
-    if (typeof st === 'number' && Number.isInteger(st) && st >= 100 && st < 200) {
-      return `returned status ${shown}, an informational (1xx) status: a handler returns the final response`;
-    }
-    return `returned status ${shown}: a status is an integer from 200 to 599`;
-  }
-  const h = resp.headers as unknown;
-  if (h !== undefined && (typeof h !== 'object' || Array.isArray(h))) {
-    return `returned headers of type ${Array.isArray(h) ? 'array' : typeof h}: headers must be an object, not ${Array.isArray(h) ? 'an array' : 'a ' + typeof h}`;
-  }
-  if (h !== undefined && h !== null) {
-    const proto = Object.getPrototypeOf(h);
-    if (proto !== Object.prototype && proto !== null) {
-      return `returned headers as a ${(proto as { constructor?: { name?: string } }).constructor?.name ?? 'non-plain object'}: headers must be a plain object ({ name: value })`;
-    }
-    const rec = h as Record<string, unknown>;
-    for (const k in rec) {
-      const v = rec[k];
-      if (v === undefined || v === null || SCALAR[typeof v] === true) continue;
-      if (Array.isArray(v)) {
-        for (const x of v) if (SCALAR[typeof x] !== true) return `returned header "${k}" with a value of type ${typeof x} in its list: header values are strings`;
-        continue;
-      }
-      return `returned header "${k}" with a value of type ${typeof v}: header values are strings (or lists of strings)`;
-    }
-  }
-  const bt = typeof resp.body;
-  if (bt === 'function' || bt === 'symbol' || bt === 'bigint') {
-    return `returned a body of type ${bt}: a body is bytes, a string, a stream, a JSON value or null`;
-  }
-  return null;
-}
-const SCALAR: Record<string, boolean> = { string: true, number: true, boolean: true };
 
 /** Frees a body gw will not send: an upstream body is dumped, a stream destroyed. */
 function discardBody(b: unknown): void {

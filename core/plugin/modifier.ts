@@ -260,22 +260,9 @@ export function modifyProxy(next: (r: ProxyRequest) => Promise<ProxyResponse>, m
   const filter = compileQueryFilter(endpointQuery, null);
   const reqMods = mods.request;
   const respMods = mods.response;
-  const after = (resp: ProxyResponse, request: RequestWrapper | null): ProxyResponse | Promise<ProxyResponse> => {
-    // A partial answer carries the merge error: KrakenD skips the response modifiers.
-    if (respMods.length === 0 || resp.errors !== null) return resp;
-    const w: ResponseWrapper = { data: resp.data, isComplete: resp.isComplete, io: null, headers: multi(resp.headers), statusCode: 200, request };
-    const done = (o: ResponseWrapper): ProxyResponse => {
-      const data = o.data;
-      if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new Error('a response modifier set data to something that is not an object');
-      resp.data = data;
-      resp.isComplete = o.isComplete === true;
-      const h = single(o.headers ?? {}, 'headers');
-      resp.headers = Object.keys(h).length > 0 ? h : undefined;
-      return resp;
-    };
-    const r = run(respMods, w);
-    return isThenable<ResponseWrapper>(r) ? r.then(done) : done(r);
-  };
+  // A partial answer carries the merge error: KrakenD skips the response modifiers.
+  const after = (resp: ProxyResponse, request: RequestWrapper | null): ProxyResponse | Promise<ProxyResponse> =>
+    respMods.length === 0 || resp.errors !== null ? resp : modifyDecoded(mods, resp, request);
   if (reqMods.length === 0) return (req) => next(req).then((r) => after(r, null));
   return (req) => {
     let r: RequestWrapper | Promise<RequestWrapper>;

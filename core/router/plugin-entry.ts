@@ -10,6 +10,7 @@
 import { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 import type { Headers, ServerHandler, ServerRequest, ServerResponse } from '../plugin/types.js';
+import { responseProblem } from '../plugin/checks.js';
 import { HOP_BY_HOP, validHeaderName, validHeaderValue } from '../proxy/request.js';
 import { clientIp } from './capture.js';
 import type { Cors } from './cors.js';
@@ -350,28 +351,4 @@ function headerOf(h: Headers | null | undefined, name: string): string | undefin
 function release(b: unknown): void {
   if (b instanceof Readable) b.destroy();
   else if (b !== null && typeof b === 'object' && typeof (b as { dump?: unknown }).dump === 'function') (b as { dump(): void }).dump();
-}
-
-const SCALAR: Record<string, boolean> = { string: true, number: true, boolean: true };
-
-/** Why gw cannot write a handler's answer, or null (the rules client plugin answers follow too). */
-function responseProblem(r: ServerResponse | null | undefined): string | null {
-  if (r === null || typeof r !== 'object') return 'returned no response ({ status, headers, body })';
-  const st = r.status as unknown;
-  if (typeof st !== 'number' || !Number.isInteger(st) || st < 200 || st > 599) {
-    return `returned status ${typeof st === 'number' ? st : JSON.stringify(st) ?? typeof st}: a status is an integer from 200 to 599`;
-  }
-  const h = r.headers as unknown;
-  if (h !== undefined && h !== null) {
-    if (typeof h !== 'object' || Array.isArray(h)) return 'returned headers that are not an object ({ name: value })';
-    for (const k in h as Headers) {
-      const v = (h as Headers)[k] as unknown;
-      if (v === undefined || v === null || SCALAR[typeof v] === true) continue;
-      if (Array.isArray(v) && v.every((x) => SCALAR[typeof x] === true)) continue;
-      return `returned header "${k}" with a value of type ${typeof v}: header values are strings (or lists of strings)`;
-    }
-  }
-  const bt = typeof r.body;
-  if (bt === 'function' || bt === 'symbol' || bt === 'bigint') return `returned a body of type ${bt}`;
-  return null;
 }

@@ -15,6 +15,7 @@
 import { Readable } from 'node:stream';
 import type { Headers, ResponseBody, ServerRequest, ServerResponse } from '../plugin/types.js';
 import type { HttpRequest, HttpResponse, RecognizedString, TemplatedApp } from './uws.js';
+import { serverRequestProblem } from '../plugin/checks.js';
 
 type Handler = (res: HttpResponse, req: HttpRequest) => void;
 
@@ -147,7 +148,7 @@ export class VirtualApp {
 
   /** Runs `req` through the router. Rejects only for a request gw cannot represent. */
   handle(req: ServerRequest): Promise<ServerResponse> {
-    const problem = requestProblem(req);
+    const problem = serverRequestProblem(req);
     if (problem !== null) return Promise.reject(new Error(problem));
     const method = req.method.toUpperCase();
     const conn = (req as { [CONNECTION]?: Connection })[CONNECTION] ?? null;
@@ -169,37 +170,6 @@ export class VirtualApp {
 
 // The handlers read what they use; the rest of uWS's TemplatedApp is never called on a VirtualApp.
 export type RouteTarget = Pick<TemplatedApp, 'get' | 'post' | 'put' | 'patch' | 'del' | 'options' | 'any'>;
-
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const BAD_PATH = /[\x00-\x20\x7f?#]/;
-const BAD_QUERY = /[\x00-\x20\x7f#]/;
-const BAD_VALUE = /[\r\n\0]/;
-
-/** Why a request handed to `next()` cannot be routed, or null. */
-function requestProblem(req: ServerRequest): string | null {
-  if (req === null || typeof req !== 'object') return `next() needs a request object, got ${req === null ? 'null' : typeof req}`;
-  if (typeof req.method !== 'string' || !TOKEN.test(req.method)) return `the request's method ${JSON.stringify(req.method)} is not an HTTP token`;
-  if (typeof req.path !== 'string' || !req.path.startsWith('/') || BAD_PATH.test(req.path)) {
-    return `the request's path ${JSON.stringify(req.path)} must start with "/" and hold no spaces, controls, "?" or "#"`;
-  }
-  if (req.query !== undefined && req.query !== null && (typeof req.query !== 'string' || BAD_QUERY.test(req.query))) {
-    return `the request's query ${JSON.stringify(req.query)} must be a string without spaces, controls or "#"`;
-  }
-  const h = req.headers as unknown;
-  if (h !== undefined && h !== null) {
-    if (typeof h !== 'object' || Array.isArray(h)) return 'the request\'s headers must be an object ({ name: value })';
-    for (const k in h as Headers) {
-      if (!TOKEN.test(k)) return `the request header name ${JSON.stringify(k)} is not an HTTP token`;
-      const v = (h as Headers)[k];
-      if (v === undefined) continue;
-      for (const x of Array.isArray(v) ? v : [v]) {
-        if (typeof x !== 'string' && typeof x !== 'number') return `the request header "${k}" has a value of type ${typeof x}`;
-        if (BAD_VALUE.test(String(x))) return `the request header "${k}" holds CR, LF or NUL`;
-      }
-    }
-  }
-  return null;
-}
 
 /**
  * The request's headers as the router will read them (lower-case names, value lists), with the
