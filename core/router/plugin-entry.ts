@@ -53,7 +53,7 @@ export function pluginEntry(chain: ServerHandler, state: ServerState, logger: Lo
     const body = hasBody ? new UploadBody(x) : null;
     x.upload = body;
     if (body !== null) res.onData((ab, last) => body.feed(ab, last));
-    const sreq = new EntryRequest(method, req.getUrl(), req.getQuery() ?? '', headers, body, clientIp(res), x);
+    const sreq = new EntryRequest(method, req.getUrl(), req.getQuery() ?? '', headers, body, x.conn.ip, x);
     x.request = sreq;
     let out: ServerResponse | Promise<ServerResponse>;
     try {
@@ -168,7 +168,7 @@ class PluginExchange implements StreamOwner {
     private readonly logger: Logger,
     private readonly cors: { cors: Cors; allow: string | null } | null,
   ) {
-    this.conn = new Connection(res.getRemoteAddress(), res.getRemoteAddressAsText());
+    this.conn = new Connection(clientIp(res));
     state.inflight++;
   }
 

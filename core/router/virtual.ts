@@ -38,11 +38,21 @@ interface Route {
 export class Connection {
   aborted = false;
   private readonly inner: VirtualResponse[] = [];
+  private bytes: ArrayBuffer | null = null;
   constructor(
-    /** uWS's remote address bytes and text, as the real response gave them. */
-    readonly addr: ArrayBuffer,
-    readonly addrText: ArrayBuffer,
+    /** The client's address as gw prints it (router/capture.ts clientIp). */
+    readonly ip: string,
   ) {}
+
+  /** uWS's address bytes for an IPv4 client; empty for IPv6, so that capture.ts reads the text. */
+  get addr(): ArrayBuffer {
+    return (this.bytes ??= ipBytes(this.ip));
+  }
+
+  get addrText(): ArrayBuffer {
+    const b = Buffer.from(this.ip, 'latin1');
+    return b.buffer.slice(b.byteOffset, b.byteOffset + b.length) as ArrayBuffer;
+  }
 
   track(r: VirtualResponse): void {
     this.inner.push(r);
@@ -69,6 +79,8 @@ export const CONNECTION: unique symbol = Symbol('gw.connection');
 
 export class VirtualApp {
   private readonly routes: Route[] = [];
+  /** Routes made of static segments only, by path: an exact one wins over any other (uWS's order). */
+  private readonly statics = new Map<string, Route[]>();
   private sorted = true;
 
   private add(method: string, pattern: string, handler: Handler): this {
@@ -80,7 +92,13 @@ export class VirtualApp {
       else if (p.startsWith(':')) kinds.push(Seg.Param), names.push('');
       else kinds.push(Seg.Static), names.push(p);
     }
-    this.routes.push({ method, kinds, names, handler, order: this.routes.length });
+    const route: Route = { method, kinds, names, handler, order: this.routes.length };
+    this.routes.push(route);
+    if (kinds.every((k) => k === Seg.Static)) {
+      const list = this.statics.get(pattern) ?? [];
+      list.push(route);
+      this.statics.set(pattern, list);
+    }
     this.sorted = false;
     return this;
   }
@@ -127,6 +145,11 @@ export class VirtualApp {
   /** The route for `method` + `path`, with its raw parameter values. */
   match(method: string, path: string): { route: Route; params: string[] } | null {
     this.order();
+    const exact = this.statics.get(path);
+    if (exact !== undefined) {
+      for (const r of exact) if (r.method === method) return { route: r, params: NO_PARAMS };
+      for (const r of exact) if (r.method === '*') return { route: r, params: NO_PARAMS };
+    }
     const segs = path.split('/').slice(1);
     outer: for (const r of this.routes) {
       if (r.method !== '*' && r.method !== method) continue;
@@ -343,6 +366,19 @@ export class VirtualResponse {
     return body;
   }
 
+  /**
+   * The whole answer in one write (the common case: a rendered body, a small backend body that came
+   * with its head): next() gets it as bytes, with no stream in between.
+   */
+  private whole(b: Buffer): void {
+    this.settled = true;
+    this.finished = true;
+    this.offset += b.length;
+    this.feed?.stop();
+    const status = Number.parseInt(this.statusText, 10);
+    this.resolve({ status: Number.isInteger(status) ? status : 500, headers: this.headers, body: b });
+  }
+
   /** The router threw before answering. */
   crashed(err: Error): void {
     if (!this.settled) {
@@ -385,6 +421,10 @@ export class VirtualResponse {
   tryEnd(chunk: RecognizedString, total: number): [boolean, boolean] {
     if (this.finished) return [true, true];
     const b = payload(chunk);
+    if (this.body === null && this.offset + b.length >= total) {
+      this.whole(b);
+      return [true, true];
+    }
     const body = this.head(total);
     this.offset += b.length;
     const ok = b.length === 0 ? true : body.push(b);
@@ -397,6 +437,10 @@ export class VirtualResponse {
   end(chunk?: RecognizedString, _closeConnection?: boolean): this {
     if (this.finished) return this;
     const b = chunk === undefined ? null : payload(chunk);
+    if (this.body === null) {
+      this.whole(b ?? EMPTY);
+      return this;
+    }
     const body = this.head(b === null ? 0 : b.length);
     if (b !== null && b.length > 0) body.push(b);
     this.offset += b?.length ?? 0;
@@ -406,6 +450,10 @@ export class VirtualResponse {
 
   endWithoutBody(): this {
     if (this.finished) return this;
+    if (this.body === null) {
+      this.whole(EMPTY);
+      return this;
+    }
     this.head(0);
     this.finish();
     return this;
@@ -497,7 +545,7 @@ export class VirtualResponse {
   getRemoteAddressAsText(): ArrayBuffer {
     if (this.conn !== null) return this.conn.addrText;
     const b = Buffer.from(String(this.req.clientIp ?? ''), 'latin1');
-    return b.buffer.slice(b.byteOffset, b.byteOffset + b.length);
+    return b.buffer.slice(b.byteOffset, b.byteOffset + b.length) as ArrayBuffer;
   }
   getProxiedRemoteAddress(): ArrayBuffer {
     return new ArrayBuffer(0);
@@ -509,10 +557,28 @@ export class VirtualResponse {
 
 function ignore(): void {}
 
+const NO_PARAMS: string[] = [];
+const ipv4Bytes = new Map<string, ArrayBuffer>();
+
+const EMPTY = Buffer.alloc(0);
+
+/** 4 bytes for an IPv4 address, none for anything else (capture.ts then reads the text form). */
 function ipBytes(ip: unknown): ArrayBuffer {
+  const known = ipv4Bytes.get(ip as string);
+  if (known !== undefined) return known;
+  const b = parseIpv4(ip);
+  if (b.byteLength === 4) {
+    if (ipv4Bytes.size >= 4096) ipv4Bytes.clear();
+    ipv4Bytes.set(ip as string, b);
+  }
+  return b;
+}
+
+function parseIpv4(ip: unknown): ArrayBuffer {
   const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(String(ip ?? ''));
+  if (m === null) return new ArrayBuffer(0);
   const out = new Uint8Array(4);
-  if (m !== null) for (let i = 0; i < 4; i++) out[i] = Number(m[i + 1]) & 255;
+  for (let i = 0; i < 4; i++) out[i] = Number(m[i + 1]) & 255;
   return out.buffer;
 }
 
