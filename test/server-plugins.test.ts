@@ -95,6 +95,16 @@ const PLUGINS: Record<string, string> = {
       },
     };`,
 
+  // Modifiers for the all-kinds configuration.
+  'mods.mjs': `
+    export const ModifierRegisterer = {
+      registerModifiers(register) {
+        register('ep-mark', () => (req) => { req.headers['X-Trace'] = [(req.headers['X-Trace']?.[0] ?? '') + ',ep-mod']; }, true, false);
+        register('be-mark', () => (req) => { req.headers['X-Trace'] = [(req.headers['X-Trace']?.[0] ?? '') + ',be-mod']; }, true, false);
+        register('resp-mark', () => (res) => { res.data.modified = true; }, false, true);
+      },
+    };`,
+
   // Passes everything through untouched (the streaming case).
   'pass.mjs': `
     export const HandlerRegisterer = {
@@ -408,5 +418,59 @@ describe('server plugins: start-up errors name the plugin', () => {
 
   test('gw run stops on an unregistered name', async () => {
     await assert.rejects(startGateway(config(backend, { name: 'nope' }), { readyTimeout: 5000 }), /server plugin 'nope' is not registered/);
+  });
+});
+
+describe('all plugin kinds in one configuration', () => {
+  let backend: Backend;
+  let gw: Gateway;
+  before(async () => {
+    backend = await startBackend((rq, res, rec) => {
+      if (rec.url === '/moved') {
+        res.writeHead(302, { location: '/elsewhere', 'content-type': 'text/plain' });
+        return res.end('moved');
+      }
+      return sendJSON(res, 200, { url: rec.url, trace: rec.headers['x-trace'] ?? null });
+    });
+    gw = await startGateway(
+      {
+        version: 3,
+        timeout: '5s',
+        plugin: { folder: dir, pattern: '.mjs' },
+        extra_config: { [NS]: { name: ['a', 'b'] } },
+        endpoints: [
+          {
+            endpoint: '/mixed',
+            input_headers: ['X-Trace'],
+            extra_config: { 'plugin/req-resp-modifier': { name: ['ep-mark', 'resp-mark'] } },
+            backend: [{ host: [backend.url], url_pattern: '/mixed', extra_config: { 'plugin/req-resp-modifier': { name: ['be-mark'] } } }],
+          },
+          {
+            endpoint: '/moved',
+            output_encoding: 'no-op',
+            backend: [{ host: [backend.url], url_pattern: '/moved', encoding: 'no-op', extra_config: { 'plugin/http-client': { name: 'no-redirect' } } }],
+          },
+        ],
+      },
+      { args: ['--workers', '1'] },
+    );
+  });
+  after(async () => {
+    await gw?.stop();
+    await backend?.close();
+  });
+
+  test('two server plugins, endpoint and backend modifiers, a no-redirect backend: each in its place', async () => {
+    const r = await req(gw.port, '/mixed');
+    assert.equal(r.status, 200);
+    assert.equal(r.json().trace, 'b,a,ep-mod,be-mod', 'server plugins (outermost first), then endpoint, then backend modifiers');
+    assert.equal(r.json().modified, true);
+    assert.equal(h(r.headers, 'x-out'), 'a,b');
+    const m = await req(gw.port, '/moved');
+    assert.equal(m.status, 302, 'no-redirect hands the redirect back');
+    assert.equal(h(m.headers, 'location'), '/elsewhere');
+    assert.equal(h(m.headers, 'x-out'), 'a,b');
+    assert.equal(m.text, 'moved');
+    assert.equal(backend.requests.filter((x) => x.url === '/elsewhere').length, 0);
   });
 });
