@@ -39,7 +39,7 @@ export function responseProblem(resp: unknown): string | null {
   const h = r.headers as unknown;
   if (h !== undefined && h !== null) {
     if (typeof h !== 'object' || Array.isArray(h)) {
-      return `returned headers of type ${Array.isArray(h) ? 'array' : typeof h}: headers must be an object ({ name: value })`;
+      return `returned headers of type ${Array.isArray(h) ? 'array' : typeof h}: headers must be an object, not ${Array.isArray(h) ? 'an array' : 'a ' + typeof h}`;
     }
     const proto = Object.getPrototypeOf(h);
     if (proto !== Object.prototype && proto !== null) {
