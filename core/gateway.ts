@@ -21,7 +21,7 @@ import { LUA_BACKEND, LUA_PROXY } from './lua/modifier.js';
 import type { OutboundRequest, Proxy } from './proxy/types.js';
 import type { EndpointRuntime, ServerState } from './router/exchange.js';
 import { createApp } from './router/app.js';
-import { guarded, registerRoutes } from './router/routes.js';
+import { framed, guarded, registerRoutes } from './router/routes.js';
 import { pluginEntry } from './router/plugin-entry.js';
 import { VirtualApp } from './router/virtual.js';
 import { buildServerChain, SERVER_NAMESPACE } from './plugin/server.js';
@@ -155,7 +155,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   const register = chain === null
     ? (a: TemplatedApp) => registerRoutes(a, cfg, endpoints, state, debug)
     : (a: TemplatedApp) => {
-        a.any('/*', guarded(pluginEntry(chain!, state, logger), logger));
+        a.any('/*', guarded(framed(pluginEntry(chain!, state, logger), logger), logger));
       };
   let listenSocket: us_listen_socket | null = null;
   let app: TemplatedApp | null = null;

@@ -499,18 +499,8 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
       const v = headers[k];
       if (v === undefined || v === null) continue;
       if (lk === 'content-type') hasContentType = true;
-      // Plugins may hand over numbers (uWS takes strings only) or anything else: uWS writes what it
-      // is given, so a name or value that could split the response is dropped.
       if (!validHeaderName(k)) continue;
-      if (Array.isArray(v)) {
-        for (const x of v) {
-          const t = String(x);
-          if (validHeaderValue(t)) res.writeHeader(k, t);
-        }
-      } else {
-        const t = String(v);
-        if (validHeaderValue(t)) res.writeHeader(k, t);
-      }
+      writeHeaderValues(res, k, v);
     }
     if (this.headJson && !hasContentType) res.writeHeader('Content-Type', 'application/json; charset=utf-8');
     res.writeHeader('X-Krakend-Completed', 'false');
@@ -557,8 +547,24 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
 
 function ignore(): void {}
 
+/**
+ * One header's value(s), as plugins may hand them over (numbers, lists: uWS takes strings only).
+ * uWS writes what it is given, so a value that could split the response is dropped.
+ */
+export function writeHeaderValues(res: HttpResponse, name: string, v: unknown): void {
+  if (Array.isArray(v)) {
+    for (const x of v) {
+      const t = String(x);
+      if (validHeaderValue(t)) res.writeHeader(name, t);
+    }
+  } else {
+    const t = String(v);
+    if (validHeaderValue(t)) res.writeHeader(name, t);
+  }
+}
+
 /** Response headers gw never copies from a backend: hop-by-hop, and what uWS writes itself. */
-const NOT_COPIED: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'content-length', 'date', 'uwebsockets']);
+export const NOT_COPIED: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'content-length', 'date', 'uwebsockets']);
 
 /**
  * A backend's headers from undici's raw pairs, to the client: values go out as the Buffers undici

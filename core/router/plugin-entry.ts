@@ -11,19 +11,17 @@ import { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 import type { Headers, ServerHandler, ServerRequest, ServerResponse } from '../plugin/types.js';
 import { responseProblem } from '../plugin/checks.js';
-import { HOP_BY_HOP, validHeaderName, validHeaderValue } from '../proxy/request.js';
+import { validHeaderName, validHeaderValue } from '../proxy/request.js';
 import { clientIp } from './capture.js';
 import type { Cors } from './cors.js';
-import { framingProblem, rejectFraming, TEXT_PLAIN } from './edge.js';
-import type { ServerState } from './exchange.js';
+import { TEXT_PLAIN } from './edge.js';
+import { NOT_COPIED, writeHeaderValues, type ServerState } from './exchange.js';
 import { goJson } from './json.js';
 import { statusLine } from './status.js';
 import { ClientSink, type StreamOwner } from './stream.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
 import { CONNECTION, Connection, InnerBody, ORIGINAL_BODY } from './virtual.js';
 
-/** What gw never copies from a handler's answer: hop-by-hop headers and the framing uWS writes. */
-const NOT_COPIED: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'content-length', 'date', 'uwebsockets']);
 /** After the answer, the rest of an upload is read and dropped within these bounds (as the exchange). */
 const DROP_BYTES = 256 * 1024;
 const DROP_MS = 1000;
@@ -31,12 +29,9 @@ const DROP_MS = 1000;
 export function pluginEntry(chain: ServerHandler, state: ServerState, logger: Logger): (res: HttpResponse, req: HttpRequest) => void {
   const cors = state.cors;
   return (res, req) => {
+    // Framing was checked by routes.ts `framed`, around this entry.
     const cl = req.getHeader('content-length');
     const te = req.getHeader('transfer-encoding');
-    if (cl !== '' || te !== '') {
-      const problem = framingProblem(req, cl, te);
-      if (problem !== null) return rejectFraming(res, problem, req.getUrl(), logger);
-    }
     const method = req.getCaseSensitiveMethod().toUpperCase();
     // CORS wraps the plugins: a preflight never reaches them.
     if (cors !== null && method === 'OPTIONS' && cors.preflight(res, req) === true) return;
@@ -289,15 +284,7 @@ class PluginExchange implements StreamOwner {
       if (v === undefined || v === null) continue;
       if (lk === 'access-control-allow-origin') corsSet = true;
       if (lk === 'content-type') typeSet = true;
-      if (Array.isArray(v)) {
-        for (const x of v) {
-          const t = String(x);
-          if (validHeaderValue(t)) res.writeHeader(k, t);
-        }
-      } else {
-        const t = String(v);
-        if (validHeaderValue(t)) res.writeHeader(k, t);
-      }
+      writeHeaderValues(res, k, v);
     }
     if (this.json && !typeSet) res.writeHeader('Content-Type', 'application/json; charset=utf-8');
     if (this.cors !== null && !corsSet) this.cors.cors.write(res, this.cors.allow);

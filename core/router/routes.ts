@@ -57,7 +57,7 @@ export function guarded(h: Handler, logger: Logger): Handler {
  * the next request, which a front proxy framing by the other value never sent: such a request is
  * refused as an endpoint refuses it (400 + close, nothing behind it handled).
  */
-function framed(h: Handler, logger: Logger): Handler {
+export function framed(h: Handler, logger: Logger): Handler {
   return (res, req) => {
     const cl = req.getHeader('content-length');
     const te = req.getHeader('transfer-encoding');
