@@ -4,6 +4,43 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { type Backend, type Gateway, req, sleep, startBackend, startGateway } from './helpers/gw.ts';
 
+/** Go's encoding/json over the parsed value, written independently of gw: sorted copies, then escapes. */
+function goReference(text: string): string {
+  const write = (v: unknown): string => {
+    if (Array.isArray(v)) return '[' + v.map(write).join(',') + ']';
+    if (typeof v !== 'object' || v === null) return JSON.stringify(v);
+    const o = v as Record<string, unknown>;
+    return '{' + Object.keys(o).sort().map((k) => JSON.stringify(k) + ':' + write(o[k])).join(',') + '}';
+  };
+  return write(JSON.parse(text)).replace(/[<>&\u2028\u2029]/g, (c) => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'));
+}
+
+/** Documents that stress the shape cache (same first key, other keys; same keys, other order) and every escape. */
+const DOCS: string[] = (() => {
+  const tricky = [
+    '{"items":[{"id":1,"b":2},{"id":1,"c":3},{"id":2,"b":2,"a":0},{"b":1,"id":2},{}],"id":[]}',
+    '{"s":"quote\\" back\\\\ nl\\n tab\\t ctl\\u0001 lone\\ud800 pair\\ud83d\\ude00 ls\\u2028 ps\\u2029 <b>&amp;</b>","<k>&":1}',
+    '{"__proto__":{"x":1},"constructor":2,"toJSON":3,"n":[-0,1e21,1.5e-7,123456789012345680000,0.1]}',
+    '{"z":{"z":{"z":{"z":{"y":[[[[{"b":1,"a":2}]]]]}}}},"a":null,"m":true,"f":false}',
+    '{"10":"a","9":"b","1a":"c","01":"d","":"e"," ":"f"}',
+  ];
+  // Random documents: keys drawn from a small pool so shapes repeat with different orders.
+  let seed = 7;
+  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+  const pool = ['a', 'b', 'id', 'name', '10', '9', 'é', 'x<', 'tags', '\u00e9t\u00e9'];
+  const value = (d: number): string => {
+    const t = d > 3 ? rnd(3) : rnd(6);
+    if (t === 0) return String(rnd(1000) - 500) + (rnd(2) ? '.25' : '');
+    if (t === 1) return JSON.stringify(pool[rnd(pool.length)] + '&' + rnd(10));
+    if (t === 2) return ['true', 'false', 'null'][rnd(3)]!;
+    if (t === 3) return '[' + Array.from({ length: rnd(4) }, () => value(d + 1)).join(',') + ']';
+    const keys = [...new Set(Array.from({ length: rnd(6) }, () => pool[rnd(pool.length)]!))];
+    return '{' + keys.map((k) => JSON.stringify(k) + ':' + value(d + 1)).join(',') + '}';
+  };
+  const random = Array.from({ length: 40 }, () => '{"items":[' + Array.from({ length: 1 + rnd(5) }, () => value(1)).join(',') + '],"r":' + value(0) + '}');
+  return [...tricky, ...random];
+})();
+
 let backend: Backend;
 let gw: Gateway;
 /** Requests the backend saw close before answering (gw cancelled them). */
@@ -22,6 +59,9 @@ before(async () => {
       case '/keys':
         res.writeHead(200, { 'content-type': 'application/json' });
         return res.end('{"9":1,"10":2,"b":{"z":1,"a":[{"y":1,"x":2},{"2":0,"11":0}]},"a":"<&>"}');
+      case '/doc':
+        res.writeHead(200, { 'content-type': 'application/json' });
+        return res.end(DOCS[Number(u.searchParams.get('n'))]);
       case '/fast':
         res.writeHead(200, { 'content-type': 'application/json', 'x-b': 'fast' });
         return res.end('{"fast":true}');
@@ -50,6 +90,7 @@ before(async () => {
         ],
       },
       { endpoint: '/keys', backend: [{ host, url_pattern: '/keys' }] },
+      { endpoint: '/doc/{n}', backend: [{ host, url_pattern: '/doc?n={n}' }] },
       { endpoint: '/noop', output_encoding: 'no-op', backend: [{ host, url_pattern: '/plain', encoding: 'no-op' }] },
       { endpoint: '/noop-redirect', output_encoding: 'no-op', backend: [{ host, url_pattern: '/redirect', encoding: 'no-op' }] },
     ],
@@ -136,6 +177,17 @@ describe('JSON in Go\'s map order', () => {
     const r = await req(gw.port, '/keys');
     assert.equal(r.status, 200);
     assert.equal(r.text, '{"10":2,"9":1,"a":"\\u003c\\u0026\\u003e","b":{"a":[{"x":2,"y":1},{"11":0,"2":0}],"z":1}}');
+  });
+
+  test('every document renders as Go would: escapes, numbers, shapes sharing a first key, random documents twice over', async () => {
+    // Twice: the second pass runs with the serializer's shape cache warm from the first.
+    for (let pass = 0; pass < 2; pass++) {
+      for (let n = 0; n < DOCS.length; n++) {
+        const r = await req(gw.port, `/doc/${n}`);
+        assert.equal(r.status, 200, `doc ${n}`);
+        assert.equal(r.text, goReference(DOCS[n]!), `doc ${n}: ${DOCS[n]}`);
+      }
+    }
   });
 });
 
