@@ -143,17 +143,19 @@ async function check(flags: CheckFlags): Promise<void> {
   if ((flags.debug ?? 0) > 0) dumpConfig(cfg);
   // Build the pipes as `run` would (plugins are loaded and their factories called), without listening.
   const logger = createLogger({ level: (flags.debug ?? 0) > 1 ? 'DEBUG' : 'ERROR', format: 'auto' });
+  let built: readonly string[] = [];
   try {
     // Loaded here only: `gw run`'s supervisor never builds a gateway (its workers do).
     const { buildGateway } = await import('../core/gateway.js');
     const gw = await buildGateway(cfg, { logger });
+    built = gw.buildWarnings;
     await gw.close(0);
   } catch (err) {
     console.log(red(`ERROR parsing the configuration file:\t${(err as Error).message}`));
     process.exitCode = 1;
     return;
   }
-  for (const w of cfg.warnings) console.log(`WARNING: ${w}`);
+  for (const w of [...cfg.warnings, ...built]) console.log(`WARNING: ${w}`);
   console.log(green('Syntax OK!'));
 }
 

@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from './log.js';
 import { lockPort, probePort, type PortLock } from './port.js';
 import { CRASH_EXIT_CODE, type FromWorker, type ToWorker, type WorkerInit } from './ipc.js';
+import { BucketAuthority } from './qos/limiter.js';
 
 export interface SupervisorOptions {
   workers: number;
@@ -112,6 +113,8 @@ export class Supervisor {
   private giveUp!: (code: number) => void;
   private readonly slots: Slot[];
   private readonly children = new Set<ChildProcess>();
+  /** Rate-limit buckets shared by the workers: they lease tokens from it in small batches (core/qos/limiter.ts). */
+  private readonly tokens = new BucketAuthority();
   private lock: PortLock | null = null;
   private closing = false;
   private closed: Promise<number> | null = null;
@@ -220,7 +223,7 @@ export class Supervisor {
       if (this.closing) return reject(new StartupError('gw is stopping'));
       const init: WorkerInit = {
         index: slot.index, configFile: this.opts.configFile, rawConfig: this.opts.rawConfig, debug: this.opts.debug, port,
-        logLevel: this.opts.logLevel, logFormat: this.opts.logFormat, quietStart,
+        logLevel: this.opts.logLevel, logFormat: this.opts.logFormat, quietStart, workers: this.opts.workers,
       };
       const forked = spare ?? forkWorker();
       spare = null;
@@ -261,6 +264,14 @@ export class Supervisor {
           case 'crash':
             slot.crash = m.message;
             fail(new StartupError(`${who()} crashed while starting: ${m.message}`));
+            break;
+          case 'lease': {
+            const g = this.tokens.lease(m.spec, m.key, m.want);
+            if (child.connected) child.send({ type: 'grant', seq: m.seq, n: g.n, retryMs: g.retryMs } satisfies ToWorker, () => {});
+            break;
+          }
+          case 'giveback':
+            this.tokens.giveBack(m.spec, m.key, m.n);
             break;
           case 'draining':
             slot.drainReason = m.reason;

@@ -30,6 +30,8 @@ import type { ServerHandler } from './plugin/types.js';
 import { loadUws, type TemplatedApp, type us_listen_socket } from './router/uws.js';
 import { send, stream } from './transport/client.js';
 import { Pools } from './transport/pools.js';
+import type { Authority } from './qos/limiter.js';
+import { buildTraffic } from './qos/traffic.js';
 
 export interface GatewayOptions {
   logger: Logger;
@@ -39,11 +41,17 @@ export interface GatewayOptions {
   port?: number;
   /** Folder plugin paths are relative to (default: cwd). */
   baseDir?: string;
+  /** With several workers: the supervisor's rate-limit token authority (core/qos/shared.ts). */
+  limits?: Authority | null;
+  /** Workers of this instance (default 1). */
+  workers?: number;
 }
 
 export interface Gateway {
   readonly endpoints: readonly EndpointRuntime[];
   readonly plugins: PluginRegistry | null;
+  /** Config warnings found while building the pipes (beyond the config's own), for `gw check`. */
+  readonly buildWarnings: readonly string[];
   /** Resolves with the bound port. */
   listen(): Promise<number>;
   /** Stops accepting, waits for in-flight requests up to `waitMs`, closes the pools. */
@@ -72,6 +80,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   const uses = (ns: string) => cfg.endpoints.some((e) => e.extraConfig[ns] !== undefined || e.backends.some((b) => b.extraConfig[ns] !== undefined));
   if (uses(LUA_PROXY) || uses(LUA_BACKEND)) await loadLua();
   if (uses(CEL_NS)) await loadCel();
+  const traffic = buildTraffic(cfg, { shared: opts.limits ?? null, workers: opts.workers ?? 1 }, logger);
   const endpoints: EndpointRuntime[] = [];
   const serviceBot = compileBotDetector(cfg.extraConfig[BOT_NS], 'extra_config');
   for (const ep of cfg.endpoints) {
@@ -93,7 +102,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
         client = pluginClient(plugin.name, plugin.handler, defaultClient, logger, backendTag);
       }
       const bMods = resolveModifiers(b.extraConfig, registry, logger, backendTag, `endpoint '${ep.method} ${ep.path}', backend ${b.index} (${b.urlPattern})`);
-      pipes.push(buildBackendPipe(ep, b, client, cfg.transport.disableCompression, logger, plugin === null ? directClient : null, bMods));
+      pipes.push(buildBackendPipe(ep, b, client, cfg.transport.disableCompression, logger, plugin === null ? directClient : null, bMods, traffic.proxyLimiter(ep, b)));
     }
     let proxy: Proxy | null = null;
     let noop: BackendPipe | null = null;
@@ -135,7 +144,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     const bodyLimit = ep.maxPayload || (bufferBody ? cfg.limits.maxBufferedPayload : 0);
     endpoints.push({
       config: ep, proxy, noop, noopMods: noop !== null ? epMods : null, bufferBody, bodyLimit, jwt, signed: ep.extraConfig[SIGNER_NS] !== undefined, bot,
-      requestChecks: checksInProxy ? null : requestChecks, cel,
+      requestChecks: checksInProxy ? null : requestChecks, cel, rateLimits: traffic.routerLimits(ep),
     });
   }
 
@@ -164,6 +173,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   return {
     endpoints,
     plugins: registry,
+    buildWarnings: traffic.warnings,
     describeInflight() {
       const now = Date.now();
       const out: string[] = [];
@@ -173,6 +183,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     },
     async listen() {
       // The parser must accept what gw's own limits let through (+ CRLFs and ": " per field).
+      traffic.start();
       const { uws, name } = loadUws({ minHeaderBlock: cfg.limits.maxHeaderBytes + cfg.limits.maxUrlLength + 8192 });
       logger.info(`[SERVICE: uWS] Using ${name}`);
       const created = createApp(uws, cfg.tls, register);
@@ -223,6 +234,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       const closed = pools.close();
       const timedOut = await Promise.race([closed.then(() => false), new Promise<boolean>((r) => setTimeout(r, Math.min(waitMs || 2000, 5000), true).unref())]);
       if (timedOut) await pools.destroy();
+      traffic.close();
       logger.info('[SERVICE: Gin] Router execution ended');
     },
   };

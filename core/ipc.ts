@@ -14,10 +14,24 @@ export interface WorkerInit {
   logFormat?: string;
   /** Only the first worker logs its start-up at DEBUG/INFO; the others start quietly. */
   quietStart: boolean;
+  /** How many workers the instance runs: with more than one, rate limits lease tokens from the supervisor. */
+  workers: number;
+}
+
+/** A rate-limit bucket family, as workers and the supervisor name it (core/qos/limiter.ts LimitSpec). */
+export interface LimitSpecMsg {
+  id: string;
+  rate: number;
+  everyMs: number;
+  capacity: number;
 }
 
 /** Supervisor → worker. */
-export type ToWorker = { type: 'init'; init: WorkerInit } | { type: 'shutdown'; waitMs: number };
+export type ToWorker =
+  | { type: 'init'; init: WorkerInit }
+  | { type: 'shutdown'; waitMs: number }
+  /** Answer to `lease`: n tokens granted (0: none; a token is back in retryMs). */
+  | { type: 'grant'; seq: number; n: number; retryMs: number };
 
 /** Worker → supervisor. */
 export type FromWorker =
@@ -28,7 +42,11 @@ export type FromWorker =
   /** The last-resort handler fired; the worker exits 70 right after. */
   | { type: 'crash'; message: string }
   /** The worker stops on its own (a signal sent to it): it drains, then exits 0. */
-  | { type: 'draining'; reason: string };
+  | { type: 'draining'; reason: string }
+  /** Rate limits: up to `want` tokens of bucket `key` of `spec`, answered by `grant` with the same seq. */
+  | { type: 'lease'; seq: number; spec: LimitSpecMsg; key: string; want: number }
+  /** Rate limits: leased tokens not spent, back to the bucket. */
+  | { type: 'giveback'; spec: LimitSpecMsg; key: string; n: number };
 
 /** sysexits' EX_SOFTWARE: the worker died of a bug (see its CRITICAL log line). */
 export const CRASH_EXIT_CODE = 70;

@@ -17,6 +17,7 @@ import { ConfigError, normaliseConfig } from './config/load.js';
 import { buildGateway, type Gateway } from './gateway.js';
 import { CRASH_EXIT_CODE, type FromWorker, type ToWorker, type WorkerInit } from './ipc.js';
 import { createLogger, toPinoLevel, type Logger } from './log.js';
+import { SupervisorAuthority } from './qos/shared.js';
 
 const SIGNAL_NAMES: Partial<Record<NodeJS.Signals, string>> = { SIGINT: 'interrupt', SIGTERM: 'terminated', SIGHUP: 'hangup' };
 
@@ -27,6 +28,8 @@ let tag = `[SERVICE: Workers] worker (pid ${process.pid})`;
 let waitMs = 10_000;
 let draining = false;
 let signals = 0;
+/** Rate-limit tokens leased from the supervisor (several workers only). */
+let limits: SupervisorAuthority | null = null;
 let dying = false;
 
 function send(m: FromWorker, then?: () => void): void {
@@ -111,6 +114,8 @@ process.on('message', (m: ToWorker) => {
   if (m.type === 'init' && init === null) {
     init = m.init;
     void start(m.init);
+  } else if (m.type === 'grant') {
+    limits?.granted(m.seq, m.n, m.retryMs);
   } else if (m.type === 'shutdown') {
     waitMs = m.waitMs;
     drain();
@@ -125,7 +130,8 @@ async function start(i: WorkerInit): Promise<void> {
     waitMs = cfg.maxShutdownWaitMs || 10_000;
     const level = i.logLevel ?? cfg.logging.level;
     logger = createLogger({ level: i.quietStart ? 'WARNING' : level, prefix: cfg.logging.prefix, format: i.logFormat });
-    gw = await buildGateway(cfg, { logger, debug: i.debug, port: i.port });
+    if (i.workers > 1) limits = new SupervisorAuthority(i.workers, (m) => send(m));
+    gw = await buildGateway(cfg, { logger, debug: i.debug, port: i.port, limits, workers: i.workers });
     if (draining) process.exit(0);
     listening = true;
     const bound = await gw.listen();

@@ -18,7 +18,7 @@ import { DeadlineQueue } from './deadlines.js';
 import { Exchange, RequestBody, type EndpointRuntime, type ServerState } from './exchange.js';
 import { checkQuery, decodeParam, ParamError } from './params.js';
 import { compileRender } from './render.js';
-import { botStage, checksStage, compileChain, jwtStage, noopPipe, proxyPipe, readBodyStage, type Stage } from './stages.js';
+import { botStage, checksStage, compileChain, jwtStage, noopPipe, proxyPipe, rateLimitStage, readBodyStage, type Stage } from './stages.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
 
 export type { EndpointRuntime, ServerState } from './exchange.js';
@@ -26,8 +26,13 @@ export type { EndpointRuntime, ServerState } from './exchange.js';
 /** The request stages of an endpoint, in KrakenD's order; absent guards are not composed. */
 function compileStages(rt: EndpointRuntime): Stage[] {
   const stages: Stage[] = [];
+  // The service's limits guard the whole router (before anything else); the endpoint's run after
+  // authentication, as KrakenD's handler chain (JWT → Lua → rate limit).
+  const serviceLimits = rt.rateLimits.filter((l) => l.service);
+  for (const l of serviceLimits) stages.push(rateLimitStage(l));
   if (rt.bot !== null) stages.push(botStage(rt.bot));
   if (rt.jwt !== null) stages.push(jwtStage(rt.jwt, rt.cel));
+  for (const l of rt.rateLimits) if (!l.service) stages.push(rateLimitStage(l));
   if (rt.bufferBody || rt.config.maxPayload > 0) stages.push(readBodyStage(rt.bufferBody));
   if (rt.requestChecks !== null) stages.push(checksStage(rt.requestChecks));
   return stages;

@@ -28,6 +28,7 @@ import type { BotCheck } from '../validation/guards.js';
 import type { CelChecks } from '../validation/cel.js';
 import type { RequestChecks } from '../validation/request.js';
 import { AuthError, type JwtValidator } from '../auth/jwt.js';
+import { RateLimitError, type RouterLimit } from '../qos/ratelimit.js';
 import { HOP_BY_HOP, validHeaderName, validHeaderValue } from '../proxy/request.js';
 import { CanceledError, DeadlineError, Scope, StatusError, withBackend, type Proxy, type ProxyRequest, type ProxyResponse } from '../proxy/types.js';
 import { isUpstreamBody, type FlowControl, type UpstreamBody } from '../transport/body.js';
@@ -65,6 +66,8 @@ export interface EndpointRuntime {
   readonly requestChecks: RequestChecks | null;
   /** Endpoint `validation/cel` (its JWT checks run here; request ones in requestChecks; response ones in the proxy). */
   readonly cel: CelChecks | null;
+  /** Rate limits (qos/ratelimit/service then qos/ratelimit/router, and their Redis variants), outer first. */
+  readonly rateLimits: readonly RouterLimit[];
 }
 
 export interface ServerState {
@@ -111,6 +114,8 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
   accept = '';
   /** Request values the guard stages need after the handler returned (see stages.ts). */
   userAgent = '';
+  /** The rate limit's client key header (qos/ratelimit/*: strategy header, or ip with a key). */
+  limitKey = '';
   token = '';
   cookie = '';
   // no-op answer
@@ -309,10 +314,11 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
   /** auth/validator or the bot detector refused the request: 401/403 with an empty body, as KrakenD. */
   refuse(err: Error, tag: string): void {
     if (this.state !== OPEN || this.aborted) return;
-    const status = err instanceof AuthError ? err.status : 500;
+    const status = err instanceof AuthError || err instanceof RateLimitError ? err.status : 500;
     const msg = `[ENDPOINT: ${this.rt.config.path}][${tag}] ${err.message}`;
-    // Client mistakes are routine (debug); a key set gw could not fetch is an outage (error).
-    if (!(err instanceof AuthError) || err.fault) this.server.logger.error(msg);
+    // Client mistakes and rate limits are routine (debug); a key set gw could not fetch is an outage (error).
+    if (err instanceof RateLimitError) this.server.logger.debug(msg);
+    else if (!(err instanceof AuthError) || err.fault) this.server.logger.error(msg);
     else this.server.logger.debug(msg);
     const res = this.res;
     const cors = this.server.cors;

@@ -21,6 +21,8 @@ import { ProxyRequest, withBackend, type Proxy, type ProxyResponse } from '../pr
 import { jwtActivation, runChecks, type CelChecks } from '../validation/cel.js';
 import type { BotCheck } from '../validation/guards.js';
 import type { RequestChecks } from '../validation/request.js';
+import { ipKey, RateLimitError, type RouterLimit } from '../qos/ratelimit.js';
+import { ALLOW, DENY, type Limiter } from '../qos/limiter.js';
 import { OPEN, type Exchange } from './exchange.js';
 import type { HttpRequest } from './uws.js';
 
@@ -83,6 +85,55 @@ export function botStage(bot: BotCheck): Stage {
     run: (x, next) => {
       if (bot(x.userAgent)) x.refuse(new AuthError(403, 'bot detected'), 'BotDetector');
       else next(x);
+    },
+  };
+}
+
+const LIMITED_CLIENT = new RateLimitError(429);
+const LIMITED_ALL = new RateLimitError(503);
+
+/**
+ * `qos/ratelimit/router` (and the service / Redis variants): the client's bucket (429), then the
+ * shared one (503), as krakend-ratelimit. A bucket whose tokens come from another process may
+ * answer later (limiter.ts); a local one answers at once and nothing is allocated.
+ */
+export function rateLimitStage(limit: RouterLimit): Stage {
+  const { global, client, strategy, header, param } = limit;
+  const afterClient = (x: Exchange, next: Next, l: Limiter): void => {
+    const v = l.take('');
+    if (v === ALLOW) next(x);
+    else if (v === DENY) x.refuse(LIMITED_ALL, 'Ratelimit');
+    else l.wait('', (ok) => (ok ? next(x) : x.refuse(LIMITED_ALL, 'Ratelimit')));
+  };
+  const runGlobal = (x: Exchange, next: Next): void => afterClient(x, next, global!);
+  const capture: Stage['capture'] =
+    strategy === 'header' || (strategy === 'ip' && header !== '')
+      ? (req, x) => {
+          x.limitKey = req.getHeader(header);
+        }
+      : undefined;
+  if (client === null) return { name: 'Ratelimit', run: runGlobal };
+  const keyOf = (x: Exchange): string =>
+    strategy === 'ip' ? ipKey(x.limitKey, x.ip) : strategy === 'param' ? (param < 0 ? '' : x.preq.params[param]!) : x.limitKey;
+  return {
+    name: 'Ratelimit',
+    capture,
+    run: (x, next) => {
+      const key = keyOf(x);
+      if (key === '') return x.refuse(LIMITED_CLIENT, 'Ratelimit'); // KrakenD: no key, no pass
+      const v = client.take(key);
+      if (v === DENY) return x.refuse(LIMITED_CLIENT, 'Ratelimit');
+      if (v === ALLOW) {
+        if (global === null) next(x);
+        else runGlobal(x, next);
+        return;
+      }
+      client.wait(key, (ok) => {
+        if (x.state !== OPEN || x.aborted) return;
+        if (!ok) x.refuse(LIMITED_CLIENT, 'Ratelimit');
+        else if (global === null) next(x);
+        else runGlobal(x, next);
+      });
     },
   };
 }
