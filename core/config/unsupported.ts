@@ -24,6 +24,14 @@ const IMPLEMENTED: ReadonlyMap<string, readonly Level[]> = new Map<string, Level
   ['security/bot-detector', ['service', 'endpoint']],
   ['validation/json-schema', ['endpoint']],
   ['validation/cel', ['endpoint', 'backend']],
+  ['qos/ratelimit/router', ['endpoint']],
+  ['qos/ratelimit/router/redis', ['endpoint']],
+  ['qos/ratelimit/service', ['service']],
+  ['qos/ratelimit/service/redis', ['service']],
+  ['qos/ratelimit/proxy', ['backend']],
+  ['redis', ['service']],
+  ['qos/circuit-breaker', ['backend']],
+  ['qos/http-cache', ['backend']],
 ]);
 
 export type Level = 'service' | 'endpoint' | 'backend';

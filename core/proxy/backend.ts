@@ -13,13 +13,22 @@ import { modifyDecoded, modifyOutbound, modifyStreamed, type Modifiers } from '.
 import { decodeLimited } from '../transport/inflate.js';
 import { compileFormatter } from './formatter.js';
 import { compileHeaderBuilder, compileQueryFilter, compileUrlPattern } from './request.js';
-import { DeadlineError, OutboundRequest, StatusError, withBackend, type ProxyRequest, type ProxyResponse } from './types.js';
+import { CanceledError, DeadlineError, OutboundRequest, StatusError, withBackend, type ProxyRequest, type ProxyResponse, type Scope } from './types.js';
 import { decodeRss, decodeXml } from './xml.js';
 import { compileBackendLua, type BackendLua, type LuaLog } from '../lua/modifier.js';
 import { RAW_BODY, wholeResponseNeeded } from './merge.js';
 import { CEL_NS, compileCel, requestActivation, responseActivation, runChecks, type CelChecks } from '../validation/cel.js';
+import { BREAKER_NS, CircuitBreaker, EXCLUDED, FAILURE, parseBreakerConfig, SUCCESS } from '../qos/breaker.js';
+import { CACHE_NS, cacheFor, cachedClient, parseHttpCacheConfig } from '../qos/cache.js';
+import { ALLOW, DENY, type Limiter } from '../qos/limiter.js';
+import { LIMITED } from '../qos/ratelimit.js';
 
 export type Client = (r: OutboundRequest) => Promise<BackendResponse>;
+
+/** What the backend pipe logs with (the gateway's logger; `warn` is optional for callers that only have `error`). */
+export interface BackendLog extends LuaLog {
+  warn?(msg: string): void;
+}
 
 /** gw's own client in receiver mode (transport/client.ts `stream`): returns the call, to cancel it. */
 export type DirectClient = (r: OutboundRequest, receiver: Receiver) => FlowControl | null;
@@ -46,9 +55,11 @@ export function buildBackendPipe(
   b: BackendConfig,
   client: Client,
   disableCompression: boolean,
-  log: LuaLog,
+  log: BackendLog,
   direct: DirectClient | null = null,
   mods: Modifiers | null = null,
+  /** `qos/ratelimit/proxy` (core/qos/traffic.ts), or null. */
+  proxyLimit: Limiter | null = null,
 ): BackendPipe {
   const tpl = compileUrlPattern(b.urlPattern, endpoint.params);
   const queryFilter = compileQueryFilter(endpoint.inputQueryStrings, b.inputQueryStrings);
@@ -108,24 +119,132 @@ export function buildBackendPipe(
     return out;
   };
 
+  // qos/http-cache: under everything that calls the client (decoding call, no-op stream,
+  // modifiers); KrakenD caches in its default HTTP client only, so not behind a client plugin.
+  const cacheCfg = parseHttpCacheConfig(b.extraConfig[CACHE_NS], where);
+  let cached = false;
+  if (cacheCfg !== null) {
+    const warn = (m: string) => (log.warn ?? log.error).call(log, m);
+    if (b.extraConfig['plugin/http-client'] !== undefined) {
+      warn(`${where}: "${CACHE_NS}" is ignored: the backend uses a client plugin ("plugin/http-client"), and KrakenD caches in its default HTTP client only`);
+    } else {
+      client = cachedClient(client, cacheFor(cacheCfg, where, warn), mods !== null);
+      cached = true;
+    }
+  }
+  const guards = backendGuards(b, where, log, proxyLimit);
+
   let proxy: ((req: ProxyRequest) => Promise<ProxyResponse>) | null = null;
   if (endpoint.outputEncoding !== 'no-op') {
     let call = b.encoding === 'no-op' ? discardingCall(client, keepsRawBody(endpoint, b)) : decodingCall(b, client);
     if (cel !== null && cel.post.length > 0) call = withCelPost(call, cel.post);
     if (mods !== null) call = modifiedCall(call, mods);
     proxy = toProxy(buildOutbound, call, lua);
+    // The guards see the whole backend proxy, status errors included (KrakenD: circuit breaker →
+    // proxy rate limit → Lua → CEL → HTTP proxy), each of concurrent_calls' calls on its own.
+    if (guards.length > 0) proxy = guardCall(guards, proxy);
   }
   if (proxy !== null && endpoint.concurrentCalls > 1) proxy = composeConcurrent(proxy, endpoint.concurrentCalls, endpoint.timeoutMs);
 
+  // Modifiers see the no-op answer as a whole response (io, status, headers): no receiver mode.
+  let noopClient = mods !== null ? modifiedClient(client, mods) : client;
+  // A no-op endpoint calls `client` (the proxy is not composed): the guards go around it, up to the
+  // answer's head (a body cut later is the client's business, as in KrakenD). Neither guards nor
+  // the cache work in receiver mode, which stays the path of backends without them.
+  if (proxy === null && guards.length > 0) noopClient = guardCall(guards, noopClient);
   const pipe: BackendPipe = {
     config: b,
     buildOutbound,
-    // Modifiers see the no-op answer as a whole response (io, status, headers): no receiver mode.
-    client: mods !== null ? modifiedClient(client, mods) : client,
-    direct: mods !== null ? null : direct,
+    client: noopClient,
+    direct: mods !== null || cached || (proxy === null && guards.length > 0) ? null : direct,
     proxy,
   };
   return pipe;
+}
+
+/**
+ * A backend guard: runs before a backend call and may refuse it — return a rejected promise (an
+ * Error) without calling `run` and nothing is sent — or call `run()` and watch how it ends.
+ * `scope` is the call's cancellation (its `reason` says whether the caller gave up).
+ */
+export type BackendGuard = <T>(run: () => Promise<T>, scope: Scope) => Promise<T>;
+
+/**
+ * The backend guards of `b`, outermost first, as KrakenD stacks them: the circuit breaker, then
+ * the proxy rate limit (`qos/ratelimit/proxy`: add it here, after the breaker, so that a refusal
+ * by the limit counts as a breaker failure as in KrakenD), then the call. Empty when none is
+ * configured: the pipe is then built exactly as without this function.
+ */
+export function backendGuards(b: BackendConfig, where: string, log: BackendLog, proxyLimit: Limiter | null = null): BackendGuard[] {
+  const guards: BackendGuard[] = [];
+  const raw = b.extraConfig[BREAKER_NS];
+  const cb = parseBreakerConfig(raw, where);
+  if (cb !== null) guards.push(breakerGuard(cb, log));
+  else if (raw !== undefined) {
+    (log.warn ?? log.error).call(log, `${where}: "${BREAKER_NS}" has every value zero or empty: no circuit breaker (as KrakenD); set max_errors, timeout and interval`);
+  }
+  if (proxyLimit !== null) guards.push(limitGuard(proxyLimit));
+  return guards;
+}
+
+/** `qos/ratelimit/proxy` as a guard: over the limit the call fails with KrakenD's `rate limit exceded`, nothing is sent. */
+function limitGuard(l: Limiter): BackendGuard {
+  return <T>(run: () => Promise<T>): Promise<T> => {
+    const v = l.take('');
+    if (v === ALLOW) return run();
+    if (v === DENY) return Promise.reject(new Error(LIMITED));
+    return new Promise<T>((resolve, reject) => {
+      l.wait('', (ok) => {
+        if (!ok) reject(new Error(LIMITED));
+        else run().then(resolve, reject);
+      });
+    });
+  };
+}
+
+/** Wraps `call` (a backend proxy or client) with `guards`, the first outermost. */
+export function guardCall<A extends { readonly scope: Scope }, T>(guards: readonly BackendGuard[], call: (a: A) => Promise<T>): (a: A) => Promise<T> {
+  let f = call;
+  for (let i = guards.length - 1; i >= 0; i--) {
+    const g = guards[i]!;
+    const inner = f;
+    f = (a) => g(() => inner(a), a.scope);
+  }
+  return f;
+}
+
+/**
+ * `qos/circuit-breaker` as a guard: refuses while open (`circuit breaker is open`) or while its
+ * half-open probe is out (`too many requests`); any error of the call is a failure but a
+ * cancellation by the caller (the client left, a concurrent call that lost), which counts neither
+ * way (KrakenD's `IsExcluded(context.Canceled)`).
+ */
+function breakerGuard(cfg: NonNullable<ReturnType<typeof parseBreakerConfig>>, log: BackendLog): BackendGuard {
+  // KrakenD's line, as it writes it (a `name` is how one tells the backends apart).
+  const onChange = cfg.logStatusChange
+    ? (name: string, from: string, to: string) => (log.warn ?? log.error).call(log, `[CB] Circuit breaker named '${name}' went from '${from}' to '${to}'`)
+    : null;
+  const breaker = new CircuitBreaker(cfg, onChange);
+  return <T>(run: () => Promise<T>, scope: Scope): Promise<T> => {
+    const gen = breaker.before();
+    if (typeof gen !== 'number') return Promise.reject(gen);
+    let p: Promise<T>;
+    try {
+      p = run();
+    } catch (err) {
+      p = Promise.reject(err as Error);
+    }
+    return p.then(
+      (r) => {
+        breaker.after(gen, SUCCESS);
+        return r;
+      },
+      (err: unknown) => {
+        breaker.after(gen, err instanceof CanceledError || scope.reason instanceof CanceledError ? EXCLUDED : FAILURE);
+        throw err;
+      },
+    );
+  };
 }
 
 type Call = (out: OutboundRequest) => Promise<ProxyResponse>;
@@ -215,16 +334,18 @@ export function composeConcurrent(
       let done = false;
       let lastErr: Error | null = null;
       let partial: ProxyResponse | null = null;
-      const settle = () => {
+      const settle = (timedOut: boolean) => {
         done = true;
         clearTimeout(timer);
         ac.detach();
-        // Cancel the calls still running (nothing happens when they all ended).
-        if (pending > 0) ac.cancel(new DeadlineError());
+        // Cancel the calls still running (nothing happens when they all ended): past the limit
+        // they timed out; after a winner they were cancelled (lura: the context's cancel), which a
+        // circuit breaker does not count as their failure.
+        if (pending > 0) ac.cancel(timedOut ? new DeadlineError() : new CanceledError());
       };
       const timer = setTimeout(() => {
         if (done) return;
-        settle();
+        settle(true);
         if (partial !== null) resolve(partial);
         else reject(lastErr ?? new DeadlineError());
       }, limitMs);
@@ -232,13 +353,13 @@ export function composeConcurrent(
         pending--;
         if (done) return;
         if (r.isComplete) {
-          settle();
+          settle(false);
           resolve(r);
           return;
         }
         partial = r;
         if (pending === 0) {
-          settle();
+          settle(false);
           resolve(r);
         }
       };
@@ -247,7 +368,7 @@ export function composeConcurrent(
         if (done) return;
         lastErr = err;
         if (pending === 0) {
-          settle();
+          settle(false);
           if (partial !== null) resolve(partial);
           else reject(err);
         }
