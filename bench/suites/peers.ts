@@ -171,7 +171,7 @@ const decoded = (mod: boolean) => (status: number, body: Buffer, headers: http.I
   return null;
 };
 
-const ROWS: RowSpec[] = [
+const ALL_ROWS: RowSpec[] = [
   { peer: 'nginx', path: '/json', name: 'nginx /json', nginxVs: null, protoVs: null, check: size(1024) },
   { peer: 'nginx', path: '/big', name: 'nginx /big', nginxVs: null, protoVs: null, check: size(65536) },
   { peer: 'proto', path: '/json', name: 'proto /json', nginxVs: 'nginx /json', protoVs: null, check: size(1024) },
@@ -184,9 +184,13 @@ const ROWS: RowSpec[] = [
   { peer: 'gw-srv', path: '/json', name: 'gw-srv /json', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
   { peer: 'gw', path: '/dec', name: 'gw /dec', nginxVs: 'nginx /json', protoVs: null, check: decoded(false) },
   { peer: 'gw', path: '/dec-mod', name: 'gw /dec-mod', nginxVs: 'nginx /json', protoVs: null, check: decoded(true) },
+  { peer: 'gw', path: '/json-limited', name: 'gw /json-limited', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
+  { peer: 'gw', path: '/json-redis', name: 'gw /json-redis', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
 ];
+/** The Redis row needs a redis-server (started by the phase when it is on PATH). */
+const REDIS_ROWS = new Set(['gw /json-redis']);
 
-const TARGETS: { row: string; vs: string; limit: number; label: string }[] = [
+const ALL_TARGETS: { row: string; vs: string; limit: number; label: string }[] = [
   { row: 'gw /json', vs: 'proto /json', limit: 1.25, label: 'gw /json ≤ 1.25× proto /json' },
   { row: 'gw /big', vs: 'proto /big', limit: 1.15, label: 'gw /big ≤ 1.15× proto /big' },
   { row: 'gw /agg', vs: 'proto /agg', limit: 1.3, label: 'gw /agg ≤ 1.30× proto /agg' },
@@ -202,6 +206,18 @@ const TARGETS: { row: string; vs: string; limit: number; label: string }[] = [
     vs: 'gw /dec',
     limit: 1.05,
     label: 'gw /dec-mod ≤ 1.05× gw /dec (a request + a response modifier add ≤ 5 % CPU per request)',
+  },
+  {
+    row: 'gw /json-limited',
+    vs: 'gw /json',
+    limit: 1.03,
+    label: 'gw /json-limited ≤ 1.03× gw /json (a router rate limit, shared + per client IP, adds ≤ 3 % CPU per request)',
+  },
+  {
+    row: 'gw /json-redis',
+    vs: 'gw /json',
+    limit: 1.1,
+    label: 'gw /json-redis ≤ 1.10× gw /json (the same limit in Redis: one Lua call per lease of tokens)',
   },
 ];
 
@@ -283,7 +299,9 @@ http {
 }
 
 /** gw's config; `serverPlugin` adds the delegating server plugin (the gw-srv peer). */
-function gwConfig(port: number, origin: string, pluginDir: string, serverPlugin = false): Record<string, unknown> {
+function gwConfig(port: number, origin: string, pluginDir: string, serverPlugin = false, redisPort = 0): Record<string, unknown> {
+  // Never reached under the bench's load (~20 k req/s): the rows measure the check, not refusals.
+  const limit = { max_rate: 1_000_000, client_max_rate: 50_000, strategy: 'ip' };
   return {
     version: 3,
     name: 'gw bench peers',
@@ -296,6 +314,7 @@ function gwConfig(port: number, origin: string, pluginDir: string, serverPlugin 
     extra_config: {
       'telemetry/logging': { level: 'ERROR' },
       ...(serverPlugin ? { 'plugin/http-server': { name: ['bench-server-delegate'] } } : {}),
+      ...(redisPort > 0 ? { redis: { connection_pools: [{ name: 'bench', address: `${HOST}:${redisPort}` }] } } : {}),
     },
     endpoints: [
       { endpoint: '/json', output_encoding: 'no-op', backend: [{ url_pattern: '/json', encoding: 'no-op' }] },
@@ -315,6 +334,16 @@ function gwConfig(port: number, origin: string, pluginDir: string, serverPlugin 
       // The modifier rows: one decoding backend (the modifiers work on the decoded data), with and
       // without an endpoint-level request + response modifier.
       { endpoint: '/dec', backend: [{ url_pattern: '/json' }] },
+      // The rate-limit rows: /json with a router limit (local buckets), and the same limit in Redis.
+      { endpoint: '/json-limited', output_encoding: 'no-op', extra_config: { 'qos/ratelimit/router': limit }, backend: [{ url_pattern: '/json', encoding: 'no-op' }] },
+      ...(redisPort > 0
+        ? [{
+            endpoint: '/json-redis',
+            output_encoding: 'no-op',
+            extra_config: { 'qos/ratelimit/router/redis': { ...limit, connection_name: 'bench' } },
+            backend: [{ url_pattern: '/json', encoding: 'no-op' }],
+          }]
+        : []),
       {
         endpoint: '/dec-mod',
         extra_config: { 'plugin/req-resp-modifier': { name: ['bench-request-header', 'bench-response-header'] } },
@@ -477,6 +506,23 @@ export class Peers {
     this.children.push(proto.child);
     this.checkAbort();
 
+    const redisServer = which('redis-server');
+    let redisPort = 0;
+    if (redisServer !== null) {
+      redisPort = await freePort();
+      log(`  starting redis-server on port ${redisPort} (the Redis rate-limit row)`);
+      const rs = await startChild('redis-server', {
+        ...pin('load', redisServer, ['--port', String(redisPort), '--bind', HOST, '--save', '', '--appendonly', 'no']),
+        cwd: tmp,
+        readyLine: /Ready to accept connections/,
+      });
+      this.children.push(rs.child);
+    } else {
+      log('  no redis-server on PATH: the Redis rate-limit row is skipped (apt-get install redis-server)');
+    }
+    const ROWS = ALL_ROWS.filter((r) => redisPort > 0 || !REDIS_ROWS.has(r.name));
+    const TARGETS = ALL_TARGETS.filter((t) => redisPort > 0 || !REDIS_ROWS.has(t.row));
+
     log('  starting gw (node dist/cli/gw.js run --workers 1)');
     const pluginDir = path.join(tmp, 'plugins');
     fs.mkdirSync(pluginDir);
@@ -486,7 +532,7 @@ export class Peers {
     const startGw = async (name: string, serverPlugin: boolean) => {
       const port = await freePort();
       const cfgFile = path.join(tmp, `${name}-peers.json`);
-      fs.writeFileSync(cfgFile, JSON.stringify(gwConfig(port, originUrl, pluginDir, serverPlugin), null, 2));
+      fs.writeFileSync(cfgFile, JSON.stringify(gwConfig(port, originUrl, pluginDir, serverPlugin, redisPort), null, 2));
       const started = await startChild(name, {
         ...pin('proxy', process.execPath, [gwBin, 'run', '-c', cfgFile, '--workers', '1', '--log-level', 'ERROR']),
         cwd: root,
