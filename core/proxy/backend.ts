@@ -30,6 +30,11 @@ export interface BackendLog extends LuaLog {
   warn?(msg: string): void;
 }
 
+/** A start-up warning through `log` (as an error line where the caller's logger has no warn). */
+function warnOf(log: BackendLog): (msg: string) => void {
+  return (msg) => (log.warn ?? log.error).call(log, msg);
+}
+
 /** gw's own client in receiver mode (transport/client.ts `stream`): returns the call, to cancel it. */
 export type DirectClient = (r: OutboundRequest, receiver: Receiver) => FlowControl | null;
 
@@ -124,7 +129,7 @@ export function buildBackendPipe(
   const cacheCfg = parseHttpCacheConfig(b.extraConfig[CACHE_NS], where);
   let cached = false;
   if (cacheCfg !== null) {
-    const warn = (m: string) => (log.warn ?? log.error).call(log, m);
+    const warn = warnOf(log);
     if (b.extraConfig['plugin/http-client'] !== undefined) {
       warn(`${where}: "${CACHE_NS}" is ignored: the backend uses a client plugin ("plugin/http-client"), and KrakenD caches in its default HTTP client only`);
     } else {
@@ -181,7 +186,7 @@ export function backendGuards(b: BackendConfig, where: string, log: BackendLog, 
   const cb = parseBreakerConfig(raw, where);
   if (cb !== null) guards.push(breakerGuard(cb, log));
   else if (raw !== undefined) {
-    (log.warn ?? log.error).call(log, `${where}: "${BREAKER_NS}" has every value zero or empty: no circuit breaker (as KrakenD); set max_errors, timeout and interval`);
+    warnOf(log)(`${where}: "${BREAKER_NS}" has every value zero or empty: no circuit breaker (as KrakenD); set max_errors, timeout and interval`);
   }
   if (proxyLimit !== null) guards.push(limitGuard(proxyLimit));
   return guards;
@@ -221,8 +226,9 @@ export function guardCall<A extends { readonly scope: Scope }, T>(guards: readon
  */
 function breakerGuard(cfg: NonNullable<ReturnType<typeof parseBreakerConfig>>, log: BackendLog): BackendGuard {
   // KrakenD's line, as it writes it (a `name` is how one tells the backends apart).
+  const warn = warnOf(log);
   const onChange = cfg.logStatusChange
-    ? (name: string, from: string, to: string) => (log.warn ?? log.error).call(log, `[CB] Circuit breaker named '${name}' went from '${from}' to '${to}'`)
+    ? (name: string, from: string, to: string) => warn(`[CB] Circuit breaker named '${name}' went from '${from}' to '${to}'`)
     : null;
   const breaker = new CircuitBreaker(cfg, onChange);
   return <T>(run: () => Promise<T>, scope: Scope): Promise<T> => {

@@ -34,6 +34,8 @@ export interface Limiter {
   take(key: string): Verdict;
   /** After `take` said WAIT: `cb` is called exactly once, later. */
   wait(key: string, cb: (ok: boolean) => void): void;
+  /** Stops its sweeps (gateway shutdown). */
+  close(): void;
 }
 
 /** Where leased tokens come from. `done(n, retryMs)`: n tokens granted (0: none, retry in retryMs); n < 0: unavailable. */

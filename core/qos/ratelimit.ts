@@ -79,7 +79,8 @@ function every(c: Record<string, unknown>, where: string, ns: string, minMs: num
   if (v === undefined) return 1000;
   if (typeof v !== 'string') throw new Error(`${where}: "${ns}" every must be a duration string such as "1s" or "1m", got ${JSON.stringify(v)}`);
   const ms = parseDuration(v);
-  return ms < minMs ? Math.max(minMs, 1000) : ms; // unparsable or under the minimum: 1s, as KrakenD
+  // Unparsable (0): 1s; the router limits also raise anything under 1s to 1s (KrakenD).
+  return ms <= 0 ? 1000 : Math.max(ms, minMs);
 }
 
 /** Parses an endpoint's or the service's router limit (plain or Redis); null when absent or it limits nothing. */

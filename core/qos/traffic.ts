@@ -115,7 +115,7 @@ export function buildTraffic(cfg: ServiceConfig, opts: TrafficOptions, logger: L
       for (const c of connections.values()) c.start();
     },
     close() {
-      for (const l of limiters) (l as { close?: () => void }).close?.();
+      for (const l of limiters) l.close();
       for (const c of connections.values()) c.close();
     },
   };

@@ -28,8 +28,7 @@ function compileStages(rt: EndpointRuntime): Stage[] {
   const stages: Stage[] = [];
   // The service's limits guard the whole router (before anything else); the endpoint's run after
   // authentication, as KrakenD's handler chain (JWT → Lua → rate limit).
-  const serviceLimits = rt.rateLimits.filter((l) => l.service);
-  for (const l of serviceLimits) stages.push(rateLimitStage(l));
+  for (const l of rt.rateLimits) if (l.service) stages.push(rateLimitStage(l));
   if (rt.bot !== null) stages.push(botStage(rt.bot));
   if (rt.jwt !== null) stages.push(jwtStage(rt.jwt, rt.cel));
   for (const l of rt.rateLimits) if (!l.service) stages.push(rateLimitStage(l));

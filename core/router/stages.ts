@@ -22,7 +22,7 @@ import { jwtActivation, runChecks, type CelChecks } from '../validation/cel.js';
 import type { BotCheck } from '../validation/guards.js';
 import type { RequestChecks } from '../validation/request.js';
 import { ipKey, RateLimitError, type RouterLimit } from '../qos/ratelimit.js';
-import { ALLOW, DENY, type Limiter } from '../qos/limiter.js';
+import { ALLOW, DENY } from '../qos/limiter.js';
 import { OPEN, type Exchange } from './exchange.js';
 import type { HttpRequest } from './uws.js';
 
@@ -99,41 +99,36 @@ const LIMITED_ALL = new RateLimitError(503);
  */
 export function rateLimitStage(limit: RouterLimit): Stage {
   const { global, client, strategy, header, param } = limit;
-  const afterClient = (x: Exchange, next: Next, l: Limiter): void => {
-    const v = l.take('');
+  const takeGlobal = (x: Exchange, next: Next): void => {
+    if (global === null) return next(x);
+    const v = global.take('');
     if (v === ALLOW) next(x);
     else if (v === DENY) x.refuse(LIMITED_ALL, 'Ratelimit');
-    else l.wait('', (ok) => (ok ? next(x) : x.refuse(LIMITED_ALL, 'Ratelimit')));
+    else global.wait('', (ok) => (ok ? next(x) : x.refuse(LIMITED_ALL, 'Ratelimit')));
   };
-  const runGlobal = (x: Exchange, next: Next): void => afterClient(x, next, global!);
-  const capture: Stage['capture'] =
-    strategy === 'header' || (strategy === 'ip' && header !== '')
-      ? (req, x) => {
-          x.limitKey = req.getHeader(header);
-        }
-      : undefined;
-  if (client === null) return { name: 'Ratelimit', run: runGlobal };
+  if (client === null) return { name: 'Ratelimit', run: takeGlobal };
   const keyOf = (x: Exchange): string =>
     strategy === 'ip' ? ipKey(x.limitKey, x.ip) : strategy === 'param' ? (param < 0 ? '' : x.preq.params[param]!) : x.limitKey;
   return {
     name: 'Ratelimit',
-    capture,
+    capture: strategy === 'header' || (strategy === 'ip' && header !== '')
+      ? (req, x) => {
+          x.limitKey = req.getHeader(header);
+        }
+      : undefined,
     run: (x, next) => {
       const key = keyOf(x);
       if (key === '') return x.refuse(LIMITED_CLIENT, 'Ratelimit'); // KrakenD: no key, no pass
       const v = client.take(key);
-      if (v === DENY) return x.refuse(LIMITED_CLIENT, 'Ratelimit');
-      if (v === ALLOW) {
-        if (global === null) next(x);
-        else runGlobal(x, next);
-        return;
+      if (v === ALLOW) takeGlobal(x, next);
+      else if (v === DENY) x.refuse(LIMITED_CLIENT, 'Ratelimit');
+      else {
+        client.wait(key, (ok) => {
+          if (x.state !== OPEN || x.aborted) return; // gone while waiting: no shared token spent for it
+          if (ok) takeGlobal(x, next);
+          else x.refuse(LIMITED_CLIENT, 'Ratelimit');
+        });
       }
-      client.wait(key, (ok) => {
-        if (x.state !== OPEN || x.aborted) return;
-        if (!ok) x.refuse(LIMITED_CLIENT, 'Ratelimit');
-        else if (global === null) next(x);
-        else runGlobal(x, next);
-      });
     },
   };
 }
