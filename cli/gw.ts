@@ -10,7 +10,7 @@ import { preforkWorker, Supervisor, type StartupError } from '../core/cluster.js
 import { loadConfig, normaliseConfig, readConfigFile } from '../core/config/load.js';
 import { formatDuration } from '../core/config/duration.js';
 import type { ServiceConfig } from '../core/config/types.js';
-import { createLogger, type Logger } from '../core/log.js';
+import { createLogger, loggerFor, type Logger } from '../core/log.js';
 import { GW_VERSION, KRAKEND_COMPAT_VERSION } from '../core/version.js';
 import { addPluginCommand } from './plugin-init.js';
 import { addTestPluginCommand } from './test-plugin.js';
@@ -38,12 +38,8 @@ interface RunFlags {
   logFormat?: string;
 }
 
-function makeLogger(cfg: ServiceConfig | null, flags: RunFlags): Logger {
-  return createLogger({
-    level: flags.logLevel ?? cfg?.logging.level ?? 'DEBUG',
-    prefix: cfg?.logging.prefix ?? '',
-    format: flags.logFormat ?? 'auto',
-  });
+function makeLogger(cfg: ServiceConfig, flags: RunFlags): Logger {
+  return loggerFor(cfg.logging, { level: flags.logLevel, format: flags.logFormat });
 }
 
 async function run(flags: RunFlags): Promise<void> {
@@ -68,7 +64,6 @@ async function run(flags: RunFlags): Promise<void> {
   logger.info(`Starting gw v${GW_VERSION} (KrakenD ${KRAKEND_COMPAT_VERSION} compatible)`);
   logger.info(`Working directory is ${process.cwd()}`);
   logger.info('Starting the KrakenD instance');
-  for (const w of cfg.warnings) logger.warn(w);
   const waitMs = cfg.maxShutdownWaitMs || 10_000;
   const supervisor = new Supervisor({
     workers: workerCount(flags, cfg),
@@ -196,7 +191,7 @@ export function program(): Command {
     .option('-p, --port <port>', 'Listening port for the http service')
     .option('-w, --workers <n>', 'Worker processes sharing the port, supervised and replaced when they die (default: one per core)')
     .addOption(new Option('--log-level <level>', 'Overrides telemetry/logging.level').choices(['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL', 'debug', 'info', 'warning', 'error', 'critical']))
-    .addOption(new Option('--log-format <format>', 'Log output format').choices(['auto', 'json', 'pretty']).default('auto'))
+    .addOption(new Option('--log-format <format>', 'Overrides telemetry/logging.format (auto: as configured; json: gw\'s JSON lines; pretty: default with colours)').choices(['auto', 'default', 'logstash', 'json', 'pretty']).default('auto'))
     .action((flags: RunFlags) => run(flags));
   p.command('check')
     .alias('validate')

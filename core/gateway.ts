@@ -4,6 +4,7 @@
  * per-endpoint proxies → uWS routes (+ special endpoints and the 404/405/redirect fallback).
  */
 import type { ServiceConfig } from './config/types.js';
+import { AccessLog } from './telemetry/access.js';
 import type { Logger } from './log.js';
 import { loadPlugins } from './plugin/loader.js';
 import type { PluginRegistry } from './plugin/registry.js';
@@ -45,6 +46,8 @@ export interface GatewayOptions {
   limits?: Authority | null;
   /** Workers of this instance (default 1). */
   workers?: number;
+  /** `--log-format` (json: the access log is JSON too). */
+  logFormat?: string;
 }
 
 export interface Gateway {
@@ -150,7 +153,10 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
 
   const cors = compileCors(cfg.extraConfig[CORS_NS]);
   if (cors !== null) logger.info('[SERVICE: Gin][CORS] Enabled CORS for all requests');
-  const state: ServerState = { router: cfg.router, limits: cfg.limits, logger, cors, inflight: 0, draining: false, first: null, onIdle: null };
+  // KrakenD's gin access log, JSON when the application log is (logstash, --log-format json).
+  const jsonLog = opts.logFormat === 'json' || opts.logFormat === 'logstash' || ((opts.logFormat ?? 'auto') === 'auto' && cfg.logging.format === 'logstash');
+  const access = cfg.router.disableAccessLog ? null : new AccessLog(cfg.router.loggerSkipPaths, jsonLog, logger);
+  const state: ServerState = { router: cfg.router, limits: cfg.limits, logger, cors, access, inflight: 0, draining: false, first: null, onIdle: null };
   const debug = !!opts.debug || cfg.debugEndpoint;
   // Server plugins wrap the whole router: it is then registered on a VirtualApp that the innermost
   // plugin's next() calls, and uWS gets one catch-all entry (router/plugin-entry.ts). Without them

@@ -16,7 +16,7 @@
 import { ConfigError, normaliseConfig } from './config/load.js';
 import { buildGateway, type Gateway } from './gateway.js';
 import { CRASH_EXIT_CODE, type FromWorker, type ToWorker, type WorkerInit } from './ipc.js';
-import { createLogger, toPinoLevel, type Logger } from './log.js';
+import { loggerFor, toPinoLevel, type Logger } from './log.js';
 import { SupervisorAuthority } from './qos/shared.js';
 
 const SIGNAL_NAMES: Partial<Record<NodeJS.Signals, string>> = { SIGINT: 'interrupt', SIGTERM: 'terminated', SIGHUP: 'hangup' };
@@ -129,9 +129,10 @@ async function start(i: WorkerInit): Promise<void> {
     const cfg = normaliseConfig(JSON.parse(i.rawConfig), i.configFile);
     waitMs = cfg.maxShutdownWaitMs || 10_000;
     const level = i.logLevel ?? cfg.logging.level;
-    logger = createLogger({ level: i.quietStart ? 'WARNING' : level, prefix: cfg.logging.prefix, format: i.logFormat });
+    // Start-up lines (warnings included) are printed by the first worker only: once per instance.
+    logger = loggerFor(cfg.logging, { level: i.quietStart ? 'ERROR' : level, format: i.logFormat });
     if (i.workers > 1) limits = new SupervisorAuthority(i.workers, (m) => send(m));
-    gw = await buildGateway(cfg, { logger, debug: i.debug, port: i.port, limits, workers: i.workers });
+    gw = await buildGateway(cfg, { logger, debug: i.debug, port: i.port, limits, workers: i.workers, logFormat: i.logFormat });
     if (draining) process.exit(0);
     listening = true;
     const bound = await gw.listen();

@@ -18,6 +18,8 @@ import {
   sleep,
   startBackend,
   startGateway,
+  jsonLogLines,
+  type JsonLogLine,
 } from './helpers/gw.ts';
 
 const TIMEOUT_MS = 300;
@@ -136,22 +138,10 @@ after(async () => {
   await new Promise<void>((r) => raw?.close(() => r()));
 });
 
-interface LogLine {
-  level: number;
-  msg: string;
-}
+type LogLine = JsonLogLine;
 
 function logLines(): LogLine[] {
-  const out: LogLine[] = [];
-  for (const line of gw.stdout().split('\n')) {
-    if (!line.startsWith('{')) continue;
-    try {
-      out.push(JSON.parse(line) as LogLine);
-    } catch {
-      /* partial line */
-    }
-  }
-  return out;
+  return jsonLogLines(gw.stdout());
 }
 
 /** Waits (bounded) for an ERROR (or worse) line tagged with the endpoint. */

@@ -24,6 +24,8 @@ import {
   startGateway,
   tempDir,
   writeConfig,
+  jsonLogLines,
+  type JsonLogLine,
 } from './helpers/gw.ts';
 
 const JWT = 'auth/validator';
@@ -93,22 +95,10 @@ function refused(r: ClientResponse, status: number, what: string): void {
   assert.equal(r.text, '', `${what}: the body is empty`);
 }
 
-interface LogLine {
-  level: number;
-  msg: string;
-}
+type LogLine = JsonLogLine;
 
 function logLines(): LogLine[] {
-  const out: LogLine[] = [];
-  for (const line of gw.output().split('\n')) {
-    if (!line.startsWith('{')) continue;
-    try {
-      out.push(JSON.parse(line) as LogLine);
-    } catch {
-      /* partial line */
-    }
-  }
-  return out;
+  return jsonLogLines(gw.output());
 }
 
 /** Waits (bounded) for a log line at `minLevel` or worse whose message includes `text`. */

@@ -276,7 +276,7 @@ describe('krakend-modifier-example with examples/plugin-modifier.json', () => {
   let gw: Gateway;
   before(async () => {
     const port = await freePort();
-    gw = await startGateway(exampleConfig('plugin-modifier.json', port));
+    gw = await startGateway(exampleConfig('plugin-modifier.json', port), { args: ['--log-format', 'json'] });
   });
   after(async () => {
     await gw?.stop();

@@ -21,6 +21,8 @@ import {
   startBackend,
   startGateway,
   withPeakRss,
+  jsonLogLines,
+  type JsonLogLine,
 } from './helpers/gw.ts';
 import { EPHEMERAL_CAP, Pools } from '../core/transport/pools.js';
 import { send } from '../core/transport/client.js';
@@ -28,22 +30,10 @@ import { gunzipLimited } from '../core/transport/inflate.js';
 
 const GW_ARGS = ['--workers', '1', '--log-format', 'json'];
 
-interface LogLine {
-  level: number;
-  msg: string;
-}
+type LogLine = JsonLogLine;
 
 function logLines(gw: Gateway): LogLine[] {
-  const out: LogLine[] = [];
-  for (const line of gw.stdout().split('\n')) {
-    if (!line.startsWith('{')) continue;
-    try {
-      out.push(JSON.parse(line) as LogLine);
-    } catch {
-      /* partial line */
-    }
-  }
-  return out;
+  return jsonLogLines(gw.stdout());
 }
 
 /** Waits (bounded) for a log line at `level` or worse whose message matches. */

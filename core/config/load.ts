@@ -12,8 +12,9 @@ import { parseDuration } from './duration.js';
 import { checkNamespaces } from './unsupported.js';
 import { configSchema, lintSchema } from './schema.js';
 import { parseTls } from './tls.js';
+import { compilePattern } from '../log.js';
 import type {
-  AllowList, BackendConfig, Encoding, EndpointConfig, LogLevel, Method, OutputEncoding, ServiceConfig,
+  AllowList, BackendConfig, Encoding, EndpointConfig, LoggingOptions, LogLevel, Method, OutputEncoding, ServiceConfig,
 } from './types.js';
 
 const require = createRequire(import.meta.url);
@@ -147,7 +148,6 @@ export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptio
   });
 
   const tls = parseTls(raw.tls, (m) => new ConfigError(m), warnings);
-  const level = String(logging?.level ?? 'DEBUG').toUpperCase();
   const cfg: ServiceConfig = {
     warnings,
     name: typeof raw.name === 'string' ? raw.name : '',
@@ -170,6 +170,7 @@ export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptio
       disableHandleMethodNotAllowed: router.disable_handle_method_not_allowed === true,
       disablePathDecoding: router.disable_path_decoding === true,
       disableAccessLog: router.disable_access_log === true,
+      loggerSkipPaths: stringList(router.logger_skip_paths, 'extra_config.router.logger_skip_paths'),
       errorBody: isObject(router.error_body) ? router.error_body : null,
     },
     limits: {
@@ -187,11 +188,7 @@ export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptio
       disableKeepAlives: raw.disable_keep_alives === true,
       disableCompression: raw.disable_compression === true,
     },
-    logging: {
-      level: (['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'].includes(level) ? level : 'DEBUG') as LogLevel,
-      prefix: typeof logging?.prefix === 'string' ? logging.prefix : '',
-      format: typeof logging?.format === 'string' ? logging.format : 'default',
-    },
+    logging: parseLogging(logging, warnings),
     extraConfig: extra,
     endpoints,
     file,
@@ -359,6 +356,65 @@ function allowList(list: readonly string[], headers: boolean): AllowList {
 }
 
 export { canonicalHeader };
+
+const LEVEL_NAMES: readonly string[] = ['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'];
+
+/**
+ * `telemetry/logging`. Without it KrakenD logs with lura's basic logger at DEBUG; with it, the
+ * krakend-gologging line. `stdout` defaults to true (KrakenD's schema and docs; its code says
+ * false, which would silence a config that only sets `level`).
+ */
+function parseLogging(l: Record<string, unknown> | null, warnings: string[]): LoggingOptions {
+  const where = 'extra_config["telemetry/logging"]';
+  if (l === null) return { level: 'DEBUG', prefix: '', format: 'basic', customFormat: '', stdout: true, syslog: false, syslogFacility: 'local3' };
+  const level = String(l.level ?? '').toUpperCase();
+  if (!LEVEL_NAMES.includes(level)) {
+    warnings.push(`${where}.level: ${JSON.stringify(l.level ?? null)} is not one of ${LEVEL_NAMES.join(', ')}; logging at DEBUG (as KrakenD's fallback logger)`);
+  }
+  const str = (k: string): string => {
+    const v = l[k];
+    if (v === undefined || v === null) return '';
+    if (typeof v !== 'string') throw new ConfigError(`${where}.${k}: ${JSON.stringify(v)} is not a string`);
+    return v;
+  };
+  const bool = (k: string, dflt: boolean): boolean => {
+    const v = l[k];
+    if (v === undefined || v === null) return dflt;
+    if (typeof v !== 'boolean') throw new ConfigError(`${where}.${k}: ${JSON.stringify(v)} is not true or false`);
+    return v;
+  };
+  let format = str('format') || 'default';
+  if (!['default', 'logstash', 'custom'].includes(format)) {
+    warnings.push(`${where}.format: '${format}' is not default, logstash or custom; using default (as KrakenD)`);
+    format = 'default';
+  }
+  const customFormat = str('custom_format');
+  if (format === 'custom') {
+    if (customFormat === '') throw new ConfigError(`${where}: format "custom" needs a custom_format`);
+    try {
+      compilePattern(customFormat, false);
+    } catch (err) {
+      throw new ConfigError(`${where}.custom_format: ${(err as Error).message}`);
+    }
+  }
+  const facility = (str('syslog_facility') || 'local3').toLowerCase();
+  if (!/^local[0-7]$/.test(facility)) warnings.push(`${where}.syslog_facility: '${facility}' is not local0…local7; using local3 (as KrakenD)`);
+  return {
+    level: (LEVEL_NAMES.includes(level) ? level : 'DEBUG') as LogLevel,
+    prefix: str('prefix'),
+    format: format as LoggingOptions['format'],
+    customFormat,
+    stdout: bool('stdout', true),
+    syslog: bool('syslog', false),
+    syslogFacility: /^local[0-7]$/.test(facility) ? facility : 'local3',
+  };
+}
+
+function stringList(v: unknown, where: string): readonly string[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw new ConfigError(`${where}: ${JSON.stringify(v)} is not a list of strings`);
+  return v as string[];
+}
 
 /** lura's host sanitiser: the pattern must match exactly once; the scheme defaults to http. */
 export function sanitizeHost(host: string): string {

@@ -84,6 +84,8 @@ export interface RouterOptions {
   readonly disableHandleMethodNotAllowed: boolean;
   readonly disablePathDecoding: boolean;
   readonly disableAccessLog: boolean;
+  /** `router.logger_skip_paths`: access-log lines are not written for these exact paths. */
+  readonly loggerSkipPaths: readonly string[];
   /** CE `error_body`: JSON bodies that replace the 404/405 texts. */
   readonly errorBody: Readonly<Record<string, unknown>> | null;
 }
@@ -103,7 +105,13 @@ export type LogLevel = 'DEBUG' | 'INFO' | 'WARNING' | 'ERROR' | 'CRITICAL';
 export interface LoggingOptions {
   readonly level: LogLevel;
   readonly prefix: string;
-  readonly format: string;
+  /** `basic` when `telemetry/logging` is absent (lura's logger). */
+  readonly format: 'default' | 'logstash' | 'custom' | 'basic';
+  readonly customFormat: string;
+  readonly stdout: boolean;
+  readonly syslog: boolean;
+  /** local0…local7 */
+  readonly syslogFacility: string;
 }
 
 export interface ServiceConfig {

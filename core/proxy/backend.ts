@@ -453,7 +453,7 @@ function decodingCall(b: BackendConfig, client: Client): Call {
   };
   return (out) =>
     call(out).catch((err: Error) => {
-      throw withBackend(err, out);
+      throw withBackend(err, out, b.urlPattern);
     });
 }
 

@@ -225,12 +225,18 @@ export class CanceledError extends Error {
 
 /**
  * Adds the backend call to an error's log text, the way Go's client names it
- * (`Get "http://host/path": connect ECONNREFUSED`). The client-facing message is unchanged.
+ * (`Get "http://host/path": connect ECONNREFUSED`), and the backend's `url_pattern` for the
+ * `[BACKEND: /p]` tag of the log line. The client-facing message is unchanged.
  */
-export function withBackend(err: Error, out: { method: string; url: string }): Error {
-  if (err instanceof StatusError || err instanceof CanceledError) return err;
+export function withBackend(err: Error, out: { method: string; url: string }, backend: string): Error {
+  if (err instanceof CanceledError) return err;
+  if (err instanceof StatusError) {
+    (err as { backend?: string }).backend ??= backend;
+    return err;
+  }
   const e = err instanceof DeadlineError ? new DeadlineError() : (err as Error & { detail?: string });
   const m = out.method;
   (e as { detail?: string }).detail ??= `${m.charAt(0)}${m.slice(1).toLowerCase()} "${out.url}": ${err.message}`;
+  (e as { backend?: string }).backend ??= backend;
   return e;
 }

@@ -13,7 +13,9 @@ import type { EndpointConfig } from '../config/types.js';
 import type { ClientInfo } from '../proxy/request.js';
 import { ProxyRequest } from '../proxy/types.js';
 import { clientIp, compileCapture } from './capture.js';
-import { framingProblem, headerBytes, refuse, rejectFraming } from './edge.js';
+import { framingProblem, headerBytes, refuse as refuseEarly, rejectFraming } from './edge.js';
+import { accessStart, type AccessLog } from '../telemetry/access.js';
+import type { Cors } from './cors.js';
 import { DeadlineQueue } from './deadlines.js';
 import { Exchange, RequestBody, type EndpointRuntime, type ServerState } from './exchange.js';
 import { checkQuery, decodeParam, ParamError } from './params.js';
@@ -39,6 +41,16 @@ function compileStages(rt: EndpointRuntime): Stage[] {
 
 const EMPTY: string[] = [];
 
+/** An edge refusal (414, 431, 413, 400), with its access-log line. */
+function refuse(
+  res: HttpResponse, req: HttpRequest, status: number, message: string, close: boolean, cors: Cors | null, method: string,
+  access: AccessLog | null, t0: number, url: string, query: string,
+): void {
+  const ip = access === null ? '' : clientIp(res);
+  refuseEarly(res, status, message, close, cors, req, method);
+  if (access !== null) access.record(t0, status, ip, method, url, query, null);
+}
+
 export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (res: HttpResponse, req: HttpRequest) => void {
   const ep: EndpointConfig = rt.config;
   const nParams = ep.params.length;
@@ -58,22 +70,27 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
   const cors = server.cors;
   const maxHeaderBytes = server.limits.maxHeaderBytes;
   const bodyLimit = rt.bodyLimit;
+  const access = server.access;
 
   return (res, req) => {
     // 0. Edge checks: nothing below runs for a request gw will not forward.
+    const t0 = access === null ? 0 : accessStart();
     const query = req.getQuery() ?? '';
     const url = req.getUrl();
-    if (url.length + query.length >= maxUrl) return refuse(res, 414, '', true, cors, req, method);
+    if (url.length + query.length >= maxUrl) return refuse(res, req, 414, '', true, cors, method, access, t0, url, query);
     if (maxHeaderBytes > 0 && headerBytes(req) > maxHeaderBytes) {
-      return refuse(res, 431, `request headers larger than ${maxHeaderBytes} bytes`, true, cors, req, method);
+      return refuse(res, req, 431, `request headers larger than ${maxHeaderBytes} bytes`, true, cors, method, access, t0, url, query);
     }
     const cl = req.getHeader('content-length');
     const te = req.getHeader('transfer-encoding');
     if (cl !== '' || te !== '') {
       const problem = framingProblem(req, cl, te);
-      if (problem !== null) return rejectFraming(res, problem, ep.path, server.logger);
+      if (problem !== null) {
+        if (access !== null) access.record(t0, 400, clientIp(res), method, url, query, null);
+        return rejectFraming(res, problem, ep.path, server.logger);
+      }
       if (bodyLimit > 0 && cl !== '' && Number(cl) > bodyLimit) {
-        return refuse(res, 413, `request body larger than ${bodyLimit} bytes`, true, cors, req, method);
+        return refuse(res, req, 413, `request body larger than ${bodyLimit} bytes`, true, cors, method, access, t0, url, query);
       }
     }
     let params: string[];
@@ -82,16 +99,20 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
       params = new Array<string>(nParams);
       for (let i = 0; i < nParams; i++) {
         const v = decodeParam(req.getParameter(i));
-        if (v instanceof ParamError) return refuse(res, 400, v.message, false, cors, req, method);
+        if (v instanceof ParamError) return refuse(res, req, 400, v.message, false, cors, method, access, t0, url, query);
         params[i] = v;
       }
     }
     // Raw UTF-8 is forwarded percent-encoded; bytes uWS could not decode are refused, not altered.
     const fwdQuery = checkQuery(query);
-    if (fwdQuery instanceof ParamError) return refuse(res, 400, fwdQuery.message, false, cors, req, method);
+    if (fwdQuery instanceof ParamError) return refuse(res, req, 400, fwdQuery.message, false, cors, method, access, t0, url, query);
     // 1. The exchange; from here on every failure is its.
     const ip = clientIp(res);
     const x = new Exchange(res, rt, server, url, ip);
+    if (access !== null) {
+      x.t0 = t0;
+      x.query = query;
+    }
     try {
       if (cors !== null) x.corsOrigin = cors.allowOrigin(req.getHeader('origin'), method);
       const client: ClientInfo = { headers: capture(req), host: req.getHeader('host'), path: url, ip };

@@ -42,6 +42,7 @@ import { statusLine } from './status.js';
 import { ClientSink, pumpIterable, type StreamOwner } from './stream.js';
 import { TEXT_PLAIN } from './edge.js';
 import type { HttpResponse } from './uws.js';
+import type { AccessLog } from '../telemetry/access.js';
 
 export interface EndpointRuntime {
   readonly config: EndpointConfig;
@@ -76,6 +77,8 @@ export interface ServerState {
   readonly logger: Logger;
   /** `security/cors`, or null. */
   readonly cors: Cors | null;
+  /** The access log (telemetry/access.ts), or null when `router.disable_access_log`. */
+  readonly access: AccessLog | null;
   /** Requests in flight, for graceful shutdown; `first` heads their list (describeInflight). */
   inflight: number;
   /** Shutting down: every answer ends its connection (`Connection: close`), as Go's Shutdown does. */
@@ -132,6 +135,12 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
   prev: Exchange | null = null;
   next: Exchange | null = null;
   readonly startedAt = Date.now();
+  /** For the access log (only set when it is on): the status sent, the raw query, the start
+   *  stamp, and the errors KrakenD attaches to gin's context. */
+  status = 0;
+  query = '';
+  t0 = 0;
+  errors: readonly Error[] | null = null;
 
   constructor(
     readonly res: HttpResponse,
@@ -200,7 +209,19 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     else s.first = this.next;
     if (this.next !== null) this.next.prev = this.prev;
     this.prev = this.next = null;
+    if (s.access !== null) this.logAccess(s.access, reason);
     if (--s.inflight === 0 && s.onIdle !== null) s.onIdle();
+  }
+
+  /** The access-log line: a client that left before any answer is KrakenD's 500 `context canceled`. */
+  private logAccess(a: AccessLog, reason: Error | null): void {
+    let status = this.status;
+    let errors = this.errors;
+    if (status === 0) {
+      status = 500;
+      errors ??= [reason ?? new CanceledError()];
+    }
+    a.record(this.t0, status, this.ip, this.rt.config.method, this.path, this.query, errors);
   }
 
   /** One line for crash reports and shutdown logs. */
@@ -236,7 +257,10 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
   answer(resp: ProxyResponse): void {
     if (this.state !== OPEN) return;
     const ep = this.rt.config;
-    if (resp.errors !== null) logErrors(this.server.logger, ep.path, resp.errors);
+    if (resp.errors !== null) {
+      logErrors(this.server.logger, ep.path, resp.errors);
+      this.errors = resp.errors;
+    }
     const data = resp.data;
     let hasData = false;
     for (const _ in data) {
@@ -255,6 +279,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     const { body, contentType } = rendered;
     const res = this.res;
     const cors = this.server.cors;
+    this.status = 200;
     res.cork(() => {
       this.releaseBody();
       res.writeStatus('200 OK');
@@ -278,7 +303,9 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     const timedOut = this.reason instanceof DeadlineError;
     // A timed-out call reports the deadline (with the backend it was waiting for, when known).
     const e = timedOut && !(err instanceof StatusError) ? (err instanceof DeadlineError ? err : this.reason!) : err;
-    logErrors(this.server.logger, ep.path, (e as { all?: Error[] }).all ?? [e]);
+    const errors = (e as { all?: Error[] }).all ?? [e];
+    logErrors(this.server.logger, ep.path, errors);
+    this.errors = errors;
     const router = this.server.router;
     let status = 500;
     let body = '';
@@ -299,6 +326,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     }
     const res = this.res;
     const cors = this.server.cors;
+    this.status = status;
     res.cork(() => {
       this.releaseBody();
       res.writeStatus(statusLine(status));
@@ -322,6 +350,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     else this.server.logger.debug(msg);
     const res = this.res;
     const cors = this.server.cors;
+    this.status = status;
     res.cork(() => {
       this.releaseBody();
       res.writeStatus(statusLine(status));
@@ -341,6 +370,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     }
     const res = this.res;
     const cors = this.server.cors;
+    this.status = status;
     res.cork(() => {
       res.writeStatus(statusLine(status));
       res.writeHeader('Content-Type', TEXT_PLAIN);
@@ -393,7 +423,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
   /** The backend call failed before a head arrived. */
   failed(err: Error): void {
     try {
-      this.fail(this.out !== null ? withBackend(err, this.out) : err);
+      this.fail(this.out !== null ? withBackend(err, this.out, this.rt.noop?.config.urlPattern ?? '') : err);
     } catch (e) {
       this.crashed(e as Error);
     }
@@ -438,6 +468,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     // A HEAD answer announces a length it does not send.
     const noBody = status === 204 || status === 304 || (status >= 100 && status < 200) || this.out?.method === 'HEAD';
     this.headStatus = status;
+    this.status = status;
     this.headHeaders = headers;
     this.headRaw = raw;
     this.headGunzip = gunzip;
@@ -545,7 +576,10 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
   /** StreamOwner: the streamed body completed (null) or was cut (the sink closes the connection). */
   streamDone(err: Error | null): void {
     if (err !== null && !this.aborted && this.state !== DONE) {
-      this.server.logger.error(`[ENDPOINT: ${this.rt.config.path}] ${this.out?.method} "${this.out?.url}": response body failed after the headers were sent: ${err.message}`);
+      const b = this.rt.noop?.config.urlPattern;
+      this.server.logger.error(`[ENDPOINT: ${this.rt.config.path}]${b ? `[BACKEND: ${b}]` : ''} ${this.out?.method} "${this.out?.url}": response body failed after the headers were sent: ${err.message}`);
+      // The access line says the answer was cut.
+      this.errors = [err];
     }
     this.settle(err);
   }
@@ -613,17 +647,27 @@ function releaseBody(b: unknown): void {
 }
 
 function answerTimedOut(x: Exchange, err: DeadlineError): void {
-  if (x.state === OPEN && !x.aborted) x.fail(x.out !== null ? withBackend(err, x.out) : err);
+  if (x.state === OPEN && !x.aborted) x.fail(x.out !== null ? withBackend(err, x.out, x.rt.noop?.config.urlPattern ?? '') : err);
 }
 
 export function logErrors(logger: Logger, path: string, errors: readonly Error[]): void {
   if (!logger.isLevelEnabled('error')) return;
   if (errors.length === 1) {
     const e = errors[0]!;
-    logger.error(`[ENDPOINT: ${path}] ${(e as { detail?: string }).detail ?? e.message}`);
+    logger.error(`[ENDPOINT: ${path}]${backendTag(e)} ${errorText(e)}`);
     return;
   }
-  errors.forEach((e, i) => logger.error(`[ENDPOINT: ${path}] Error #${i}: ${(e as { detail?: string }).detail ?? e.message}`));
+  errors.forEach((e, i) => logger.error(`[ENDPOINT: ${path}]${backendTag(e)} Error #${i}: ${errorText(e)}`));
+}
+
+/** `[BACKEND: /p]`: the backend that failed, when known. */
+function backendTag(e: Error): string {
+  const b = (e as { backend?: string }).backend;
+  return b ? `[BACKEND: ${b}]` : '';
+}
+
+function errorText(e: Error): string {
+  return (e as { detail?: string }).detail ?? e.message;
 }
 
 /** Headers gw writes itself (or uWS does) and a modifier's response headers may not replace. */

@@ -13,6 +13,8 @@ import { endBody, framingProblem, rejectFraming } from './edge.js';
 import type { EndpointRuntime, ServerState } from './exchange.js';
 import { FallbackRouter } from './fallback.js';
 import { goJson } from './json.js';
+import { clientIp } from './capture.js';
+import { accessStart } from '../telemetry/access.js';
 import { debugHandler, echoHandler, healthHandler } from './special.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
@@ -113,11 +115,23 @@ export function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints:
   const notAllowed = router.errorBody?.['405'];
   const cors = state.cors;
   const noHeaders = () => {};
+  const access = state.access;
   const answer = (res: HttpResponse, req: HttpRequest, extra: (res: HttpResponse) => void) => {
     const method = req.getCaseSensitiveMethod().toUpperCase();
+    const url = req.getUrl();
+    const query = req.getQuery() ?? '';
+    if (access !== null) {
+      const t0 = accessStart();
+      const ip = clientIp(res);
+      const status = answerFallback(res, method, url, query, extra);
+      access.record(t0, status, ip, method, url, query, null);
+    } else answerFallback(res, method, url, query, extra);
+  };
+  /** The router's own answer for an unmatched request; returns its status. */
+  const answerFallback = (res: HttpResponse, method: string, url: string, query: string, extra: (res: HttpResponse) => void): number => {
     // A HEAD answer carries headers only: a body would be read as the next response.
     const head = method === 'HEAD';
-    const d = fallback.decide(method, req.getUrl(), req.getQuery() ?? '');
+    const d = fallback.decide(method, url, query);
     switch (d.kind) {
       case 'redirect':
         res.cork(() => {
@@ -126,9 +140,12 @@ export function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints:
           extra(res);
           res.end('', state.draining);
         });
-        return;
+        return d.status;
       case 'method-not-allowed':
-        if (notAllowed !== undefined) return writeJson(res, 405, notAllowed, extra, head, state.draining);
+        if (notAllowed !== undefined) {
+          writeJson(res, 405, notAllowed, extra, head, state.draining);
+          return 405;
+        }
         res.cork(() => {
           res.writeStatus('405 Method Not Allowed');
           res.writeHeader('Allow', d.allow.join(', '));
@@ -138,9 +155,12 @@ export function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints:
           extra(res);
           endBody(res, '405 method not allowed', head, state.draining);
         });
-        return;
+        return 405;
       default:
-        if (notFound !== undefined) return writeJson(res, 404, notFound, extra, head, state.draining);
+        if (notFound !== undefined) {
+          writeJson(res, 404, notFound, extra, head, state.draining);
+          return 404;
+        }
         res.cork(() => {
           res.writeStatus('404 Not Found');
           res.writeHeader('Content-Type', 'text/plain');
@@ -149,6 +169,7 @@ export function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints:
           extra(res);
           endBody(res, '404 page not found', head, state.draining);
         });
+        return 404;
     }
   };
   if (cors === null) {

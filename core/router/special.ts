@@ -5,6 +5,8 @@ import type { Logger } from '../log.js';
 import { endBody } from './edge.js';
 import type { ServerState } from './exchange.js';
 import { goJson } from './json.js';
+import { clientIp } from './capture.js';
+import { accessStart, type AccessLog } from '../telemetry/access.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
 
 const APPLICATION_JSON = 'application/json; charset=utf-8';
@@ -26,15 +28,30 @@ export function goNow(): string {
   );
 }
 
-export function healthHandler(server: ServerState): (res: HttpResponse) => void {
-  return (res) => {
+export function healthHandler(server: ServerState): (res: HttpResponse, req: HttpRequest) => void {
+  const access = server.access;
+  return (res, req) => {
+    const t0 = access === null ? 0 : accessStart();
     const body = `{"agents":{},"now":${JSON.stringify(goNow())},"status":"ok"}`;
+    const ip = access === null ? '' : clientIp(res);
     res.cork(() => {
       res.writeStatus('200 OK');
       res.writeHeader('Content-Type', APPLICATION_JSON);
       res.end(body, server.draining);
     });
+    if (access !== null) access.record(t0, 200, ip, 'GET', req.getUrl(), req.getQuery() ?? '', null);
   };
+}
+
+/** What the access log needs of a special endpoint's request, read while uWS still holds it. */
+function accessEntry(access: AccessLog | null, res: HttpResponse, req: HttpRequest): ((status: number) => void) | null {
+  if (access === null) return null;
+  const t0 = accessStart();
+  const ip = clientIp(res);
+  const method = req.getCaseSensitiveMethod().toUpperCase();
+  const url = req.getUrl();
+  const query = req.getQuery() ?? '';
+  return (status) => access.record(t0, status, ip, method, url, query, null);
 }
 
 interface Snapshot {
@@ -60,7 +77,7 @@ export interface SpecialOptions {
 }
 
 /** Reads the body (bounded) then calls `done`; onAborted is registered first. */
-function withBody(res: HttpResponse, req: HttpRequest, maxBody: number, done: (body: Buffer) => void): void {
+function withBody(res: HttpResponse, req: HttpRequest, maxBody: number, done: (body: Buffer) => void, logged: ((status: number) => void) | null): void {
   let aborted = false;
   res.onAborted(() => (aborted = true));
   const cl = req.getHeader('content-length');
@@ -75,6 +92,7 @@ function withBody(res: HttpResponse, req: HttpRequest, maxBody: number, done: (b
       res.writeHeader('Content-Type', 'text/plain; charset=utf-8');
       res.end(`request body larger than ${maxBody} bytes`, true);
     });
+    logged?.(413);
   };
   if (cl !== '' && Number(cl) > maxBody) {
     tooLarge();
@@ -104,6 +122,7 @@ export function debugHandler(opts: SpecialOptions): (res: HttpResponse, req: Htt
   return (res, req) => {
     const snap = logger.isLevelEnabled('debug') ? snapshot(req) : null;
     const head = req.getMethod() === 'head';
+    const logged = accessEntry(opts.server.access, res, req);
     withBody(res, req, opts.maxBody, (body) => {
       if (snap !== null) {
         const tag = '[ENDPOINT: /__debug/*]';
@@ -118,7 +137,8 @@ export function debugHandler(opts: SpecialOptions): (res: HttpResponse, req: Htt
         res.writeHeader('Content-Type', APPLICATION_JSON);
         endBody(res, '{"message":"pong"}', head, opts.server.draining);
       });
-    });
+      logged?.(200);
+    }, logged);
   };
 }
 
@@ -127,6 +147,7 @@ export function echoHandler(opts: SpecialOptions): (res: HttpResponse, req: Http
     const snap = snapshot(req);
     const host = req.getHeader('host');
     const head = snap.method === 'HEAD';
+    const logged = accessEntry(opts.server.access, res, req);
     withBody(res, req, opts.maxBody, (body) => {
       const uri = snap.url + (snap.query ? '?' + snap.query : '');
       const canonical: Record<string, string[]> = {};
@@ -147,6 +168,7 @@ export function echoHandler(opts: SpecialOptions): (res: HttpResponse, req: Http
         res.writeHeader('Content-Type', APPLICATION_JSON);
         endBody(res, out, head, opts.server.draining);
       });
-    });
+      logged?.(200);
+    }, logged);
   };
 }

@@ -227,6 +227,7 @@ export function checksStage(checks: RequestChecks): Stage {
 export function noopPipe(pipe: BackendPipe, mods: Modifiers | null = null, endpointQuery: AllowList = []): Next {
   if (mods !== null) return modifiedNoopPipe(pipe, mods, endpointQuery);
   const direct = pipe.direct;
+  const pattern = pipe.config.urlPattern;
   return (x) => {
     let out;
     try {
@@ -242,7 +243,7 @@ export function noopPipe(pipe: BackendPipe, mods: Modifiers | null = null, endpo
     }
     pipe.client(out).then(
       (r) => streamSafely(x, r),
-      (err: Error) => failSafely(x, withBackend(err, out)),
+      (err: Error) => failSafely(x, withBackend(err, out, pattern)),
     );
   };
 }
@@ -263,7 +264,7 @@ function modifiedNoopPipe(pipe: BackendPipe, mods: Modifiers, endpointQuery: All
         return pipe.client(out).then(
           (r) => modifyStreamed(mods, r, wrapper),
           (err: Error) => {
-            throw withBackend(err, out);
+            throw withBackend(err, out, pipe.config.urlPattern);
           },
         );
       })

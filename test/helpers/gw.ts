@@ -648,3 +648,27 @@ export async function withPeakRss<T>(pids: number | readonly number[], everyMs: 
     clearInterval(timer);
   }
 }
+
+/** A line of `--log-format json` output: pino's numeric level, from gw's level name. */
+export interface JsonLogLine {
+  level: number;
+  msg: string;
+}
+
+const LEVEL_NUMBERS: Record<string, number> = { DEBUG: 20, INFO: 30, WARNING: 40, ERROR: 50, CRITICAL: 55 };
+
+/** The application log lines of `--log-format json` output (access-log lines and partial lines skipped). */
+export function jsonLogLines(text: string): JsonLogLine[] {
+  const out: JsonLogLine[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      const o = JSON.parse(line) as { level?: unknown; msg?: unknown };
+      if (typeof o.msg !== 'string') continue;
+      out.push({ level: typeof o.level === 'number' ? o.level : (LEVEL_NUMBERS[String(o.level)] ?? 0), msg: o.msg });
+    } catch {
+      /* partial line */
+    }
+  }
+  return out;
+}
