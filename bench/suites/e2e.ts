@@ -164,7 +164,8 @@ function gwConfig(port: number, backend: string, pluginDir: string): Record<stri
     max_shutdown_wait_time: '1s',
     host: [backend],
     plugin: { folder: pluginDir, pattern: '.mjs' },
-    extra_config: { 'telemetry/logging': { level: 'ERROR' } },
+    // The access log's cost is the peers phase's gw-log row; here gw is compared with proxies that do not log.
+    extra_config: { 'telemetry/logging': { level: 'ERROR' }, router: { disable_access_log: true } },
     endpoints: [
       { endpoint: '/noop/1k', output_encoding: 'no-op', backend: [{ url_pattern: '/1k', encoding: 'no-op' }] },
       { endpoint: '/noop/64k', output_encoding: 'no-op', backend: [{ url_pattern: '/64k', encoding: 'no-op' }] },

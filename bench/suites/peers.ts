@@ -12,7 +12,10 @@
  *    /dec (/json through a decoding endpoint) and /dec-mod (the same with one request and one
  *    response modifier at endpoint level that only set a header);
  *  - gw-srv: a second gw, the same config plus one service-level server plugin that only
- *    delegates (`return next(req)`), so every request goes through the plugin chain.
+ *    delegates (`return next(req)`), so every request goes through the plugin chain;
+ *  - gw-log: a third gw, the same config with KrakenD's access log on (its default; the other gw
+ *    peers turn it off with `router.disable_access_log`, as nginx runs with `access_log off`):
+ *    one gin line per request to a stdout pipe read by the bench.
  *
  * Each row: wrk -t1 -c<connections> for a warm-up, then for the measured window with --latency.
  * wrk and the origin are pinned to one CPU and the proxy (its whole process tree) to another with
@@ -43,7 +46,10 @@ export interface PeersOptions {
   signal: AbortSignal;
 }
 
-export type PeerName = 'nginx' | 'proto' | 'gw' | 'gw-srv';
+export type PeerName = 'nginx' | 'proto' | 'gw' | 'gw-srv' | 'gw-log';
+
+/** The gw peers: the same config, plus a delegating server plugin (srv) or the access log (log). */
+type GwVariant = 'plain' | 'srv' | 'log';
 
 export interface PeerRun {
   repeat: number;
@@ -182,6 +188,7 @@ const ALL_ROWS: RowSpec[] = [
   { peer: 'gw', path: '/agg', name: 'gw /agg', nginxVs: 'nginx /json', protoVs: 'proto /agg', check: merged },
   { peer: 'gw', path: '/json-plugin', name: 'gw /json-plugin', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
   { peer: 'gw-srv', path: '/json', name: 'gw-srv /json', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
+  { peer: 'gw-log', path: '/json', name: 'gw-log /json', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
   { peer: 'gw', path: '/dec', name: 'gw /dec', nginxVs: 'nginx /json', protoVs: null, check: decoded(false) },
   { peer: 'gw', path: '/dec-mod', name: 'gw /dec-mod', nginxVs: 'nginx /json', protoVs: null, check: decoded(true) },
   { peer: 'gw', path: '/json-limited', name: 'gw /json-limited', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
@@ -200,6 +207,12 @@ const ALL_TARGETS: { row: string; vs: string; limit: number; label: string }[] =
     vs: 'gw /json',
     limit: 1.05,
     label: 'gw-srv /json ≤ 1.05× gw /json (one delegating server plugin adds ≤ 5 % CPU per request)',
+  },
+  {
+    row: 'gw-log /json',
+    vs: 'gw /json',
+    limit: 1.05,
+    label: 'gw-log /json ≤ 1.05× gw /json (the gin access log, one line per request to a pipe, adds ≤ 5 % CPU per request)',
   },
   {
     row: 'gw /dec-mod',
@@ -298,8 +311,8 @@ http {
 `;
 }
 
-/** gw's config; `serverPlugin` adds the delegating server plugin (the gw-srv peer). */
-function gwConfig(port: number, origin: string, pluginDir: string, serverPlugin = false, redisPort = 0): Record<string, unknown> {
+/** gw's config for one variant (see GwVariant). */
+function gwConfig(port: number, origin: string, pluginDir: string, variant: GwVariant, redisPort = 0): Record<string, unknown> {
   // Never reached under the bench's load (~20 k req/s): the rows measure the check, not refusals.
   const limit = { max_rate: 1_000_000, client_max_rate: 50_000, strategy: 'ip' };
   return {
@@ -313,7 +326,8 @@ function gwConfig(port: number, origin: string, pluginDir: string, serverPlugin 
     plugin: { folder: pluginDir, pattern: '.mjs' },
     extra_config: {
       'telemetry/logging': { level: 'ERROR' },
-      ...(serverPlugin ? { 'plugin/http-server': { name: ['bench-server-delegate'] } } : {}),
+      router: { disable_access_log: variant !== 'log' },
+      ...(variant === 'srv' ? { 'plugin/http-server': { name: ['bench-server-delegate'] } } : {}),
       ...(redisPort > 0 ? { redis: { connection_pools: [{ name: 'bench', address: `${HOST}:${redisPort}` }] } } : {}),
     },
     endpoints: [
@@ -529,10 +543,10 @@ export class Peers {
     fs.writeFileSync(path.join(pluginDir, 'bench-delegate.mjs'), DELEGATE_PLUGIN);
     fs.writeFileSync(path.join(pluginDir, 'bench-server-delegate.mjs'), SERVER_DELEGATE_PLUGIN);
     fs.writeFileSync(path.join(pluginDir, 'bench-modifiers.mjs'), MODIFIERS_PLUGIN);
-    const startGw = async (name: string, serverPlugin: boolean) => {
+    const startGw = async (name: string, variant: GwVariant) => {
       const port = await freePort();
       const cfgFile = path.join(tmp, `${name}-peers.json`);
-      fs.writeFileSync(cfgFile, JSON.stringify(gwConfig(port, originUrl, pluginDir, serverPlugin, redisPort), null, 2));
+      fs.writeFileSync(cfgFile, JSON.stringify(gwConfig(port, originUrl, pluginDir, variant, redisPort), null, 2));
       const started = await startChild(name, {
         ...pin('proxy', process.execPath, [gwBin, 'run', '-c', cfgFile, '--workers', '1', '--log-level', 'ERROR']),
         cwd: root,
@@ -542,15 +556,18 @@ export class Peers {
       this.checkAbort();
       return { child: started.child, port };
     };
-    const gw = await startGw('gw', false);
+    const gw = await startGw('gw', 'plain');
     log('  starting gw-srv (the same config with one delegating server plugin)');
-    const gwSrv = await startGw('gw-srv', true);
+    const gwSrv = await startGw('gw-srv', 'srv');
+    log('  starting gw-log (the same config with the access log on)');
+    const gwLog = await startGw('gw-log', 'log');
 
     const peers: Record<PeerName, { child: Child; port: number }> = {
       nginx: { child: ng.child, port: nginxPort },
       proto: { child: proto.child, port: protoPort },
       gw,
       'gw-srv': gwSrv,
+      'gw-log': gwLog,
     };
 
     // Pre-flight: every row answers what it should.

@@ -9,36 +9,102 @@
  * `router.logger_skip_paths` are exact paths (no query) that are never logged.
  *
  * Off the request's critical path: a line is built from values the request already has (the
- * date part is rebuilt once per second) and appended to a SonicBoom buffer; the buffer goes out
- * in writes of at most 4 KiB of whole lines (PIPE_BUF: workers sharing one stdout pipe never
- * interleave inside a line), from libuv's thread pool, at 2 KiB or every 200 ms. A stdout that does
- * not drain costs lines, not memory: beyond 8 MiB buffered, lines are dropped and counted, and the
- * count is reported once the output flows again.
+ * date is rebuilt once per second) and appended to a pending batch; a batch goes out when it
+ * reaches 4 KiB or 100 ms after its first line, as one asynchronous write from libuv's thread
+ * pool. Batches never exceed PIPE_BUF (4096 bytes) and hold whole lines, so workers sharing one
+ * stdout pipe never interleave inside a line. A stdout that does not drain costs lines, not
+ * memory: beyond 8 MiB waiting, lines are dropped and counted, and the count is reported once
+ * (at WARNING) when the output flows again.
  */
+import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { createRequire } from 'node:module';
 import type { Logger } from '../log.js';
 import { goTimeFormat } from './timefmt.js';
 
-// sonic-boom is CommonJS (pino's destination): its class comes through require.
-const { SonicBoom } = createRequire(import.meta.url)('sonic-boom') as typeof import('sonic-boom');
-
+/** Where batches go (stdout by default; tests and benchmarks may pass their own). */
 export interface AccessSink {
-  write(data: string): boolean;
-  flushSync?(): void;
+  /** Writes one batch; calls `done` when the next one may be written. */
+  write(batch: Buffer, done: (err: Error | null) => void): void;
 }
 
 const GIN_TIME = goTimeFormat('2006/01/02 - 15:04:05');
+/** PIPE_BUF on Linux: a write up to this size to a pipe is atomic. */
+const BATCH_BYTES = 4096;
+const FLUSH_MS = 100;
+const MAX_WAITING_BYTES = 8 * 1024 * 1024;
 
 /** A monotonic start stamp (ms, sub-µs resolution) for `record`. */
 export const accessStart = (): number => performance.now();
 
+const METHODS: Record<string, string> = {};
+for (const m of ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS', 'CONNECT', 'TRACE']) METHODS[m] = m.padEnd(7, ' ');
+
+/**
+ * stdout as a batch writer. libuv's thread pool costs ~20 µs of CPU per write, more than the
+ * write itself, so where a write cannot block the loop it is made directly: a regular file, a
+ * terminal or /dev/null are written synchronously, and a pipe (a container runtime's log pipe) is
+ * opened again through /proc as its own non-blocking file description, so a full pipe answers
+ * EAGAIN (the batch is retried 5 ms later) instead of stalling requests. Anything else (a socket)
+ * goes through the thread pool.
+ */
+function stdoutSink(): AccessSink {
+  let st: fs.Stats | null = null;
+  try {
+    st = fs.fstatSync(1);
+  } catch {
+    /* no stdout: the thread pool path reports the failure */
+  }
+  if (st !== null && (st.isFile() || st.isCharacterDevice())) return syncSink(1);
+  if (st !== null && st.isFIFO()) {
+    try {
+      return syncSink(fs.openSync('/proc/self/fd/1', fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+    } catch {
+      /* no /proc: the thread pool */
+    }
+  }
+  return {
+    write(batch, done) {
+      fs.write(1, batch, 0, batch.length, null, (err) => done(err));
+    },
+  };
+}
+
+function syncSink(fd: number): AccessSink {
+  const sink: AccessSink = {
+    write(batch, done) {
+      let n: number;
+      try {
+        n = fs.writeSync(fd, batch);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') {
+          setTimeout(() => sink.write(batch, done), 5);
+          return;
+        }
+        done(err as Error);
+        return;
+      }
+      // A batch fits PIPE_BUF, so a pipe takes all of it or nothing; a file may take part.
+      if (n < batch.length) sink.write(batch.subarray(n), done);
+      else done(null);
+    },
+  };
+  return sink;
+}
+
 export class AccessLog {
   private readonly skip: ReadonlySet<string>;
-  private readonly out: AccessSink;
   private sec = -1;
   private stamp = '';
+  /** Lines not yet in a batch, and their length in UTF-16 units (≈ bytes: lines are mostly ASCII). */
+  private pending = '';
+  private pendingLen = 0;
+  private timer: NodeJS.Timeout | null = null;
+  /** Batches waiting for the one being written. */
+  private readonly queue: Buffer[] = [];
+  private queued = 0;
+  private writing = false;
   private dropped = 0;
+  private broken = false;
 
   constructor(
     skipPaths: readonly string[],
@@ -47,35 +113,10 @@ export class AccessLog {
     sink?: AccessSink,
   ) {
     this.skip = new Set(skipPaths);
-    if (sink !== undefined) this.out = sink;
-    else {
-      const boom = new SonicBoom({ fd: 1, sync: false, minLength: 2048, maxWrite: 4096, maxLength: 8 * 1024 * 1024, periodicFlush: 200 });
-      boom.on('drop', () => {
-        if (this.dropped++ === 0) setTimeout(() => this.reportDrops(), 1000).unref();
-      });
-      // A closed stdout (EPIPE) must not kill the worker: lines are lost, requests are not.
-      boom.on('error', () => {});
-      process.once('exit', () => {
-        try {
-          boom.flushSync();
-        } catch {
-          /* stdout gone */
-        }
-      });
-      this.out = boom;
-    }
+    this.sink = sink ?? stdoutSink();
+    if (sink === undefined) process.once('exit', () => this.flushSync());
   }
-
-  private reportDrops(): void {
-    const n = this.dropped;
-    this.dropped = 0;
-    if (n > 0) this.logger.warn(`[SERVICE: Gin] access log: stdout is not draining; ${n} line(s) dropped`);
-  }
-
-  /** True when `path` (no query) is logged at all: callers skip the work otherwise. */
-  logs(path: string): boolean {
-    return !this.skip.has(path);
-  }
+  private readonly sink: AccessSink;
 
   /**
    * One request answered. `start` is `accessStart()` when the request arrived; `path` is the URL
@@ -84,22 +125,105 @@ export class AccessLog {
    */
   record(start: number, status: number, ip: string, method: string, path: string, query: string, errors: readonly Error[] | null): void {
     if (this.skip.has(path)) return;
-    const ns = Math.round((performance.now() - start) * 1e6);
-    const nowMs = Date.now();
-    const full = query === '' ? path : `${path}?${query}`;
+    const now = performance.now();
+    const ns = Math.round((now - start) * 1e6);
+    const nowMs = ORIGIN + now;
+    const full = query === '' ? path : path + '?' + query;
     let line: string;
     if (this.json) {
       line = `{"@timestamp":"${new Date(nowMs).toISOString()}","type":"access","status":${status},"latency_ns":${ns},"latency":"${goDuration(ns)}","client_ip":${JSON.stringify(ip)},"method":"${method}","path":${JSON.stringify(full)}${errors === null ? '' : `,"errors":${JSON.stringify(errors.map(describe))}`}}\n`;
     } else {
-      const sec = Math.floor(nowMs / 1000);
+      const sec = (nowMs / 1000) | 0;
       if (sec !== this.sec) {
         this.sec = sec;
         this.stamp = GIN_TIME(new Date(nowMs));
       }
-      line = `[GIN] ${this.stamp} | ${status} | ${pad(goDuration(ns > 60e9 ? Math.floor(ns / 1e9) * 1e9 : ns), 13)} | ${pad(ip, 15)} | ${method.padEnd(7, ' ')}  ${goQuote(full)}\n${errors === null ? '' : errorLines(errors)}`;
+      const lat = goDuration(ns > 60e9 ? Math.floor(ns / 1e9) * 1e9 : ns);
+      line =
+        '[GIN] ' + this.stamp + ' | ' + status + ' | ' + (lat.length < 13 ? SPACES.slice(0, 13 - lat.length) + lat : lat) + ' | ' +
+        (ip.length < 15 ? SPACES.slice(0, 15 - ip.length) + ip : ip) + ' | ' + (METHODS[method] ?? method.padEnd(7, ' ')) + '  ' + goQuote(full) + '\n';
+      if (errors !== null) line += errorLines(errors);
     }
-    this.out.write(line);
+    this.append(line);
   }
+
+  private append(line: string): void {
+    if (this.pendingLen + line.length > BATCH_BYTES - 64 && this.pendingLen > 0) this.cut();
+    this.pending += line;
+    this.pendingLen += line.length;
+    if (this.timer === null) this.timer = setTimeout(this.onTimer, FLUSH_MS);
+  }
+
+  private readonly onTimer = (): void => {
+    this.timer = null;
+    if (this.pendingLen > 0) this.cut();
+  };
+
+  /** Closes the pending batch and hands it to the writer (or drops it when too much waits). */
+  private cut(): void {
+    const batch = Buffer.from(this.pending, 'utf8');
+    this.pending = '';
+    this.pendingLen = 0;
+    if (this.writing) {
+      if (this.queued + batch.length > MAX_WAITING_BYTES) {
+        this.dropped += countLines(batch);
+        return;
+      }
+      this.queue.push(batch);
+      this.queued += batch.length;
+      return;
+    }
+    this.send(batch);
+  }
+
+  private send(batch: Buffer): void {
+    this.writing = true;
+    this.sink.write(batch, this.onWritten);
+  }
+
+
+  private readonly onWritten = (err: Error | null): void => {
+    this.writing = false;
+    if (err !== null && !this.broken) {
+      // stdout closed (EPIPE) or failing: lines are lost, requests are not.
+      this.broken = true;
+      this.logger.warn(`[SERVICE: Gin] access log: writing to stdout failed (${err.message}); access lines are dropped until it works again`);
+    } else if (err === null) {
+      this.broken = false;
+      if (this.dropped > 0) {
+        this.logger.warn(`[SERVICE: Gin] access log: stdout did not drain; ${this.dropped} line(s) dropped`);
+        this.dropped = 0;
+      }
+    }
+    const next = this.queue.shift();
+    if (next !== undefined) {
+      this.queued -= next.length;
+      this.send(next);
+    }
+  };
+
+  /** At exit: whatever is pending or queued, written synchronously. */
+  flushSync(): void {
+    try {
+      for (const b of this.queue) fs.writeSync(1, b);
+      if (this.pendingLen > 0) fs.writeSync(1, this.pending);
+    } catch {
+      /* stdout gone */
+    }
+    this.queue.length = 0;
+    this.pending = '';
+    this.pendingLen = 0;
+  }
+}
+
+const SPACES = ' '.repeat(16);
+/** Wall-clock ms = ORIGIN + performance.now(): one clock read per line. */
+const ORIGIN = performance.timeOrigin;
+
+function countLines(b: Buffer): number {
+  let n = 0;
+  for (let i = b.indexOf(10); i !== -1; i = b.indexOf(10, i + 1)) n++;
+  return n;
 }
 
 const describe = (e: Error): string => (e as { detail?: string }).detail ?? e.message;
@@ -109,10 +233,6 @@ function errorLines(errors: readonly Error[]): string {
   let s = '';
   for (let i = 0; i < errors.length; i++) s += `Error #${i < 9 ? '0' : ''}${i + 1}: ${describe(errors[i]!)}\n`;
   return s;
-}
-
-function pad(s: string, n: number): string {
-  return s.length >= n ? s : ' '.repeat(n - s.length) + s;
 }
 
 /** Go's %#v of a string: double-quoted, with Go's escapes for quotes, backslashes and controls. */
@@ -137,9 +257,16 @@ export function goDuration(ns: number): string {
   return s;
 }
 
+/** `v / unit` with up to `digits` decimals, trailing zeros dropped (Go's fmtFrac). */
 function frac(v: number, unit: number, digits: number): string {
   const int = Math.floor(v / unit);
-  const rest = Math.round(v - int * unit);
+  let rest = Math.round(v - int * unit);
   if (rest === 0) return String(int);
-  return `${int}.${String(rest).padStart(digits, '0').replace(/0+$/, '')}`;
+  let d = digits;
+  while (rest % 10 === 0) {
+    rest /= 10;
+    d--;
+  }
+  const r = String(rest);
+  return int + '.' + (r.length < d ? '000000000'.slice(0, d - r.length) + r : r);
 }
