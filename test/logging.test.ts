@@ -227,3 +227,37 @@ describe('gw check: telemetry/logging mistakes are named', () => {
     }
   });
 });
+
+describe('access log: a stdout pipe nobody reads', () => {
+  let gw: Gateway;
+  before(async () => {
+    gw = await startGateway(config({ 'telemetry/logging': { level: 'WARNING' } }), { args: ['--workers', '1'] });
+  });
+  after(async () => {
+    gw?.proc.stdout?.resume();
+    await gw?.stop();
+  });
+
+  test('requests keep being answered while the pipe is full; the lines come out once it drains', async () => {
+    gw.proc.stdout!.pause();
+    // ~3000 lines ≈ 300 KB: several times a pipe's 64 KiB buffer.
+    const t0 = Date.now();
+    for (let i = 0; i < 60; i++) {
+      const batch = await Promise.all(Array.from({ length: 50 }, () => req(gw.port, '/ok')));
+      for (const r of batch) assert.equal(r.status, 200);
+    }
+    const ms = Date.now() - t0;
+    assert.ok(ms < 20_000, `3000 requests took ${ms} ms with stdout stalled`);
+    const h = await req(gw.port, '/__health');
+    assert.equal(h.status, 200);
+    gw.proc.stdout!.resume();
+    const until = Date.now() + 5000;
+    let lines = 0;
+    while (Date.now() < until) {
+      lines = gw.stdout().split('\n').filter((l) => l.startsWith('[GIN]') && l.endsWith('"/ok"')).length;
+      if (lines >= 3000) break;
+      await sleep(50);
+    }
+    assert.equal(lines, 3000, 'every line, once stdout drains');
+  });
+});

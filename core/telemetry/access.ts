@@ -17,6 +17,7 @@
  * (at WARNING) when the output flows again.
  */
 import fs from 'node:fs';
+import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../log.js';
 import { goTimeFormat } from './timefmt.js';
@@ -41,11 +42,14 @@ for (const m of ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS', 'CO
 
 /**
  * stdout as a batch writer. libuv's thread pool costs ~20 µs of CPU per write, more than the
- * write itself, so where a write cannot block the loop it is made directly: a regular file, a
- * terminal or /dev/null are written synchronously, and a pipe (a container runtime's log pipe) is
- * opened again through /proc as its own non-blocking file description, so a full pipe answers
- * EAGAIN (the batch is retried 5 ms later) instead of stalling requests. Anything else (a socket)
- * goes through the thread pool.
+ * write itself, so where a write cannot block the loop it is made directly:
+ *  - a regular file, a terminal or /dev/null: written synchronously;
+ *  - a pipe (a container runtime's log pipe): opened again through /proc as its own non-blocking
+ *    file description, so a full pipe answers EAGAIN (the batch is retried 5 ms later) instead of
+ *    stalling requests, and the other writers of the pipe keep their blocking mode;
+ *  - a socket (a parent process's stdio, systemd's journal stream): a libuv stream on the fd,
+ *    which waits for a full socket with epoll.
+ * Anything else goes through the thread pool.
  */
 function stdoutSink(): AccessSink {
   let st: fs.Stats | null = null;
@@ -62,11 +66,31 @@ function stdoutSink(): AccessSink {
       /* no /proc: the thread pool */
     }
   }
-  return {
+  if (st !== null && st.isSocket()) {
+    const sock = new net.Socket({ fd: 1, readable: false, writable: true });
+    let failed: ((err: Error) => void) | null = null;
+    // A closed stdout (EPIPE) must not kill the worker: lines are lost, requests are not.
+    sock.on('error', (err) => failed?.(err));
+    return {
+      write(batch, done) {
+        failed = done;
+        sock.write(batch, (err) => {
+          failed = null;
+          done(err ?? null);
+        });
+      },
+    };
+  }
+  const sink: AccessSink = {
     write(batch, done) {
-      fs.write(1, batch, 0, batch.length, null, (err) => done(err));
+      fs.write(1, batch, 0, batch.length, null, (err, n) => {
+        if (err !== null) done(err);
+        else if (n < batch.length) sink.write(batch.subarray(n), done);
+        else done(null);
+      });
     },
   };
+  return sink;
 }
 
 function syncSink(fd: number): AccessSink {
