@@ -11,6 +11,8 @@ import { loadConfig, normaliseConfig, readConfigFile } from '../core/config/load
 import { formatDuration } from '../core/config/duration.js';
 import type { ServiceConfig } from '../core/config/types.js';
 import { createLogger, loggerFor, type Logger } from '../core/log.js';
+import { parseOtel, type OtelConfig } from '../core/telemetry/otel.js';
+import { PrometheusServer } from '../core/telemetry/export.js';
 import { GW_VERSION, KRAKEND_COMPAT_VERSION } from '../core/version.js';
 import { addPluginCommand } from './plugin-init.js';
 import { addTestPluginCommand } from './test-plugin.js';
@@ -50,11 +52,13 @@ async function run(flags: RunFlags): Promise<void> {
   preforkWorker();
   let cfg: ServiceConfig;
   let rawConfig: string;
+  let otel: OtelConfig | null;
   try {
     const raw = readConfigFile(flags.config);
     // Kept as read: every worker, replacements included, runs this config even if the file changes.
     rawConfig = JSON.stringify(raw);
     cfg = normaliseConfig(raw, flags.config);
+    otel = parseOtel(cfg, GW_VERSION);
   } catch (err) {
     console.error(`ERROR parsing the configuration file: ${(err as Error).message}`);
     process.exitCode = 255;
@@ -88,6 +92,7 @@ async function run(flags: RunFlags): Promise<void> {
     }
     stopping = true;
     const closed = supervisor.close(waitMs); // first: the workers stop listening now
+    for (const e of exporters) void e.close();
     logger.info(`Signal intercepted: ${SIGNALS[signal]}`);
     void closed.then((code) => {
       logger.info('[SERVICE: Workers] all workers stopped');
@@ -97,8 +102,11 @@ async function run(flags: RunFlags): Promise<void> {
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
   process.on('SIGHUP', () => logger.warn('Signal intercepted: hangup; reloading is not supported yet, still serving'));
+  // The supervisor serves the metrics exporters: it sums the workers' snapshots on each scrape.
+  const exporters = (otel?.prometheus ?? []).map((p) => new PrometheusServer(p, otel!, () => supervisor.collectMetrics(), logger));
   try {
     await supervisor.start();
+    for (const e of exporters) await e.listen();
   } catch (err) {
     const e = err as StartupError;
     console.error(`${e.config ? 'ERROR parsing the configuration file' : 'ERROR starting the gateway'}: ${e.message}`);

@@ -18,6 +18,7 @@ import type { Logger } from './log.js';
 import { lockPort, probePort, type PortLock } from './port.js';
 import { CRASH_EXIT_CODE, type FromWorker, type ToWorker, type WorkerInit } from './ipc.js';
 import { BucketAuthority } from './qos/limiter.js';
+import type { MetricJSON } from './telemetry/metrics.js';
 
 export interface SupervisorOptions {
   workers: number;
@@ -115,6 +116,9 @@ export class Supervisor {
   private readonly children = new Set<ChildProcess>();
   /** Rate-limit buckets shared by the workers: they lease tokens from it in small batches (core/qos/limiter.ts). */
   private readonly tokens = new BucketAuthority();
+  /** Metrics scrapes waiting for workers' answers, by sequence number. */
+  private readonly scrapes = new Map<number, (data: unknown[] | null) => void>();
+  private scrapeSeq = 0;
   private lock: PortLock | null = null;
   private closing = false;
   private closed: Promise<number> | null = null;
@@ -163,6 +167,32 @@ export class Supervisor {
       return killed ? 1 : 0;
     })();
     return this.closed;
+  }
+
+  /**
+   * Every serving worker's metrics snapshot (telemetry/export.ts). A worker that does not answer
+   * within `timeoutMs` (busy, or dying) is left out of this scrape.
+   */
+  collectMetrics(timeoutMs = 2000): Promise<MetricJSON[][]> {
+    const live = [...this.children].filter((c) => c.connected);
+    return Promise.all(
+      live.map(
+        (c) =>
+          new Promise<MetricJSON[] | null>((resolve) => {
+            const seq = ++this.scrapeSeq;
+            const done = (data: unknown[] | null) => {
+              clearTimeout(t);
+              this.scrapes.delete(seq);
+              resolve(data as MetricJSON[] | null);
+            };
+            const t = setTimeout(() => done(null), timeoutMs);
+            this.scrapes.set(seq, done);
+            c.send({ type: 'metrics?', seq } satisfies ToWorker, (err: Error | null) => {
+              if (err) done(null);
+            });
+          }),
+      ),
+    ).then((all) => all.filter((d): d is MetricJSON[] => d !== null));
   }
 
   /** Kills every worker now (a second signal, or a failed start). */
@@ -272,6 +302,9 @@ export class Supervisor {
           }
           case 'giveback':
             this.tokens.giveBack(m.spec, m.key, m.n);
+            break;
+          case 'metrics':
+            this.scrapes.get(m.seq)?.(m.data);
             break;
           case 'draining':
             slot.drainReason = m.reason;

@@ -5,6 +5,10 @@
  */
 import type { ServiceConfig } from './config/types.js';
 import { AccessLog } from './telemetry/access.js';
+import { GW_VERSION } from './version.js';
+import type { MetricJSON } from './telemetry/metrics.js';
+import { parseOtel, RequestMetrics } from './telemetry/otel.js';
+import { processRegistry } from './telemetry/export.js';
 import type { Logger } from './log.js';
 import { loadPlugins } from './plugin/loader.js';
 import type { PluginRegistry } from './plugin/registry.js';
@@ -61,6 +65,8 @@ export interface Gateway {
   close(waitMs?: number): Promise<void>;
   /** One line per request in flight (method, path, client IP, age, phase), for crash reports. */
   describeInflight(): string[];
+  /** This worker's metrics (telemetry/opentelemetry), prom-client's JSON; null when off. */
+  metricsSnapshot(): Promise<MetricJSON[] | null>;
 }
 
 /**
@@ -84,6 +90,11 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   if (uses(LUA_PROXY) || uses(LUA_BACKEND)) await loadLua();
   if (uses(CEL_NS)) await loadCel();
   const traffic = buildTraffic(cfg, { shared: opts.limits ?? null, workers: opts.workers ?? 1 }, logger);
+  const otel = parseOtel(cfg, GW_VERSION);
+  for (const w of otel?.warnings ?? []) logger.warn(`[SERVICE: OpenTelemetry] ${w}`);
+  // Metrics are recorded only when something reads them (a Prometheus exporter).
+  const metrics = otel !== null && otel.prometheus.length > 0 ? new RequestMetrics(otel, cfg.tls !== null) : null;
+  const processMetrics = metrics !== null && otel!.prometheus.some((p) => p.processMetrics) ? processRegistry() : null;
   const endpoints: EndpointRuntime[] = [];
   const serviceBot = compileBotDetector(cfg.extraConfig[BOT_NS], 'extra_config');
   for (const ep of cfg.endpoints) {
@@ -105,7 +116,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
         client = pluginClient(plugin.name, plugin.handler, defaultClient, logger, backendTag);
       }
       const bMods = resolveModifiers(b.extraConfig, registry, logger, backendTag, `endpoint '${ep.method} ${ep.path}', backend ${b.index} (${b.urlPattern})`);
-      pipes.push(buildBackendPipe(ep, b, client, cfg.transport.disableCompression, logger, plugin === null ? directClient : null, bMods, traffic.proxyLimiter(ep, b)));
+      pipes.push(buildBackendPipe(ep, b, client, cfg.transport.disableCompression, logger, plugin === null ? directClient : null, bMods, traffic.proxyLimiter(ep, b), metrics?.backend(ep, b) ?? null));
     }
     let proxy: Proxy | null = null;
     let noop: BackendPipe | null = null;
@@ -148,6 +159,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     endpoints.push({
       config: ep, proxy, noop, noopMods: noop !== null ? epMods : null, bufferBody, bodyLimit, jwt, signed: ep.extraConfig[SIGNER_NS] !== undefined, bot,
       requestChecks: checksInProxy ? null : requestChecks, cel, rateLimits: traffic.routerLimits(ep),
+      metrics: metrics?.endpoint(ep) ?? null, noopMetrics: noop !== null ? (metrics?.backend(ep, noop.config) ?? null) : null,
     });
   }
 
@@ -156,7 +168,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   // KrakenD's gin access log, JSON when the application log is (logstash, --log-format json).
   const jsonLog = opts.logFormat === 'json' || opts.logFormat === 'logstash' || ((opts.logFormat ?? 'auto') === 'auto' && cfg.logging.format === 'logstash');
   const access = cfg.router.disableAccessLog ? null : new AccessLog(cfg.router.loggerSkipPaths, jsonLog, logger);
-  const state: ServerState = { router: cfg.router, limits: cfg.limits, logger, cors, access, inflight: 0, draining: false, first: null, onIdle: null };
+  const state: ServerState = { router: cfg.router, limits: cfg.limits, logger, cors, access, metrics, inflight: 0, draining: false, first: null, onIdle: null };
   const debug = !!opts.debug || cfg.debugEndpoint;
   // Server plugins wrap the whole router: it is then registered on a VirtualApp that the innermost
   // plugin's next() calls, and uWS gets one catch-all entry (router/plugin-entry.ts). Without them
@@ -180,6 +192,12 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     endpoints,
     plugins: registry,
     buildWarnings: traffic.warnings,
+    async metricsSnapshot() {
+      if (metrics === null) return null;
+      const own = metrics.snapshot(state.inflight);
+      if (processMetrics === null) return own;
+      return [...own, ...((await processMetrics.getMetricsAsJSON()) as unknown as MetricJSON[])];
+    },
     describeInflight() {
       const now = Date.now();
       const out: string[] = [];

@@ -31,7 +31,9 @@ export type ToWorker =
   | { type: 'init'; init: WorkerInit }
   | { type: 'shutdown'; waitMs: number }
   /** Answer to `lease`: n tokens granted (0: none; a token is back in retryMs). */
-  | { type: 'grant'; seq: number; n: number; retryMs: number };
+  | { type: 'grant'; seq: number; n: number; retryMs: number }
+  /** A metrics scrape: the worker answers `metrics` with the same seq. */
+  | { type: 'metrics?'; seq: number };
 
 /** Worker → supervisor. */
 export type FromWorker =
@@ -46,7 +48,9 @@ export type FromWorker =
   /** Rate limits: up to `want` tokens of bucket `key` of `spec`, answered by `grant` with the same seq. */
   | { type: 'lease'; seq: number; spec: LimitSpecMsg; key: string; want: number }
   /** Rate limits: leased tokens not spent, back to the bucket. */
-  | { type: 'giveback'; spec: LimitSpecMsg; key: string; n: number };
+  | { type: 'giveback'; spec: LimitSpecMsg; key: string; n: number }
+  /** The worker's metrics (prom-client's JSON, core/telemetry/metrics.ts), or null when off. */
+  | { type: 'metrics'; seq: number; data: unknown[] | null };
 
 /** sysexits' EX_SOFTWARE: the worker died of a bug (see its CRITICAL log line). */
 export const CRASH_EXIT_CODE = 70;

@@ -116,6 +116,12 @@ process.on('message', (m: ToWorker) => {
     void start(m.init);
   } else if (m.type === 'grant') {
     limits?.granted(m.seq, m.n, m.retryMs);
+  } else if (m.type === 'metrics?') {
+    const seq = m.seq;
+    (gw?.metricsSnapshot() ?? Promise.resolve(null)).then(
+      (data) => send({ type: 'metrics', seq, data }),
+      () => send({ type: 'metrics', seq, data: null }),
+    );
   } else if (m.type === 'shutdown') {
     waitMs = m.waitMs;
     drain();

@@ -15,7 +15,9 @@
  *    delegates (`return next(req)`), so every request goes through the plugin chain;
  *  - gw-log: a third gw, the same config with KrakenD's access log on (its default; the other gw
  *    peers turn it off with `router.disable_access_log`, as nginx runs with `access_log off`):
- *    one gin line per request to a stdout pipe read by the bench.
+ *    one gin line per request to a stdout pipe read by the bench;
+ *  - gw-otel: a fourth gw with telemetry/opentelemetry metrics on (a Prometheus exporter; every
+ *    layer: global, proxy, backend stage and round trip; not scraped during the window).
  *
  * Each row: wrk -t1 -c<connections> for a warm-up, then for the measured window with --latency.
  * wrk and the origin are pinned to one CPU and the proxy (its whole process tree) to another with
@@ -46,10 +48,10 @@ export interface PeersOptions {
   signal: AbortSignal;
 }
 
-export type PeerName = 'nginx' | 'proto' | 'gw' | 'gw-srv' | 'gw-log';
+export type PeerName = 'nginx' | 'proto' | 'gw' | 'gw-srv' | 'gw-log' | 'gw-otel';
 
 /** The gw peers: the same config, plus a delegating server plugin (srv) or the access log (log). */
-type GwVariant = 'plain' | 'srv' | 'log';
+type GwVariant = 'plain' | 'srv' | 'log' | 'otel';
 
 export interface PeerRun {
   repeat: number;
@@ -189,6 +191,7 @@ const ALL_ROWS: RowSpec[] = [
   { peer: 'gw', path: '/json-plugin', name: 'gw /json-plugin', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
   { peer: 'gw-srv', path: '/json', name: 'gw-srv /json', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
   { peer: 'gw-log', path: '/json', name: 'gw-log /json', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
+  { peer: 'gw-otel', path: '/json', name: 'gw-otel /json', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
   { peer: 'gw', path: '/dec', name: 'gw /dec', nginxVs: 'nginx /json', protoVs: null, check: decoded(false) },
   { peer: 'gw', path: '/dec-mod', name: 'gw /dec-mod', nginxVs: 'nginx /json', protoVs: null, check: decoded(true) },
   { peer: 'gw', path: '/json-limited', name: 'gw /json-limited', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
@@ -213,6 +216,12 @@ const ALL_TARGETS: { row: string; vs: string; limit: number; label: string }[] =
     vs: 'gw /json',
     limit: 1.05,
     label: 'gw-log /json ≤ 1.05× gw /json (the gin access log, one line per request to a pipe, adds ≤ 5 % CPU per request)',
+  },
+  {
+    row: 'gw-otel /json',
+    vs: 'gw /json',
+    limit: 1.1,
+    label: 'gw-otel /json ≤ 1.10× gw /json (OpenTelemetry metrics on every layer add ≤ 10 % CPU per request)',
   },
   {
     row: 'gw /dec-mod',
@@ -312,7 +321,7 @@ http {
 }
 
 /** gw's config for one variant (see GwVariant). */
-function gwConfig(port: number, origin: string, pluginDir: string, variant: GwVariant, redisPort = 0): Record<string, unknown> {
+function gwConfig(port: number, origin: string, pluginDir: string, variant: GwVariant, redisPort = 0, promPort = 0): Record<string, unknown> {
   // Never reached under the bench's load (~20 k req/s): the rows measure the check, not refusals.
   const limit = { max_rate: 1_000_000, client_max_rate: 50_000, strategy: 'ip' };
   return {
@@ -327,6 +336,7 @@ function gwConfig(port: number, origin: string, pluginDir: string, variant: GwVa
     extra_config: {
       'telemetry/logging': { level: 'ERROR' },
       router: { disable_access_log: variant !== 'log' },
+      ...(variant === 'otel' ? { 'telemetry/opentelemetry': { exporters: { prometheus: [{ name: 'bench', port: promPort, listen_ip: HOST }] } } } : {}),
       ...(variant === 'srv' ? { 'plugin/http-server': { name: ['bench-server-delegate'] } } : {}),
       ...(redisPort > 0 ? { redis: { connection_pools: [{ name: 'bench', address: `${HOST}:${redisPort}` }] } } : {}),
     },
@@ -546,7 +556,8 @@ export class Peers {
     const startGw = async (name: string, variant: GwVariant) => {
       const port = await freePort();
       const cfgFile = path.join(tmp, `${name}-peers.json`);
-      fs.writeFileSync(cfgFile, JSON.stringify(gwConfig(port, originUrl, pluginDir, variant, redisPort), null, 2));
+      const promPort = variant === 'otel' ? await freePort() : 0;
+      fs.writeFileSync(cfgFile, JSON.stringify(gwConfig(port, originUrl, pluginDir, variant, redisPort, promPort), null, 2));
       const started = await startChild(name, {
         ...pin('proxy', process.execPath, [gwBin, 'run', '-c', cfgFile, '--workers', '1', '--log-level', 'ERROR']),
         cwd: root,
@@ -561,6 +572,8 @@ export class Peers {
     const gwSrv = await startGw('gw-srv', 'srv');
     log('  starting gw-log (the same config with the access log on)');
     const gwLog = await startGw('gw-log', 'log');
+    log('  starting gw-otel (the same config with OpenTelemetry metrics and a Prometheus exporter)');
+    const gwOtel = await startGw('gw-otel', 'otel');
 
     const peers: Record<PeerName, { child: Child; port: number }> = {
       nginx: { child: ng.child, port: nginxPort },
@@ -568,6 +581,7 @@ export class Peers {
       gw,
       'gw-srv': gwSrv,
       'gw-log': gwLog,
+      'gw-otel': gwOtel,
     };
 
     // Pre-flight: every row answers what it should.

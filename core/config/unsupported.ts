@@ -15,6 +15,7 @@ const IMPLEMENTED: ReadonlyMap<string, readonly Level[]> = new Map<string, Level
   ['plugin/http-server', ['service']],
   ['plugin/req-resp-modifier', ['endpoint', 'backend']],
   ['telemetry/logging', ['service']],
+  ['telemetry/opentelemetry', ['service']],
   ['gw/server', ['service']],
   ['modifier/lua-proxy', ['endpoint']],
   ['modifier/lua-backend', ['backend']],

@@ -12,6 +12,8 @@ import { RawResponse, type Receiver } from '../transport/client.js';
 import { modifyDecoded, modifyOutbound, modifyStreamed, type Modifiers } from '../plugin/modifier.js';
 import { decodeLimited } from '../transport/inflate.js';
 import { compileFormatter } from './formatter.js';
+import { Outcome } from '../telemetry/metrics.js';
+import type { BackendMetrics } from '../telemetry/otel.js';
 import { compileHeaderBuilder, compileQueryFilter, compileUrlPattern } from './request.js';
 import { CanceledError, DeadlineError, OutboundRequest, StatusError, withBackend, type ProxyRequest, type ProxyResponse, type Scope } from './types.js';
 import { decodeRss, decodeXml } from './xml.js';
@@ -65,6 +67,8 @@ export function buildBackendPipe(
   mods: Modifiers | null = null,
   /** `qos/ratelimit/proxy` (core/qos/traffic.ts), or null. */
   proxyLimit: Limiter | null = null,
+  /** telemetry/opentelemetry's backend series (stage and round trip), or null. */
+  metrics: BackendMetrics | null = null,
 ): BackendPipe {
   const tpl = compileUrlPattern(b.urlPattern, endpoint.params);
   const queryFilter = compileQueryFilter(endpoint.inputQueryStrings, b.inputQueryStrings);
@@ -148,6 +152,7 @@ export function buildBackendPipe(
     // The guards see the whole backend proxy, status errors included (KrakenD: circuit breaker →
     // proxy rate limit → Lua → CEL → HTTP proxy), each of concurrent_calls' calls on its own.
     if (guards.length > 0) proxy = guardCall(guards, proxy);
+    if (metrics !== null) proxy = meteredProxy(proxy, metrics);
   }
   if (proxy !== null && endpoint.concurrentCalls > 1) proxy = composeConcurrent(proxy, endpoint.concurrentCalls, endpoint.timeoutMs);
 
@@ -165,6 +170,24 @@ export function buildBackendPipe(
     proxy,
   };
   return pipe;
+}
+
+/** The backend stage measured (krakend-otel's backend layer): its time, outcome and status. */
+function meteredProxy(proxy: (req: ProxyRequest) => Promise<ProxyResponse>, m: BackendMetrics): (req: ProxyRequest) => Promise<ProxyResponse> {
+  return (req) => {
+    const t = performance.now();
+    return proxy(req).then(
+      (r) => {
+        m.record(r.isComplete ? Outcome.Complete : Outcome.Incomplete, (performance.now() - t) / 1000, 200, -1, false);
+        return r;
+      },
+      (err: Error) => {
+        const canceled = err instanceof CanceledError && !(req.scope.reason instanceof DeadlineError);
+        m.record(canceled ? Outcome.Canceled : Outcome.Error, (performance.now() - t) / 1000, err instanceof StatusError ? err.status : 0, -1, err instanceof DeadlineError || req.scope.reason instanceof DeadlineError);
+        throw err;
+      },
+    );
+  };
 }
 
 /**

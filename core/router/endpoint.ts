@@ -15,6 +15,8 @@ import { ProxyRequest } from '../proxy/types.js';
 import { clientIp, compileCapture } from './capture.js';
 import { framingProblem, headerBytes, refuse as refuseEarly, rejectFraming } from './edge.js';
 import { accessStart, type AccessLog } from '../telemetry/access.js';
+import { Outcome } from '../telemetry/metrics.js';
+import type { EndpointMetrics } from '../telemetry/otel.js';
 import type { Cors } from './cors.js';
 import { DeadlineQueue } from './deadlines.js';
 import { Exchange, RequestBody, type EndpointRuntime, type ServerState } from './exchange.js';
@@ -44,11 +46,12 @@ const EMPTY: string[] = [];
 /** An edge refusal (414, 431, 413, 400), with its access-log line. */
 function refuse(
   res: HttpResponse, req: HttpRequest, status: number, message: string, close: boolean, cors: Cors | null, method: string,
-  access: AccessLog | null, t0: number, url: string, query: string,
+  access: AccessLog | null, t0: number, url: string, query: string, metrics: EndpointMetrics | null,
 ): void {
   const ip = access === null ? '' : clientIp(res);
   refuseEarly(res, status, message, close, cors, req, method);
   if (access !== null) access.record(t0, status, ip, method, url, query, null);
+  if (metrics !== null) metrics.record(status, (accessStart() - t0) / 1000, Buffer.byteLength(message), Outcome.Error);
 }
 
 export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (res: HttpResponse, req: HttpRequest) => void {
@@ -71,15 +74,17 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
   const maxHeaderBytes = server.limits.maxHeaderBytes;
   const bodyLimit = rt.bodyLimit;
   const access = server.access;
+  // The access log and the metrics both need the arrival time.
+  const timed = access !== null || rt.metrics !== null || rt.noopMetrics !== null;
 
   return (res, req) => {
     // 0. Edge checks: nothing below runs for a request gw will not forward.
-    const t0 = access === null ? 0 : accessStart();
+    const t0 = timed ? accessStart() : 0;
     const query = req.getQuery() ?? '';
     const url = req.getUrl();
-    if (url.length + query.length >= maxUrl) return refuse(res, req, 414, '', true, cors, method, access, t0, url, query);
+    if (url.length + query.length >= maxUrl) return refuse(res, req, 414, '', true, cors, method, access, t0, url, query, rt.metrics);
     if (maxHeaderBytes > 0 && headerBytes(req) > maxHeaderBytes) {
-      return refuse(res, req, 431, `request headers larger than ${maxHeaderBytes} bytes`, true, cors, method, access, t0, url, query);
+      return refuse(res, req, 431, `request headers larger than ${maxHeaderBytes} bytes`, true, cors, method, access, t0, url, query, rt.metrics);
     }
     const cl = req.getHeader('content-length');
     const te = req.getHeader('transfer-encoding');
@@ -90,7 +95,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
         return rejectFraming(res, problem, ep.path, server.logger);
       }
       if (bodyLimit > 0 && cl !== '' && Number(cl) > bodyLimit) {
-        return refuse(res, req, 413, `request body larger than ${bodyLimit} bytes`, true, cors, method, access, t0, url, query);
+        return refuse(res, req, 413, `request body larger than ${bodyLimit} bytes`, true, cors, method, access, t0, url, query, rt.metrics);
       }
     }
     let params: string[];
@@ -99,17 +104,17 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
       params = new Array<string>(nParams);
       for (let i = 0; i < nParams; i++) {
         const v = decodeParam(req.getParameter(i));
-        if (v instanceof ParamError) return refuse(res, req, 400, v.message, false, cors, method, access, t0, url, query);
+        if (v instanceof ParamError) return refuse(res, req, 400, v.message, false, cors, method, access, t0, url, query, rt.metrics);
         params[i] = v;
       }
     }
     // Raw UTF-8 is forwarded percent-encoded; bytes uWS could not decode are refused, not altered.
     const fwdQuery = checkQuery(query);
-    if (fwdQuery instanceof ParamError) return refuse(res, req, 400, fwdQuery.message, false, cors, method, access, t0, url, query);
+    if (fwdQuery instanceof ParamError) return refuse(res, req, 400, fwdQuery.message, false, cors, method, access, t0, url, query, rt.metrics);
     // 1. The exchange; from here on every failure is its.
     const ip = clientIp(res);
     const x = new Exchange(res, rt, server, url, ip);
-    if (access !== null) {
+    if (timed) {
       x.t0 = t0;
       x.query = query;
     }

@@ -43,6 +43,8 @@ import { ClientSink, pumpIterable, type StreamOwner } from './stream.js';
 import { TEXT_PLAIN } from './edge.js';
 import type { HttpResponse } from './uws.js';
 import type { AccessLog } from '../telemetry/access.js';
+import { Outcome } from '../telemetry/metrics.js';
+import type { BackendMetrics, EndpointMetrics, RequestMetrics } from '../telemetry/otel.js';
 
 export interface EndpointRuntime {
   readonly config: EndpointConfig;
@@ -69,6 +71,10 @@ export interface EndpointRuntime {
   readonly cel: CelChecks | null;
   /** Rate limits (qos/ratelimit/service then qos/ratelimit/router, and their Redis variants), outer first. */
   readonly rateLimits: readonly RouterLimit[];
+  /** telemetry/opentelemetry: this endpoint's global and proxy series, or null (off, or a skipped path). */
+  readonly metrics: EndpointMetrics | null;
+  /** …and its no-op backend's stage and round-trip series. */
+  readonly noopMetrics: BackendMetrics | null;
 }
 
 export interface ServerState {
@@ -79,6 +85,8 @@ export interface ServerState {
   readonly cors: Cors | null;
   /** The access log (telemetry/access.ts), or null when `router.disable_access_log`. */
   readonly access: AccessLog | null;
+  /** telemetry/opentelemetry metrics (telemetry/otel.ts), or null when off. */
+  readonly metrics: RequestMetrics | null;
   /** Requests in flight, for graceful shutdown; `first` heads their list (describeInflight). */
   inflight: number;
   /** Shutting down: every answer ends its connection (`Connection: close`), as Go's Shutdown does. */
@@ -141,6 +149,12 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
   query = '';
   t0 = 0;
   errors: readonly Error[] | null = null;
+  /** For the metrics (only set when they are on): the answer's body size and completeness, and
+   *  when the no-op backend call started and its head arrived. */
+  bytes = 0;
+  complete = false;
+  tb = 0;
+  th = 0;
 
   constructor(
     readonly res: HttpResponse,
@@ -210,6 +224,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     if (this.next !== null) this.next.prev = this.prev;
     this.prev = this.next = null;
     if (s.access !== null) this.logAccess(s.access, reason);
+    if (this.rt.metrics !== null || this.rt.noopMetrics !== null) this.measure();
     if (--s.inflight === 0 && s.onIdle !== null) s.onIdle();
   }
 
@@ -222,6 +237,26 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
       errors ??= [reason ?? new CanceledError()];
     }
     a.record(this.t0, status, this.ip, this.rt.config.method, this.path, this.query, errors);
+  }
+
+  /** telemetry/opentelemetry: the global and proxy series, and the no-op backend's. */
+  private measure(): void {
+    const now = performance.now();
+    const seconds = (now - this.t0) / 1000;
+    const answered = this.status !== 0;
+    const m = this.rt.metrics;
+    if (m !== null) {
+      const outcome = !answered ? Outcome.Canceled : this.errors !== null && !this.complete ? Outcome.Error : this.complete ? Outcome.Complete : Outcome.Incomplete;
+      // A streamed answer of unknown length: what went out.
+      const bytes = this.bytes >= 0 ? this.bytes : (this.sink?.sent ?? 0);
+      m.record(answered ? this.status : 500, seconds, bytes, outcome);
+    }
+    const bm = this.rt.noopMetrics;
+    if (bm !== null && this.tb > 0) {
+      const head = this.headStatus;
+      const outcome = head > 0 ? Outcome.Complete : this.aborted ? Outcome.Canceled : Outcome.Error;
+      bm.record(outcome, ((head > 0 ? this.th : now) - this.tb) / 1000, head, head > 0 ? this.bytes : -1, this.reason instanceof DeadlineError);
+    }
   }
 
   /** One line for crash reports and shutdown logs. */
@@ -280,6 +315,10 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     const res = this.res;
     const cors = this.server.cors;
     this.status = 200;
+    if (this.rt.metrics !== null) {
+      this.complete = complete;
+      this.bytes = typeof body === 'string' ? Buffer.byteLength(body) : (body as Uint8Array).length;
+    }
     res.cork(() => {
       this.releaseBody();
       res.writeStatus('200 OK');
@@ -327,6 +366,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     const res = this.res;
     const cors = this.server.cors;
     this.status = status;
+    if (this.rt.metrics !== null) this.bytes = Buffer.byteLength(body);
     res.cork(() => {
       this.releaseBody();
       res.writeStatus(statusLine(status));
@@ -469,6 +509,11 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     const noBody = status === 204 || status === 304 || (status >= 100 && status < 200) || this.out?.method === 'HEAD';
     this.headStatus = status;
     this.status = status;
+    if (this.tb > 0 || this.rt.metrics !== null) {
+      this.th = performance.now();
+      this.complete = true;
+      this.bytes = total;
+    }
     this.headHeaders = headers;
     this.headRaw = raw;
     this.headGunzip = gunzip;

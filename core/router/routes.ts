@@ -15,6 +15,7 @@ import { FallbackRouter } from './fallback.js';
 import { goJson } from './json.js';
 import { clientIp } from './capture.js';
 import { accessStart } from '../telemetry/access.js';
+import { statusLine } from './status.js';
 import { debugHandler, echoHandler, healthHandler } from './special.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
@@ -116,16 +117,21 @@ export function registerRoutes(app: TemplatedApp, cfg: ServiceConfig, endpoints:
   const cors = state.cors;
   const noHeaders = () => {};
   const access = state.access;
+  const metrics = state.metrics;
   const answer = (res: HttpResponse, req: HttpRequest, extra: (res: HttpResponse) => void) => {
     const method = req.getCaseSensitiveMethod().toUpperCase();
     const url = req.getUrl();
     const query = req.getQuery() ?? '';
-    if (access !== null) {
-      const t0 = accessStart();
-      const ip = clientIp(res);
-      const status = answerFallback(res, method, url, query, extra);
-      access.record(t0, status, ip, method, url, query, null);
-    } else answerFallback(res, method, url, query, extra);
+    if (access === null && metrics === null) {
+      answerFallback(res, method, url, query, extra);
+      return;
+    }
+    const t0 = accessStart();
+    const ip = access === null ? '' : clientIp(res);
+    const status = answerFallback(res, method, url, query, extra);
+    access?.record(t0, status, ip, method, url, query, null);
+    // krakend-otel names an unmatched request's route by its status text (`404 Not Found`).
+    metrics?.unmatchedRoute(status, statusLine(status), method)?.record(status, (accessStart() - t0) / 1000, 0);
   };
   /** The router's own answer for an unmatched request; returns its status. */
   const answerFallback = (res: HttpResponse, method: string, url: string, query: string, extra: (res: HttpResponse) => void): number => {

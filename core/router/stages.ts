@@ -237,6 +237,7 @@ export function noopPipe(pipe: BackendPipe, mods: Modifiers | null = null, endpo
       return;
     }
     x.out = out;
+    if (x.rt.noopMetrics !== null) x.tb = performance.now();
     if (direct !== null) {
       x.call = direct(out, x);
       return;
@@ -261,6 +262,7 @@ function modifiedNoopPipe(pipe: BackendPipe, mods: Modifiers, endpointQuery: All
         if (x.state !== OPEN) throw x.reason ?? new Error('the request ended');
         const out = pipe.buildOutbound(req);
         x.out = out;
+        if (x.rt.noopMetrics !== null) x.tb = performance.now();
         return pipe.client(out).then(
           (r) => modifyStreamed(mods, r, wrapper),
           (err: Error) => {

@@ -37,6 +37,8 @@ export class ClientSink implements BodySink {
   private ok = true;
   private chunk: Buffer | null = null;
   private headDone = false;
+  /** Body bytes handed to uWS (the metrics' response size when no length was announced). */
+  sent = 0;
 
   constructor(
     private readonly res: HttpResponse,
@@ -77,6 +79,7 @@ export class ClientSink implements BodySink {
     // An empty chunk is nothing to send, and uWS 20.57's tryEnd('') reports the response done
     // (hasResponded) while only part of the announced length went out.
     if (this.finished || this.owner.aborted || chunk.length === 0) return true;
+    this.sent += chunk.length;
     this.chunk = chunk;
     this.res.cork(this.corkedWrite);
     this.chunk = null;
