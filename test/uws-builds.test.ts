@@ -189,7 +189,7 @@ for (const d of detected) {
     });
 
     it('is the build gw logs it is using, and says how it was loaded', () => {
-      const m = /\[SERVICE: uWS\] Using ([^"]+)"/.exec(run.gw.output());
+      const m = /\[SERVICE: uWS\] Using (.+)$/m.exec(run.gw.output());
       assert.ok(m, run.gw.output());
       assert.equal(m[1], d.text);
       if (d.build === 'btc-vision' && /compat/.test(d.text)) {

@@ -345,7 +345,7 @@ describe('a dying worker costs one worker (defect 16)', () => {
         assert.equal(p.disconnects, 0, 'a connection on the other worker was closed');
       }
       // The worker's own last words: CRITICAL, the error and its stack; the supervisor names the cause and the new pid.
-      await logLine(gw, new RegExp(`"level":55[^\\n]*worker #\\d \\(pid ${victim}\\): uncaught exception[^\\n]*boom from the test plugin[^\\n]*crashy\\.mjs`));
+      await logLine(gw, new RegExp(`"level":"CRITICAL"[^\\n]*worker #\\d \\(pid ${victim}\\): uncaught exception[^\\n]*boom from the test plugin[^\\n]*crashy\\.mjs`));
       await logLine(gw, new RegExp(`worker #\\d \\(pid ${victim}\\) died: exit code 70 after uncaught exception: Error: boom from the test plugin; starting a replacement in 100 ms`));
       const m = await logLine(gw, new RegExp(`worker #\\d \\(pid (\\d+)\\) listening on port ${gw.port} \\(replaces pid ${victim}\\)`));
       const replacement = Number(m[1]);
