@@ -8,6 +8,7 @@ import { AccessLog } from './telemetry/access.js';
 import { GW_VERSION } from './version.js';
 import type { MetricJSON } from './telemetry/metrics.js';
 import { parseOtel, RequestMetrics } from './telemetry/otel.js';
+import { Tracing } from './telemetry/tracing.js';
 import { processRegistry } from './telemetry/export.js';
 import type { Logger } from './log.js';
 import { loadPlugins } from './plugin/loader.js';
@@ -95,6 +96,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   // Metrics are recorded only when something reads them (a Prometheus exporter).
   const metrics = otel !== null && otel.prometheus.length > 0 ? new RequestMetrics(otel, cfg.tls !== null) : null;
   const processMetrics = metrics !== null && otel!.prometheus.some((p) => p.processMetrics) ? processRegistry() : null;
+  const tracing = otel?.traces != null ? new Tracing(otel.traces) : null;
   const endpoints: EndpointRuntime[] = [];
   const serviceBot = compileBotDetector(cfg.extraConfig[BOT_NS], 'extra_config');
   for (const ep of cfg.endpoints) {
@@ -168,7 +170,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   // KrakenD's gin access log, JSON when the application log is (logstash, --log-format json).
   const jsonLog = opts.logFormat === 'json' || opts.logFormat === 'logstash' || ((opts.logFormat ?? 'auto') === 'auto' && cfg.logging.format === 'logstash');
   const access = cfg.router.disableAccessLog ? null : new AccessLog(cfg.router.loggerSkipPaths, jsonLog, logger);
-  const state: ServerState = { router: cfg.router, limits: cfg.limits, logger, cors, access, metrics, inflight: 0, draining: false, first: null, onIdle: null };
+  const state: ServerState = { router: cfg.router, limits: cfg.limits, logger, cors, access, metrics, tracing, inflight: 0, draining: false, first: null, onIdle: null };
   const debug = !!opts.debug || cfg.debugEndpoint;
   // Server plugins wrap the whole router: it is then registered on a VirtualApp that the innermost
   // plugin's next() calls, and uWS gets one catch-all entry (router/plugin-entry.ts). Without them
@@ -259,6 +261,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       const timedOut = await Promise.race([closed.then(() => false), new Promise<boolean>((r) => setTimeout(r, Math.min(waitMs || 2000, 5000), true).unref())]);
       if (timedOut) await pools.destroy();
       traffic.close();
+      await tracing?.close();
       logger.info('[SERVICE: Gin] Router execution ended');
     },
   };

@@ -96,9 +96,19 @@ export function buildBackendPipe(
       names = names.concat(keys.map(capitalize));
       values = values.concat(keys.map((k) => extra[k]!));
     }
-    return new OutboundRequest(
+    const out = new OutboundRequest(
       method, origin, path, origin + path, buildHeaders(req.client), req.body, req.scope, values, names,
     );
+    const t = req.client.trace;
+    if (t != null) {
+      // The backend span, and its context to the backend (W3C traceparent).
+      const bt = t.backend(b.urlPattern, method, out.url);
+      if (bt !== null) {
+        out.trace = bt;
+        for (const k in bt.headers) out.headers[k] = bt.headers[k]!;
+      }
+    }
+    return out;
   };
 
   const where = `endpoint ${endpoint.path}, backend ${endpoint.backends.indexOf(b)} (${b.urlPattern})`;
@@ -145,7 +155,7 @@ export function buildBackendPipe(
 
   let proxy: ((req: ProxyRequest) => Promise<ProxyResponse>) | null = null;
   if (endpoint.outputEncoding !== 'no-op') {
-    let call = b.encoding === 'no-op' ? discardingCall(client, keepsRawBody(endpoint, b)) : decodingCall(b, client);
+    let call = b.encoding === 'no-op' ? spanEnding(discardingCall(client, keepsRawBody(endpoint, b))) : decodingCall(b, client);
     if (cel !== null && cel.post.length > 0) call = withCelPost(call, cel.post);
     if (mods !== null) call = modifiedCall(call, mods);
     proxy = toProxy(buildOutbound, call, lua);
@@ -435,6 +445,24 @@ function discardingCall(client: Client, keepRaw: boolean): Call {
   };
 }
 
+/** A traced call's backend span ends with it (decodingCall does the same inline). */
+function spanEnding(call: Call): Call {
+  return (out) => {
+    const span = out.trace;
+    if (span === null) return call(out);
+    return call(out).then(
+      (r) => {
+        span.end(200, null);
+        return r;
+      },
+      (err: Error) => {
+        span.end(err instanceof StatusError ? err.status : 0, err);
+        throw err;
+      },
+    );
+  };
+}
+
 /** A no-op backend of a sequential endpoint whose whole response a later step reads. */
 function keepsRawBody(endpoint: EndpointConfig, b: BackendConfig): boolean {
   const p = endpoint.extraConfig.proxy as { sequential?: unknown; sequential_propagated_params?: unknown } | undefined;
@@ -474,10 +502,26 @@ function decodingCall(b: BackendConfig, client: Client): Call {
     if (format !== null) data = format(data);
     return { data, isComplete: true, errors: null };
   };
-  return (out) =>
-    call(out).catch((err: Error) => {
-      throw withBackend(err, out, b.urlPattern);
-    });
+  return (out) => {
+    if (out.trace === null) {
+      return call(out).catch((err: Error) => {
+        throw withBackend(err, out, b.urlPattern);
+      });
+    }
+    // Traced: the backend span ends with the call.
+    const span = out.trace;
+    return call(out).then(
+      (r) => {
+        span.end(200, null);
+        return r;
+      },
+      (err: Error) => {
+        const e = withBackend(err, out, b.urlPattern);
+        span.end(e instanceof StatusError ? e.status : 0, e);
+        throw e;
+      },
+    );
+  };
 }
 
 /** A response header by lower-case name; a raw head from gw's client is read without building its object. */

@@ -10,6 +10,7 @@
  *  - `compileHeaderBuilder`: `input_headers` (endpoint, then backend) → a function that builds the
  *    backend header object from the captured client headers.
  */
+import type { RequestTrace } from '../telemetry/tracing.js';
 import { paramKey } from '../config/load.js';
 import type { AllowList } from '../config/types.js';
 import type { Headers } from '../plugin/types.js';
@@ -229,6 +230,8 @@ export interface ClientInfo {
   /** The request path as received (no query). */
   readonly path: string;
   readonly ip: string;
+  /** The request's spans when traces are on (telemetry/tracing.ts). */
+  readonly trace?: RequestTrace | null;
 }
 
 export type HeaderBuilder = (client: ClientInfo) => Headers;

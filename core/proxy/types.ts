@@ -2,6 +2,7 @@
  * The proxy pipeline's shapes (lura's): a Proxy is `(request) → Promise<response>`; stacks are
  * composed once per endpoint from config, and absent stages are simply not composed.
  */
+import type { BackendTrace } from '../telemetry/tracing.js';
 import type { Readable } from 'node:stream';
 import type { BackendRequest, Headers } from '../plugin/types.js';
 import type { ClientInfo } from './request.js';
@@ -140,6 +141,8 @@ export type Proxy = (req: ProxyRequest) => Promise<ProxyResponse>;
 /** A backend request as the client layer (default client or plugin) sees it. */
 export class OutboundRequest implements BackendRequest {
   private paramsObj: Record<string, string> | null = null;
+  /** The backend call's span when traces are on (ended by whoever ends the call). */
+  trace: BackendTrace | null = null;
   constructor(
     public method: string,
     /** Origin and path+query kept apart for the pool; `url` joins them. */

@@ -16,7 +16,7 @@ import { clientIp, compileCapture } from './capture.js';
 import { framingProblem, headerBytes, refuse as refuseEarly, rejectFraming } from './edge.js';
 import { accessStart, type AccessLog } from '../telemetry/access.js';
 import { Outcome } from '../telemetry/metrics.js';
-import type { EndpointMetrics } from '../telemetry/otel.js';
+import { normaliseRoute, type EndpointMetrics } from '../telemetry/otel.js';
 import type { Cors } from './cors.js';
 import { DeadlineQueue } from './deadlines.js';
 import { Exchange, RequestBody, type EndpointRuntime, type ServerState } from './exchange.js';
@@ -76,6 +76,8 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
   const access = server.access;
   // The access log and the metrics both need the arrival time.
   const timed = access !== null || rt.metrics !== null || rt.noopMetrics !== null;
+  const tracing = server.tracing;
+  const traceRoute = normaliseRoute(ep.path);
 
   return (res, req) => {
     // 0. Edge checks: nothing below runs for a request gw will not forward.
@@ -120,7 +122,12 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
     }
     try {
       if (cors !== null) x.corsOrigin = cors.allowOrigin(req.getHeader('origin'), method);
-      const client: ClientInfo = { headers: capture(req), host: req.getHeader('host'), path: url, ip };
+      let client: ClientInfo;
+      if (tracing === null) client = { headers: capture(req), host: req.getHeader('host'), path: url, ip };
+      else {
+        x.trace = tracing.start(url, method, traceRoute, req.getHeader('traceparent'), req.getHeader('tracestate'));
+        client = { headers: capture(req), host: req.getHeader('host'), path: url, ip, trace: x.trace };
+      }
       let body: RequestBody | null = null;
       if ((cl !== '' && cl !== '0') || te !== '') {
         const b = new RequestBody(x, bodyLimit, cl !== '');

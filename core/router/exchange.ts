@@ -45,6 +45,7 @@ import type { HttpResponse } from './uws.js';
 import type { AccessLog } from '../telemetry/access.js';
 import { Outcome } from '../telemetry/metrics.js';
 import type { BackendMetrics, EndpointMetrics, RequestMetrics } from '../telemetry/otel.js';
+import type { BackendTrace, RequestTrace, Tracing } from '../telemetry/tracing.js';
 
 export interface EndpointRuntime {
   readonly config: EndpointConfig;
@@ -87,6 +88,8 @@ export interface ServerState {
   readonly access: AccessLog | null;
   /** telemetry/opentelemetry metrics (telemetry/otel.ts), or null when off. */
   readonly metrics: RequestMetrics | null;
+  /** telemetry/opentelemetry traces (telemetry/tracing.ts), or null when off. */
+  readonly tracing: Tracing | null;
   /** Requests in flight, for graceful shutdown; `first` heads their list (describeInflight). */
   inflight: number;
   /** Shutting down: every answer ends its connection (`Connection: close`), as Go's Shutdown does. */
@@ -119,7 +122,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
   /** Access-Control-Allow-Origin for this request (null: not allowed); unused without CORS. */
   corsOrigin: string | null = null;
   /** The no-op backend call, for log lines. */
-  out: { method: string; url: string } | null = null;
+  out: { method: string; url: string; trace?: BackendTrace | null } | null = null;
   /** The endpoint's output encoding (render.ts) and, for `negotiate`, the client's Accept. */
   render: Render | null = null;
   accept = '';
@@ -155,6 +158,8 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
   complete = false;
   tb = 0;
   th = 0;
+  /** The request's spans (traces on), or null. */
+  trace: RequestTrace | null = null;
 
   constructor(
     readonly res: HttpResponse,
@@ -225,6 +230,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     this.prev = this.next = null;
     if (s.access !== null) this.logAccess(s.access, reason);
     if (this.rt.metrics !== null || this.rt.noopMetrics !== null) this.measure();
+    if (this.trace !== null) this.endTrace(reason);
     if (--s.inflight === 0 && s.onIdle !== null) s.onIdle();
   }
 
@@ -237,6 +243,14 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
       errors ??= [reason ?? new CanceledError()];
     }
     a.record(this.t0, status, this.ip, this.rt.config.method, this.path, this.query, errors);
+  }
+
+  /** The no-op backend's span (if its call was made), then the proxy and global spans. */
+  private endTrace(reason: Error | null): void {
+    const err = this.status === 0 ? (reason ?? new CanceledError()) : this.errors !== null && !this.complete ? this.errors[0]! : null;
+    const bt = this.rt.noop !== null ? this.out?.trace : null;
+    if (bt != null) bt.end(this.headStatus, this.headStatus > 0 ? null : err);
+    this.trace!.end(this.status === 0 ? 500 : this.status, err);
   }
 
   /** telemetry/opentelemetry: the global and proxy series, and the no-op backend's. */

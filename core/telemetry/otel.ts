@@ -16,6 +16,7 @@
  */
 import { ConfigError } from '../config/load.js';
 import type { BackendConfig, EndpointConfig, ServiceConfig } from '../config/types.js';
+import type { OtlpTraceExporter, TraceOptions } from './tracing.js';
 import { ByOutcome, ByStatus, Counter, Histogram, Outcome, SIZE_BUCKETS, TIME_BUCKETS, type HistogramSeries, type Labels, type MetricJSON } from './metrics.js';
 
 export const OTEL_NS = 'telemetry/opentelemetry';
@@ -39,6 +40,8 @@ export interface OtelConfig {
   readonly roundTrip: boolean;
   readonly staticGlobal: Labels;
   readonly staticBackend: Labels;
+  /** Traces over OTLP/HTTP (telemetry/tracing.ts), or null. */
+  readonly traces: TraceOptions | null;
   /** Warnings for what gw reads but does not do (yet). */
   readonly warnings: readonly string[];
 }
@@ -105,10 +108,29 @@ export function parseOtel(cfg: ServiceConfig, version: string): OtelConfig | nul
     const listenIp = str(e, 'listen_ip', at, str(e, 'host', at, '0.0.0.0'));
     prometheus.push({ name: str(e, 'name', at, `prometheus${i}`), port: int(e, 'port', at, 9090, 1, 65535), listenIp, processMetrics: bool(e, 'process_metrics', at) });
   });
-  const otlp = list('otlp');
-  if (otlp.length > 0) {
-    warnings.push(`${where}.exporters.otlp: OTLP export is not implemented by gw yet: ${otlp.length} exporter(s) ignored (metrics: use exporters.prometheus)`);
-  }
+  const traceExporters: OtlpTraceExporter[] = [];
+  let otlpMetrics = false;
+  list('otlp').forEach((e, i) => {
+    const at = `${where}.exporters.otlp[${i}]`;
+    const name = str(e, 'name', at, `otlp${i}`);
+    if (!bool(e, 'use_http', at)) {
+      warnings.push(`${at} (${name}): OTLP over gRPC is not implemented by gw: exporter ignored (set "use_http": true to send OTLP/HTTP, port 4318)`);
+      return;
+    }
+    let host = str(e, 'host', at, 'localhost');
+    let scheme = 'http';
+    const m = /^(https?):\/\/(.*)$/.exec(host);
+    if (m !== null) {
+      scheme = m[1]!;
+      host = m[2]!.replace(/\/+$/, '');
+    }
+    const port = int(e, 'port', at, 4318, 1, 65535);
+    if (!bool(e, 'disable_metrics', at)) otlpMetrics = true;
+    if (!bool(e, 'disable_traces', at)) traceExporters.push({ name, url: `${scheme}://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}/v1/traces` });
+  });
+  if (otlpMetrics) warnings.push(`${where}.exporters.otlp: metrics are not sent over OTLP by gw yet (traces are); use exporters.prometheus for metrics`);
+  const rate = raw.trace_sample_rate;
+  if (rate !== undefined && (typeof rate !== 'number' || rate < 0 || rate > 1)) throw new ConfigError(`${where}.trace_sample_rate: ${JSON.stringify(rate)} is not a number in 0…1`);
   const ports = new Set<number>();
   for (const p of prometheus) {
     if (ports.has(p.port)) throw new ConfigError(`${where}.exporters.prometheus: two exporters on port ${p.port}`);
@@ -124,13 +146,26 @@ export function parseOtel(cfg: ServiceConfig, version: string): OtelConfig | nul
   // Without backend.metrics, krakend-otel's defaults: the stage and the round trip are measured.
   const bm = isObj(b.metrics) ? b.metrics : null;
   const at = `${where}.layers`;
-  const traces = [g, px].some((l) => l.disable_traces !== true) || (isObj(b.traces) ? b.traces.disable_stage !== true : true);
-  if (traces && (exporters.otlp !== undefined || raw.trace_sample_rate !== undefined)) {
-    warnings.push(`${where}: traces are not exported by gw yet (metrics are)`);
-  }
+  const bt = isObj(b.traces) ? b.traces : null;
+  const serviceName = str(raw, 'service_name', where, cfg.name || 'KrakenD');
+  const serviceVersion = str(raw, 'service_version', where, version);
+  const traces: TraceOptions | null =
+    traceExporters.length > 0 && !bool(g, 'disable_traces', `${at}.global`)
+      ? {
+          serviceName,
+          serviceVersion,
+          sampleRate: typeof rate === 'number' ? rate : 1,
+          exporters: traceExporters,
+          propagate: !bool(g, 'disable_propagation', `${at}.global`),
+          proxy: !bool(px, 'disable_traces', `${at}.proxy`),
+          backend: bt === null ? true : !bool(bt, 'disable_stage', `${at}.backend.traces`) || bool(bt, 'round_trip', `${at}.backend.traces`),
+          exportEveryMs: 1000,
+        }
+      : null;
   return {
-    serviceName: str(raw, 'service_name', where, cfg.name || 'KrakenD'),
-    serviceVersion: str(raw, 'service_version', where, version),
+    serviceName,
+    serviceVersion,
+    traces,
     skipPaths: new Set((skip as string[] | undefined) ?? DEFAULT_SKIP),
     prometheus,
     global: !bool(g, 'disable_metrics', `${at}.global`),
@@ -149,7 +184,7 @@ function promName(k: string): string {
 }
 
 /** krakend-otel's route form: `{id}` → `:id`. */
-function normalise(pattern: string): string {
+export function normaliseRoute(pattern: string): string {
   return pattern.replace(/\{\{?\.?([^}]+)\}?\}/g, (_, n: string) => ':' + n.toLowerCase());
 }
 
@@ -181,7 +216,7 @@ export class BackendMetrics {
     const base = {
       ...m.config.staticBackend,
       http_request_method: b.method,
-      http_route: normalise(b.urlPattern),
+      http_route: normaliseRoute(b.urlPattern),
       krakend_endpoint_route: ep.path,
       krakend_endpoint_method: ep.method,
     };
@@ -238,7 +273,7 @@ export class EndpointMetrics {
   private readonly proxy: ByOutcome | null;
   constructor(m: RequestMetrics, ep: EndpointConfig) {
     this.route = m.config.global ? new RouteMetrics(m, ep.method, ep.path) : null;
-    this.proxy = m.config.proxy ? new ByOutcome(m.proxyDuration, { http_request_method: ep.method, http_route: normalise(ep.path) }) : null;
+    this.proxy = m.config.proxy ? new ByOutcome(m.proxyDuration, { http_request_method: ep.method, http_route: normaliseRoute(ep.path) }) : null;
   }
   /** The request answered (or left): its status, time and body size, and the proxy's outcome. */
   record(status: number, seconds: number, bytes: number, outcome: Outcome): void {

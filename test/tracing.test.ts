@@ -1,0 +1,155 @@
+// telemetry/opentelemetry traces (issue 14): spans received by an OTLP/HTTP collector started by
+// the test, with krakend-otel's global → proxy → backend links, the client's traceparent honoured,
+// and each backend seeing the traceparent of its own span. Real gw processes, real backends.
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { after, before, describe, test } from 'node:test';
+import { type Backend, type Gateway, req, sleep, startBackend, startGateway } from './helpers/gw.ts';
+
+interface Span {
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string;
+  name: string;
+  kind: number;
+  attributes: { key: string; value: Record<string, unknown> }[];
+}
+
+/** A minimal OTLP/HTTP (JSON) trace collector: it keeps every span it is sent. */
+async function startCollector(): Promise<{ port: number; spans: Span[]; posts: string[]; close(): Promise<void> }> {
+  const spans: Span[] = [];
+  const posts: string[] = [];
+  const server = http.createServer((rq, res) => {
+    let body = '';
+    rq.setEncoding('utf8');
+    rq.on('data', (c: string) => (body += c));
+    rq.on('end', () => {
+      posts.push(`${rq.method} ${rq.url} ${rq.headers['content-type']}`);
+      try {
+        const o = JSON.parse(body) as { resourceSpans: { scopeSpans: { spans: Span[] }[] }[] };
+        for (const rs of o.resourceSpans ?? []) for (const ss of rs.scopeSpans ?? []) spans.push(...(ss.spans ?? []));
+      } catch {
+        /* counted in posts; the test fails on missing spans */
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as { port: number }).port,
+    spans,
+    posts,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+const attr = (s: Span, k: string) => {
+  const a = s.attributes.find((x) => x.key === k)?.value;
+  return a === undefined ? undefined : (a.stringValue ?? a.intValue ?? a.boolValue);
+};
+
+let backend: Backend;
+let collector: Awaited<ReturnType<typeof startCollector>>;
+before(async () => {
+  backend = await startBackend((rq, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ at: rq.url }));
+  });
+  collector = await startCollector();
+});
+after(async () => {
+  await backend?.close();
+  await collector?.close();
+});
+
+describe('traces over OTLP/HTTP', () => {
+  let gw: Gateway;
+  before(async () => {
+    gw = await startGateway(
+      {
+        version: 3,
+        extra_config: {
+          router: { disable_access_log: true },
+          'telemetry/opentelemetry': {
+            service_name: 'traced-gw',
+            exporters: { otlp: [{ name: 'col', use_http: true, host: '127.0.0.1', port: collector.port, disable_metrics: true }] },
+          },
+        },
+        endpoints: [
+          {
+            endpoint: '/merge/{id}',
+            backend: [
+              { host: [backend.url], url_pattern: '/a/{id}', group: 'a' },
+              { host: [backend.url], url_pattern: '/b', group: 'b' },
+            ],
+          },
+          { endpoint: '/noop', output_encoding: 'no-op', backend: [{ host: [backend.url], url_pattern: '/n', encoding: 'no-op' }] },
+        ],
+      },
+      { args: ['--workers', '1'] },
+    );
+  });
+  after(async () => {
+    await gw?.stop();
+  });
+
+  async function spansOf(traceId: string, n: number): Promise<Span[]> {
+    const until = Date.now() + 8000;
+    for (;;) {
+      const got = collector.spans.filter((s) => s.traceId === traceId);
+      if (got.length >= n || Date.now() > until) return got;
+      await sleep(100);
+    }
+  }
+
+  test("a merge: the client's traceparent is the parent; global → proxy → one span per backend; each backend saw its span's traceparent", async () => {
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const parent = '00f067aa0ba902b7';
+    const before = backend.requests.length;
+    const r = await req(gw.port, '/merge/42', { headers: { traceparent: `00-${traceId}-${parent}-01` } });
+    assert.equal(r.status, 200);
+    const spans = await spansOf(traceId, 4);
+    assert.equal(spans.length, 4, `spans of the trace: ${JSON.stringify(spans.map((s) => s.name))}; collector posts: ${collector.posts.join(', ')}`);
+    const server = spans.find((s) => s.kind === 2)!;
+    assert.ok(server, 'a SERVER span');
+    assert.equal(server.name, '/merge/42');
+    assert.equal(server.parentSpanId, parent, "the client's span is the parent");
+    assert.equal(attr(server, 'http.response.status_code'), 200);
+    const proxy = spans.find((s) => s.kind === 1)!;
+    assert.equal(proxy.name, '/merge/:id');
+    assert.equal(proxy.parentSpanId, server.spanId);
+    const clients = spans.filter((s) => s.kind === 3).sort((a, b) => a.name.localeCompare(b.name));
+    assert.deepEqual(clients.map((s) => s.name), ['/a/{id}', '/b']);
+    for (const c of clients) assert.equal(c.parentSpanId, proxy.spanId);
+    const seen = backend.requests.slice(before).map((q) => String(q.headers.traceparent));
+    assert.deepEqual(
+      seen.sort(),
+      clients.map((c) => `00-${traceId}-${c.spanId}-01`).sort(),
+      'each backend request carries the traceparent of its own span',
+    );
+  });
+
+  test('a no-op endpoint without a client traceparent: a new trace, the backend span is its child', async () => {
+    const before = backend.requests.length;
+    const r = await req(gw.port, '/noop');
+    assert.equal(r.status, 200);
+    const tp = String(backend.requests[before]?.headers.traceparent);
+    const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(tp);
+    assert.ok(m, `traceparent at the backend: ${tp}`);
+    const spans = await spansOf(m[1]!, 3);
+    assert.equal(spans.length, 3);
+    const server = spans.find((s) => s.kind === 2)!;
+    assert.equal(server.parentSpanId ?? '', '', 'a root span');
+    const client = spans.find((s) => s.kind === 3)!;
+    assert.equal(client.spanId, m[2]);
+    assert.equal(client.name, '/n');
+    assert.equal(attr(client, 'http.response.status_code'), 200);
+  });
+
+  test('an invalid client traceparent is ignored: a new trace, never an error', async () => {
+    const before = backend.requests.length;
+    const r = await req(gw.port, '/noop', { headers: { traceparent: '00-zz-not-a-trace-01' } });
+    assert.equal(r.status, 200);
+    assert.match(String(backend.requests[before]?.headers.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+  });
+});
