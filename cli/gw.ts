@@ -105,9 +105,11 @@ async function run(flags: RunFlags): Promise<void> {
   // The supervisor serves the metrics exporters: it sums the workers' snapshots on each scrape.
   const exporters = (otel?.prometheus ?? []).map((p) => new PrometheusServer(p, otel!, () => supervisor.collectMetrics(), logger));
   try {
-    await supervisor.start();
+    // Before any worker serves: a taken exporter port stops the start with nothing to undo.
     for (const e of exporters) await e.listen();
+    await supervisor.start();
   } catch (err) {
+    for (const e of exporters) void e.close();
     const e = err as StartupError;
     console.error(`${e.config ? 'ERROR parsing the configuration file' : 'ERROR starting the gateway'}: ${e.message}`);
     process.exit(e.config ? 255 : 1);

@@ -104,6 +104,13 @@ describe('access log and basic log lines (no telemetry/logging), two workers', (
     await waitFor(gw, /^\[GIN\] .*\| 500 \|.*"\/slow"\nError #01: /m);
   });
 
+  test('a very long target is cut in its line (a line always fits one atomic write)', async () => {
+    const long = '/nowhere/' + 'a'.repeat(6000);
+    assert.equal((await req(gw.port, long)).status, 404);
+    const line = await waitFor(gw, /^\[GIN\] .*\| 404 \|.*"\/nowhere\/a+…\(cut\)"$/m);
+    assert.ok(Buffer.byteLength(line) < 4096, `${Buffer.byteLength(line)} bytes`);
+  });
+
   test('/__health is logged unless skipped', async () => {
     assert.equal((await req(gw.port, '/__health')).status, 200);
     await waitFor(gw, GIN(200, 'GET', '/__health'));

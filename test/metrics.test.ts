@@ -4,6 +4,7 @@
 // backends, a real scrape over HTTP.
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import { createRequire } from 'node:module';
 import { after, before, describe, test } from 'node:test';
 import { type Backend, freePort, type Gateway, runCli, sleep, startBackend, startGateway, writeConfig } from './helpers/gw.ts';
@@ -191,6 +192,21 @@ describe('Prometheus exporter, two workers', () => {
     assert.equal(await hit(gw.port, '/__health'), 200);
     const fams = parse((await scrape(promPort)).text);
     assert.equal(count(family(fams, 'http_server_duration_count'), { http_route: '/__health' }), 0);
+  });
+
+  test('methods a client makes up do not grow the series: they are counted as _OTHER', async () => {
+    for (let i = 0; i < 40; i++) {
+      await new Promise<void>((resolve) => {
+        const sock = net.connect(gw.port, '127.0.0.1', () => sock.end(`MADEUP${i} /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`));
+        sock.on('data', () => {});
+        sock.on('close', () => resolve());
+        sock.on('error', () => resolve());
+      });
+    }
+    const fams = parse((await scrape(promPort)).text);
+    const methods = new Set(family(fams, 'http_server_duration_count').metrics.filter((m) => /^\d{3} /.test(m.labels?.http_route ?? '')).map((m) => m.labels!.http_request_method));
+    assert.ok(!([...methods].some((m) => m?.startsWith('MADEUP'))), `methods: ${[...methods].join(', ')}`);
+    assert.ok(methods.size <= 3, `methods: ${[...methods].join(', ')}`);
   });
 
   test('only GET /metrics: other paths 404, other methods 405', async () => {

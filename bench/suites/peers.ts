@@ -17,7 +17,9 @@
  *    peers turn it off with `router.disable_access_log`, as nginx runs with `access_log off`):
  *    one gin line per request to a stdout pipe read by the bench;
  *  - gw-otel: a fourth gw with telemetry/opentelemetry metrics on (a Prometheus exporter; every
- *    layer: global, proxy, backend stage and round trip; not scraped during the window).
+ *    layer: global, proxy, backend stage and round trip; not scraped during the window);
+ *  - gw-trace: a fifth gw with traces on (every request sampled: global, proxy and backend spans
+ *    exported over OTLP/HTTP to a collector in this process that reads and drops them).
  *
  * Each row: wrk -t1 -c<connections> for a warm-up, then for the measured window with --latency.
  * wrk and the origin are pinned to one CPU and the proxy (its whole process tree) to another with
@@ -48,10 +50,10 @@ export interface PeersOptions {
   signal: AbortSignal;
 }
 
-export type PeerName = 'nginx' | 'proto' | 'gw' | 'gw-srv' | 'gw-log' | 'gw-otel';
+export type PeerName = 'nginx' | 'proto' | 'gw' | 'gw-srv' | 'gw-log' | 'gw-otel' | 'gw-trace';
 
 /** The gw peers: the same config, plus a delegating server plugin (srv) or the access log (log). */
-type GwVariant = 'plain' | 'srv' | 'log' | 'otel';
+type GwVariant = 'plain' | 'srv' | 'log' | 'otel' | 'trace';
 
 export interface PeerRun {
   repeat: number;
@@ -192,6 +194,7 @@ const ALL_ROWS: RowSpec[] = [
   { peer: 'gw-srv', path: '/json', name: 'gw-srv /json', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
   { peer: 'gw-log', path: '/json', name: 'gw-log /json', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
   { peer: 'gw-otel', path: '/json', name: 'gw-otel /json', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
+  { peer: 'gw-trace', path: '/json', name: 'gw-trace /json', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
   { peer: 'gw', path: '/dec', name: 'gw /dec', nginxVs: 'nginx /json', protoVs: null, check: decoded(false) },
   { peer: 'gw', path: '/dec-mod', name: 'gw /dec-mod', nginxVs: 'nginx /json', protoVs: null, check: decoded(true) },
   { peer: 'gw', path: '/json-limited', name: 'gw /json-limited', nginxVs: 'nginx /json', protoVs: 'proto /json', check: size(1024) },
@@ -321,7 +324,7 @@ http {
 }
 
 /** gw's config for one variant (see GwVariant). */
-function gwConfig(port: number, origin: string, pluginDir: string, variant: GwVariant, redisPort = 0, promPort = 0): Record<string, unknown> {
+function gwConfig(port: number, origin: string, pluginDir: string, variant: GwVariant, redisPort = 0, promPort = 0, otlpPort = 0): Record<string, unknown> {
   // Never reached under the bench's load (~20 k req/s): the rows measure the check, not refusals.
   const limit = { max_rate: 1_000_000, client_max_rate: 50_000, strategy: 'ip' };
   return {
@@ -337,6 +340,9 @@ function gwConfig(port: number, origin: string, pluginDir: string, variant: GwVa
       'telemetry/logging': { level: 'ERROR' },
       router: { disable_access_log: variant !== 'log' },
       ...(variant === 'otel' ? { 'telemetry/opentelemetry': { exporters: { prometheus: [{ name: 'bench', port: promPort, listen_ip: HOST }] } } } : {}),
+      ...(variant === 'trace'
+        ? { 'telemetry/opentelemetry': { exporters: { otlp: [{ name: 'bench', use_http: true, host: HOST, port: otlpPort, disable_metrics: true }] } } }
+        : {}),
       ...(variant === 'srv' ? { 'plugin/http-server': { name: ['bench-server-delegate'] } } : {}),
       ...(redisPort > 0 ? { redis: { connection_pools: [{ name: 'bench', address: `${HOST}:${redisPort}` }] } } : {}),
     },
@@ -451,6 +457,7 @@ function httpGet(port: number, p: string): Promise<{ status: number; body: Buffe
 export class Peers {
   private tmp: string | null = null;
   private children: Child[] = [];
+  private collector: http.Server | null = null;
 
   constructor(private readonly opts: PeersOptions) {}
 
@@ -459,6 +466,11 @@ export class Peers {
     const cs = this.children.reverse();
     this.children = [];
     for (const c of cs) await c.stop();
+    if (this.collector !== null) {
+      this.collector.closeAllConnections();
+      this.collector.close();
+      this.collector = null;
+    }
     if (this.tmp !== null) {
       fs.rmSync(this.tmp, { recursive: true, force: true });
       this.tmp = null;
@@ -553,11 +565,19 @@ export class Peers {
     fs.writeFileSync(path.join(pluginDir, 'bench-delegate.mjs'), DELEGATE_PLUGIN);
     fs.writeFileSync(path.join(pluginDir, 'bench-server-delegate.mjs'), SERVER_DELEGATE_PLUGIN);
     fs.writeFileSync(path.join(pluginDir, 'bench-modifiers.mjs'), MODIFIERS_PLUGIN);
+    // The OTLP collector of gw-trace: reads each export and drops it.
+    const collector = http.createServer((rq, res) => {
+      rq.resume();
+      rq.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+    });
+    await new Promise<void>((r) => collector.listen(0, HOST, r));
+    this.collector = collector;
+    const otlpPort = (collector.address() as { port: number }).port;
     const startGw = async (name: string, variant: GwVariant) => {
       const port = await freePort();
       const cfgFile = path.join(tmp, `${name}-peers.json`);
       const promPort = variant === 'otel' ? await freePort() : 0;
-      fs.writeFileSync(cfgFile, JSON.stringify(gwConfig(port, originUrl, pluginDir, variant, redisPort, promPort), null, 2));
+      fs.writeFileSync(cfgFile, JSON.stringify(gwConfig(port, originUrl, pluginDir, variant, redisPort, promPort, otlpPort), null, 2));
       const started = await startChild(name, {
         ...pin('proxy', process.execPath, [gwBin, 'run', '-c', cfgFile, '--workers', '1', '--log-level', 'ERROR']),
         cwd: root,
@@ -574,6 +594,8 @@ export class Peers {
     const gwLog = await startGw('gw-log', 'log');
     log('  starting gw-otel (the same config with OpenTelemetry metrics and a Prometheus exporter)');
     const gwOtel = await startGw('gw-otel', 'otel');
+    log('  starting gw-trace (the same config with OTLP traces, every request sampled)');
+    const gwTrace = await startGw('gw-trace', 'trace');
 
     const peers: Record<PeerName, { child: Child; port: number }> = {
       nginx: { child: ng.child, port: nginxPort },
@@ -582,6 +604,7 @@ export class Peers {
       'gw-srv': gwSrv,
       'gw-log': gwLog,
       'gw-otel': gwOtel,
+      'gw-trace': gwTrace,
     };
 
     // Pre-flight: every row answers what it should.

@@ -105,7 +105,10 @@ export function buildBackendPipe(
       const bt = t.backend(b.urlPattern, method, out.url);
       if (bt !== null) {
         out.trace = bt;
-        for (const k in bt.headers) out.headers[k] = bt.headers[k]!;
+        // gw's span replaces whatever trace context the client sent through input_headers.
+        const h = out.headers;
+        for (const k in h) if (k.toLowerCase() === 'traceparent' || k.toLowerCase() === 'tracestate') delete h[k];
+        for (const k in bt.headers) h[k === 'traceparent' ? 'Traceparent' : 'Tracestate'] = bt.headers[k]!;
       }
     }
     return out;
@@ -161,8 +164,9 @@ export function buildBackendPipe(
     proxy = toProxy(buildOutbound, call, lua);
     // The guards see the whole backend proxy, status errors included (KrakenD: circuit breaker →
     // proxy rate limit → Lua → CEL → HTTP proxy), each of concurrent_calls' calls on its own.
-    if (guards.length > 0) proxy = guardCall(guards, proxy);
+    // Measured inside the guards: a call a breaker or a limit refused was never started.
     if (metrics !== null) proxy = meteredProxy(proxy, metrics);
+    if (guards.length > 0) proxy = guardCall(guards, proxy);
   }
   if (proxy !== null && endpoint.concurrentCalls > 1) proxy = composeConcurrent(proxy, endpoint.concurrentCalls, endpoint.timeoutMs);
 

@@ -169,15 +169,19 @@ export class OutboundRequest implements BackendRequest {
   /** The same call (scope, parameters) with another method, URL, headers or body. */
   with(method: string, url: string, headers: Headers, body: BackendRequest['body']): OutboundRequest {
     const u = new URL(url);
-    return new OutboundRequest(method, u.origin, u.pathname + u.search, url, headers, body, this.scope, this.paramValues, this.paramNames);
+    const r = new OutboundRequest(method, u.origin, u.pathname + u.search, url, headers, body, this.scope, this.paramValues, this.paramNames);
+    r.trace = this.trace;
+    return r;
   }
 
   /** A copy whose origin/path follow the (changed) `url`. */
   rebased(): OutboundRequest {
     const u = new URL(this.url);
-    return new OutboundRequest(
+    const r = new OutboundRequest(
       this.method, u.origin, u.pathname + u.search, this.url, this.headers, this.body, this.scope, this.paramValues, this.paramNames,
     );
+    r.trace = this.trace;
+    return r;
   }
 
   get params(): Readonly<Record<string, string>> {

@@ -15,7 +15,6 @@ import { ProxyRequest } from '../proxy/types.js';
 import { clientIp, compileCapture } from './capture.js';
 import { framingProblem, headerBytes, refuse as refuseEarly, rejectFraming } from './edge.js';
 import { accessStart, type AccessLog } from '../telemetry/access.js';
-import { Outcome } from '../telemetry/metrics.js';
 import { normaliseRoute, type EndpointMetrics } from '../telemetry/otel.js';
 import type { Cors } from './cors.js';
 import { DeadlineQueue } from './deadlines.js';
@@ -51,7 +50,7 @@ function refuse(
   const ip = access === null ? '' : clientIp(res);
   refuseEarly(res, status, message, close, cors, req, method);
   if (access !== null) access.record(t0, status, ip, method, url, query, null);
-  if (metrics !== null) metrics.record(status, (accessStart() - t0) / 1000, Buffer.byteLength(message), Outcome.Error);
+  if (metrics !== null) metrics.record(status, (accessStart() - t0) / 1000, Buffer.byteLength(message), null);
 }
 
 export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (res: HttpResponse, req: HttpRequest) => void {
@@ -76,7 +75,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
   const access = server.access;
   // The access log and the metrics both need the arrival time.
   const timed = access !== null || rt.metrics !== null || rt.noopMetrics !== null;
-  const tracing = server.tracing;
+  const tracing = server.tracing !== null && !server.tracing.skips(ep.path) ? server.tracing : null;
   const traceRoute = normaliseRoute(ep.path);
 
   return (res, req) => {
@@ -94,6 +93,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
       const problem = framingProblem(req, cl, te);
       if (problem !== null) {
         if (access !== null) access.record(t0, 400, clientIp(res), method, url, query, null);
+        rt.metrics?.record(400, (accessStart() - t0) / 1000, 0, null);
         return rejectFraming(res, problem, ep.path, server.logger);
       }
       if (bodyLimit > 0 && cl !== '' && Number(cl) > bodyLimit) {

@@ -160,6 +160,8 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
   th = 0;
   /** The request's spans (traces on), or null. */
   trace: RequestTrace | null = null;
+  /** A guard refused it (auth, rate limit): the proxy never ran. */
+  refused = false;
 
   constructor(
     readonly res: HttpResponse,
@@ -260,7 +262,9 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     const answered = this.status !== 0;
     const m = this.rt.metrics;
     if (m !== null) {
-      const outcome = !answered ? Outcome.Canceled : this.errors !== null && !this.complete ? Outcome.Error : this.complete ? Outcome.Complete : Outcome.Incomplete;
+      const outcome = this.refused
+        ? null
+        : !answered ? Outcome.Canceled : this.errors !== null && !this.complete ? Outcome.Error : this.complete ? Outcome.Complete : Outcome.Incomplete;
       // A streamed answer of unknown length: what went out.
       const bytes = this.bytes >= 0 ? this.bytes : (this.sink?.sent ?? 0);
       m.record(answered ? this.status : 500, seconds, bytes, outcome);
@@ -268,7 +272,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     const bm = this.rt.noopMetrics;
     if (bm !== null && this.tb > 0) {
       const head = this.headStatus;
-      const outcome = head > 0 ? Outcome.Complete : this.aborted ? Outcome.Canceled : Outcome.Error;
+      const outcome = head > 0 && this.complete ? Outcome.Complete : head === 0 && this.aborted ? Outcome.Canceled : Outcome.Error;
       bm.record(outcome, ((head > 0 ? this.th : now) - this.tb) / 1000, head, head > 0 ? this.bytes : -1, this.reason instanceof DeadlineError);
     }
   }
@@ -329,10 +333,8 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     const res = this.res;
     const cors = this.server.cors;
     this.status = 200;
-    if (this.rt.metrics !== null) {
-      this.complete = complete;
-      this.bytes = typeof body === 'string' ? Buffer.byteLength(body) : (body as Uint8Array).length;
-    }
+    this.complete = complete;
+    if (this.rt.metrics !== null) this.bytes = typeof body === 'string' ? Buffer.byteLength(body) : (body as Uint8Array).length;
     res.cork(() => {
       this.releaseBody();
       res.writeStatus('200 OK');
@@ -380,6 +382,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     const res = this.res;
     const cors = this.server.cors;
     this.status = status;
+    this.complete = false;
     if (this.rt.metrics !== null) this.bytes = Buffer.byteLength(body);
     res.cork(() => {
       this.releaseBody();
@@ -405,6 +408,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     const res = this.res;
     const cors = this.server.cors;
     this.status = status;
+    this.refused = true;
     res.cork(() => {
       this.releaseBody();
       res.writeStatus(statusLine(status));
@@ -451,6 +455,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
 
   /** Headers are out (or half written): closing the connection is the only honest signal. */
   private cut(err: Error): void {
+    this.complete = false;
     this.settle(err);
     if (!this.aborted) {
       try {
@@ -523,9 +528,9 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     const noBody = status === 204 || status === 304 || (status >= 100 && status < 200) || this.out?.method === 'HEAD';
     this.headStatus = status;
     this.status = status;
+    this.complete = true;
     if (this.tb > 0 || this.rt.metrics !== null) {
       this.th = performance.now();
-      this.complete = true;
       this.bytes = total;
     }
     this.headHeaders = headers;
@@ -639,6 +644,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
       this.server.logger.error(`[ENDPOINT: ${this.rt.config.path}]${b ? `[BACKEND: ${b}]` : ''} ${this.out?.method} "${this.out?.url}": response body failed after the headers were sent: ${err.message}`);
       // The access line says the answer was cut.
       this.errors = [err];
+      this.complete = false;
     }
     this.settle(err);
   }

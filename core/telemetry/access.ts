@@ -129,6 +129,8 @@ export class AccessLog {
   private writing = false;
   private dropped = 0;
   private broken = false;
+  private inflight: Buffer | null = null;
+  private nextScheduled = false;
 
   constructor(
     skipPaths: readonly string[],
@@ -149,13 +151,14 @@ export class AccessLog {
    */
   record(start: number, status: number, ip: string, method: string, path: string, query: string, errors: readonly Error[] | null): void {
     if (this.skip.has(path)) return;
-    const now = performance.now();
-    const ns = Math.round((now - start) * 1e6);
-    const nowMs = ORIGIN + now;
-    const full = query === '' ? path : path + '?' + query;
+    const ns = Math.round((performance.now() - start) * 1e6);
+    const nowMs = Date.now();
+    let full = query === '' ? path : path + '?' + query;
+    // A line must fit a batch, and a batch PIPE_BUF: a very long target is cut (and says so).
+    if (full.length > MAX_TARGET) full = full.slice(0, MAX_TARGET) + '…(cut)';
     let line: string;
     if (this.json) {
-      line = `{"@timestamp":"${new Date(nowMs).toISOString()}","type":"access","status":${status},"latency_ns":${ns},"latency":"${goDuration(ns)}","client_ip":${JSON.stringify(ip)},"method":"${method}","path":${JSON.stringify(full)}${errors === null ? '' : `,"errors":${JSON.stringify(errors.map(describe))}`}}\n`;
+      line = `{"@timestamp":"${new Date(nowMs).toISOString()}","type":"access","status":${status},"latency_ns":${ns},"latency":"${goDuration(ns)}","client_ip":${JSON.stringify(ip)},"method":${METHODS[method] !== undefined ? `"${method}"` : JSON.stringify(method)},"path":${JSON.stringify(full)}${errors === null ? '' : `,"errors":${JSON.stringify(errors.slice(0, 5).map(describe))}`}}\n`;
     } else {
       const sec = (nowMs / 1000) | 0;
       if (sec !== this.sec) {
@@ -185,40 +188,38 @@ export class AccessLog {
 
   /** Closes the pending batch and hands it to the writer (or drops it when too much waits). */
   private cut(): void {
-    const batch = Buffer.from(this.pending, 'utf8');
+    const all = Buffer.from(this.pending, 'utf8');
     this.pending = '';
     this.pendingLen = 0;
-    if (this.writing) {
-      if (this.queued + batch.length > MAX_WAITING_BYTES) {
-        this.dropped += countLines(batch);
-        return;
-      }
-      this.queue.push(batch);
-      this.queued += batch.length;
-      return;
+    // Characters are not bytes: a batch with multi-byte text is split at line ends to fit PIPE_BUF.
+    for (const batch of all.length <= BATCH_BYTES ? [all] : splitLines(all)) {
+      if (this.writing) {
+        if (this.queued + batch.length > MAX_WAITING_BYTES) {
+          this.dropped += countLines(batch);
+          continue;
+        }
+        this.queue.push(batch);
+        this.queued += batch.length;
+      } else this.send(batch);
     }
-    this.send(batch);
   }
 
   private send(batch: Buffer): void {
     this.writing = true;
-    this.sink.write(batch, this.onWritten);
+    this.inflight = batch;
+    let called = false;
+    this.sink.write(batch, (err) => {
+      // A sink reports once per batch, however its failure surfaces (callback and 'error').
+      if (called) return;
+      called = true;
+      this.onWritten(err);
+    });
   }
 
-
-  private readonly onWritten = (err: Error | null): void => {
-    this.writing = false;
-    if (err !== null && !this.broken) {
-      // stdout closed (EPIPE) or failing: lines are lost, requests are not.
-      this.broken = true;
-      this.logger.warn(`[SERVICE: Gin] access log: writing to stdout failed (${err.message}); access lines are dropped until it works again`);
-    } else if (err === null) {
-      this.broken = false;
-      if (this.dropped > 0) {
-        this.logger.warn(`[SERVICE: Gin] access log: stdout did not drain; ${this.dropped} line(s) dropped`);
-        this.dropped = 0;
-      }
-    }
+  /** The next queued batch, on the next turn: a sink that completes synchronously never recurses. */
+  private readonly next = (): void => {
+    this.nextScheduled = false;
+    if (this.writing) return;
     const next = this.queue.shift();
     if (next !== undefined) {
       this.queued -= next.length;
@@ -226,23 +227,77 @@ export class AccessLog {
     }
   };
 
-  /** At exit: whatever is pending or queued, written synchronously. */
-  flushSync(): void {
-    try {
-      for (const b of this.queue) fs.writeSync(1, b);
-      if (this.pendingLen > 0) fs.writeSync(1, this.pending);
-    } catch {
-      /* stdout gone */
+
+  private onWritten(err: Error | null): void {
+    this.writing = false;
+    const batch = this.inflight;
+    this.inflight = null;
+    if (err !== null) {
+      // stdout closed (EPIPE) or failing: lines are lost (and counted), requests are not.
+      if (batch !== null) this.dropped += countLines(batch);
+      if (!this.broken) {
+        this.broken = true;
+        this.logger.warn(`[SERVICE: Gin] access log: writing to stdout failed (${err.message}); access lines are dropped until it works again`);
+      }
+    } else {
+      this.broken = false;
+      if (this.dropped > 0) {
+        this.logger.warn(`[SERVICE: Gin] access log: stdout did not drain; ${this.dropped} line(s) dropped`);
+        this.dropped = 0;
+      }
     }
+    if (this.queue.length > 0 && !this.nextScheduled) {
+      this.nextScheduled = true;
+      setImmediate(this.next);
+    }
+  }
+
+  /**
+   * At exit: the batch being written (a retry pending, or still in a stream's queue), the queued
+   * ones and the pending lines, in order, synchronously; a full stdout is waited for up to 1 s.
+   */
+  flushSync(): void {
+    const parts = [...(this.inflight !== null ? [this.inflight] : []), ...this.queue];
+    if (this.pendingLen > 0) parts.push(Buffer.from(this.pending, 'utf8'));
     this.queue.length = 0;
+    this.inflight = null;
     this.pending = '';
     this.pendingLen = 0;
+    const until = Date.now() + 1000;
+    for (let b of parts) {
+      while (b.length > 0) {
+        try {
+          b = b.subarray(fs.writeSync(1, b));
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || Date.now() > until) return;
+          Atomics.wait(SLEEP, 0, 0, 5);
+        }
+      }
+    }
   }
 }
 
 const SPACES = ' '.repeat(16);
-/** Wall-clock ms = ORIGIN + performance.now(): one clock read per line. */
-const ORIGIN = performance.timeOrigin;
+/** Longest request target written (characters): with the rest of a line, ≤ 4 KiB even in 3-byte UTF-8. */
+const MAX_TARGET = 1000;
+/** Error text per `Error #NN` line, for the same reason. */
+const MAX_ERROR = 200;
+
+const SLEEP = new Int32Array(new SharedArrayBuffer(4));
+
+/** A batch over PIPE_BUF cut at line ends into pieces that fit (every line fits: MAX_TARGET). */
+function splitLines(b: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  let start = 0;
+  while (b.length - start > BATCH_BYTES) {
+    const cut = b.lastIndexOf(10, start + BATCH_BYTES - 1);
+    const end = cut < start ? start + BATCH_BYTES : cut + 1;
+    out.push(b.subarray(start, end));
+    start = end;
+  }
+  if (start < b.length) out.push(b.subarray(start));
+  return out;
+}
 
 function countLines(b: Buffer): number {
   let n = 0;
@@ -250,12 +305,17 @@ function countLines(b: Buffer): number {
   return n;
 }
 
-const describe = (e: Error): string => (e as { detail?: string }).detail ?? e.message;
+const describe = (e: Error): string => {
+  const t = (e as { detail?: string }).detail ?? e.message;
+  return t.length > MAX_ERROR ? t.slice(0, MAX_ERROR) + '…' : t;
+};
 
 /** gin's `Error #01: …` lines, one per error. */
 function errorLines(errors: readonly Error[]): string {
   let s = '';
-  for (let i = 0; i < errors.length; i++) s += `Error #${i < 9 ? '0' : ''}${i + 1}: ${describe(errors[i]!)}\n`;
+  const n = Math.min(errors.length, 5);
+  for (let i = 0; i < n; i++) s += `Error #0${i + 1}: ${describe(errors[i]!).replace(/[\r\n]+/g, ' ')}\n`;
+  if (errors.length > n) s += `Error #0${n + 1}: … and ${errors.length - n} more\n`;
   return s;
 }
 

@@ -26,6 +26,8 @@ export type Collect = () => Promise<MetricJSON[][]>;
 /** One `exporters.prometheus` entry: `GET /metrics` on its own port. */
 export class PrometheusServer {
   private readonly server: http.Server;
+  /** The scrape being collected: concurrent scrapes share it (one snapshot per worker at a time). */
+  private rendering: Promise<string> | null = null;
 
   constructor(
     private readonly exp: PrometheusExporter,
@@ -42,9 +44,14 @@ export class PrometheusServer {
 
   listen(): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
+      let listening = false;
+      // Kept for the server's life: an accept error later (EMFILE) is logged, never thrown at the supervisor.
+      this.server.on('error', (err) => {
+        if (!listening) reject(new Error(`Prometheus exporter '${this.exp.name}' on ${this.exp.listenIp}:${this.exp.port}: ${err.message}`));
+        else this.logger.error(`[SERVICE: OpenTelemetry] Prometheus exporter '${this.exp.name}': ${err.message}`);
+      });
       this.server.listen(this.exp.port, this.exp.listenIp, () => {
-        this.server.off('error', reject);
+        listening = true;
         const port = (this.server.address() as { port: number }).port;
         this.logger.info(`[SERVICE: OpenTelemetry] Prometheus exporter '${this.exp.name}' serving /metrics on ${this.exp.listenIp}:${port}`);
         resolve(port);
@@ -70,7 +77,8 @@ export class PrometheusServer {
       return;
     }
     try {
-      const text = await this.render();
+      this.rendering ??= this.render().finally(() => (this.rendering = null));
+      const text = await this.rendering;
       res.writeHead(200, { 'content-type': AggregatorRegistry.PROMETHEUS_CONTENT_TYPE });
       res.end(req.method === 'HEAD' ? undefined : text);
     } catch (err) {

@@ -157,6 +157,7 @@ export function parseOtel(cfg: ServiceConfig, version: string): OtelConfig | nul
           sampleRate: typeof rate === 'number' ? rate : 1,
           exporters: traceExporters,
           propagate: !bool(g, 'disable_propagation', `${at}.global`),
+          skipPaths: new Set((skip as string[] | undefined) ?? DEFAULT_SKIP),
           proxy: !bool(px, 'disable_traces', `${at}.proxy`),
           backend: bt === null ? true : !bool(bt, 'disable_stage', `${at}.backend.traces`) || bool(bt, 'round_trip', `${at}.backend.traces`),
           exportEveryMs: 1000,
@@ -177,6 +178,8 @@ export function parseOtel(cfg: ServiceConfig, version: string): OtelConfig | nul
     warnings,
   };
 }
+
+const KNOWN_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'TRACE']);
 
 /** An attribute key as Prometheus writes it (`http.route` → `http_route`). */
 function promName(k: string): string {
@@ -275,10 +278,11 @@ export class EndpointMetrics {
     this.route = m.config.global ? new RouteMetrics(m, ep.method, ep.path) : null;
     this.proxy = m.config.proxy ? new ByOutcome(m.proxyDuration, { http_request_method: ep.method, http_route: normaliseRoute(ep.path) }) : null;
   }
-  /** The request answered (or left): its status, time and body size, and the proxy's outcome. */
-  record(status: number, seconds: number, bytes: number, outcome: Outcome): void {
+  /** The request answered (or left): its status, time and body size, and the proxy's outcome
+   *  (null: refused before the proxy ran — an edge check, a guard). */
+  record(status: number, seconds: number, bytes: number, outcome: Outcome | null): void {
     this.route?.record(status, seconds, bytes);
-    this.proxy?.observe(outcome, seconds);
+    if (outcome !== null) this.proxy?.observe(outcome, seconds);
   }
 }
 
@@ -317,10 +321,14 @@ export class RequestMetrics {
   /** A request no endpoint matched: krakend-otel's route is the status text (`404 Not Found`). */
   unmatchedRoute(status: number, text: string, method: string): RouteMetrics | null {
     if (!this.config.global) return null;
-    const key = `${status} ${method}`;
+    // The method and status come from the client: series are bounded by naming the rest `_OTHER`
+    // (OpenTelemetry's convention) and keeping the router's own statuses only.
+    const m = KNOWN_METHODS.has(method) ? method : '_OTHER';
+    const key = `${status} ${m}`;
     let r = this.unmatched.get(key);
     if (r === undefined) {
-      r = new RouteMetrics(this, method, text);
+      if (this.unmatched.size >= 64) return null;
+      r = new RouteMetrics(this, m, text);
       this.unmatched.set(key, r);
     }
     return r;

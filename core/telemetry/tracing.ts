@@ -29,6 +29,8 @@ export interface TraceOptions {
   readonly exporters: readonly OtlpTraceExporter[];
   /** The client's traceparent is honoured (layers.global.disable_propagation false). */
   readonly propagate: boolean;
+  /** Endpoint paths whose requests are not traced (skip_paths). */
+  readonly skipPaths: ReadonlySet<string>;
   readonly proxy: boolean;
   readonly backend: boolean;
   /** How often spans are sent (ms). */
@@ -125,6 +127,10 @@ export class Tracing {
       ? this.tracer.startSpan(route, { kind: SpanKind.INTERNAL, attributes: { 'http.request.method': method, 'http.route': route, 'krakend.stage': 'proxy' } }, trace.setSpan(ROOT_CONTEXT, server))
       : null;
     return new RequestTrace(this, server, proxy);
+  }
+
+  skips(path: string): boolean {
+    return this.opts.skipPaths.has(path);
   }
 
   /** Sends what is queued and stops (shutdown). */
