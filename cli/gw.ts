@@ -13,6 +13,7 @@ import type { ServiceConfig } from '../core/config/types.js';
 import { createLogger, loggerFor, type Logger } from '../core/log.js';
 import { parseOtel, type OtelConfig } from '../core/telemetry/otel.js';
 import { PrometheusServer } from '../core/telemetry/export.js';
+import { parseStats, StatsServer, type StatsConfig } from '../core/telemetry/stats.js';
 import { GW_VERSION, KRAKEND_COMPAT_VERSION } from '../core/version.js';
 import { addPluginCommand } from './plugin-init.js';
 import { addTestPluginCommand } from './test-plugin.js';
@@ -53,12 +54,14 @@ async function run(flags: RunFlags): Promise<void> {
   let cfg: ServiceConfig;
   let rawConfig: string;
   let otel: OtelConfig | null;
+  let stats: StatsConfig | null;
   try {
     const raw = readConfigFile(flags.config);
     // Kept as read: every worker, replacements included, runs this config even if the file changes.
     rawConfig = JSON.stringify(raw);
     cfg = normaliseConfig(raw, flags.config);
     otel = parseOtel(cfg, GW_VERSION);
+    stats = parseStats(cfg);
   } catch (err) {
     console.error(`ERROR parsing the configuration file: ${(err as Error).message}`);
     process.exitCode = 255;
@@ -103,7 +106,8 @@ async function run(flags: RunFlags): Promise<void> {
   process.on('SIGTERM', stop);
   process.on('SIGHUP', () => logger.warn('Signal intercepted: hangup; reloading is not supported yet, still serving'));
   // The supervisor serves the metrics exporters: it sums the workers' snapshots on each scrape.
-  const exporters = (otel?.prometheus ?? []).map((p) => new PrometheusServer(p, otel!, () => supervisor.collectMetrics(), logger));
+  const exporters: { listen(): Promise<number>; close(): Promise<void> }[] = (otel?.prometheus ?? []).map((p) => new PrometheusServer(p, otel!, () => supervisor.collectMetrics(), logger));
+  if (stats !== null) exporters.push(new StatsServer(stats, () => supervisor.collectStats(), logger));
   try {
     // Before any worker serves: a taken exporter port stops the start with nothing to undo.
     for (const e of exporters) await e.listen();

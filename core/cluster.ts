@@ -19,6 +19,7 @@ import { lockPort, probePort, type PortLock } from './port.js';
 import { CRASH_EXIT_CODE, type FromWorker, type ToWorker, type WorkerInit } from './ipc.js';
 import { BucketAuthority } from './qos/limiter.js';
 import type { MetricJSON } from './telemetry/metrics.js';
+import type { WorkerStats } from './telemetry/stats.js';
 
 export interface SupervisorOptions {
   workers: number;
@@ -117,7 +118,7 @@ export class Supervisor {
   /** Rate-limit buckets shared by the workers: they lease tokens from it in small batches (core/qos/limiter.ts). */
   private readonly tokens = new BucketAuthority();
   /** Metrics scrapes waiting for workers' answers, by sequence number. */
-  private readonly scrapes = new Map<number, (data: unknown[] | null) => void>();
+  private readonly scrapes = new Map<number, (data: unknown) => void>();
   private scrapeSeq = 0;
   private lock: PortLock | null = null;
   private closing = false;
@@ -174,25 +175,34 @@ export class Supervisor {
    * within `timeoutMs` (busy, or dying) is left out of this scrape.
    */
   collectMetrics(timeoutMs = 2000): Promise<MetricJSON[][]> {
+    return this.collect('prom', timeoutMs) as Promise<MetricJSON[][]>;
+  }
+
+  /** Every serving worker's `/__stats` series (telemetry/stats.ts). */
+  collectStats(timeoutMs = 2000): Promise<WorkerStats[]> {
+    return this.collect('stats', timeoutMs) as Promise<WorkerStats[]>;
+  }
+
+  private collect(kind: 'prom' | 'stats', timeoutMs: number): Promise<unknown[]> {
     const live = [...this.children].filter((c) => c.connected);
     return Promise.all(
       live.map(
         (c) =>
-          new Promise<MetricJSON[] | null>((resolve) => {
+          new Promise<unknown>((resolve) => {
             const seq = ++this.scrapeSeq;
-            const done = (data: unknown[] | null) => {
+            const done = (data: unknown) => {
               clearTimeout(t);
               this.scrapes.delete(seq);
-              resolve(data as MetricJSON[] | null);
+              resolve(data);
             };
             const t = setTimeout(() => done(null), timeoutMs);
             this.scrapes.set(seq, done);
-            c.send({ type: 'metrics?', seq } satisfies ToWorker, (err: Error | null) => {
+            c.send({ type: 'metrics?', seq, kind } satisfies ToWorker, (err: Error | null) => {
               if (err) done(null);
             });
           }),
       ),
-    ).then((all) => all.filter((d): d is MetricJSON[] => d !== null));
+    ).then((all) => all.filter((d) => d !== null && d !== undefined));
   }
 
   /** Kills every worker now (a second signal, or a failed start). */

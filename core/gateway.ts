@@ -7,7 +7,8 @@ import type { ServiceConfig } from './config/types.js';
 import { AccessLog } from './telemetry/access.js';
 import { GW_VERSION } from './version.js';
 import type { MetricJSON } from './telemetry/metrics.js';
-import { parseOtel, RequestMetrics } from './telemetry/otel.js';
+import { parseOtel, RequestMetrics, statsOnlyConfig } from './telemetry/otel.js';
+import { parseStats, type WorkerStats } from './telemetry/stats.js';
 import { Tracing } from './telemetry/tracing.js';
 import { processRegistry } from './telemetry/export.js';
 import type { Logger } from './log.js';
@@ -68,6 +69,8 @@ export interface Gateway {
   describeInflight(): string[];
   /** This worker's metrics (telemetry/opentelemetry), prom-client's JSON; null when off. */
   metricsSnapshot(): Promise<MetricJSON[] | null>;
+  /** This worker's `/__stats` series (telemetry/metrics); null when off. */
+  statsSnapshot(): WorkerStats | null;
 }
 
 /**
@@ -93,9 +96,11 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   const traffic = buildTraffic(cfg, { shared: opts.limits ?? null, workers: opts.workers ?? 1 }, logger);
   const otel = parseOtel(cfg, GW_VERSION);
   for (const w of otel?.warnings ?? []) logger.warn(`[SERVICE: OpenTelemetry] ${w}`);
-  // Metrics are recorded only when something reads them (a Prometheus exporter).
-  const metrics = otel !== null && otel.prometheus.length > 0 ? new RequestMetrics(otel, cfg.tls !== null) : null;
-  const processMetrics = metrics !== null && otel!.prometheus.some((p) => p.processMetrics) ? processRegistry() : null;
+  // Metrics are recorded only when something reads them (a Prometheus exporter, /__stats).
+  const stats = parseStats(cfg);
+  const metricsConfig = otel !== null && otel.prometheus.length > 0 ? otel : stats !== null ? statsOnlyConfig(cfg, GW_VERSION) : null;
+  const metrics = metricsConfig !== null ? new RequestMetrics(metricsConfig, cfg.tls !== null) : null;
+  const processMetrics = metrics !== null && (otel?.prometheus ?? []).some((p) => p.processMetrics) ? processRegistry() : null;
   const tracing = otel?.traces != null ? new Tracing(otel.traces) : null;
   const endpoints: EndpointRuntime[] = [];
   const serviceBot = compileBotDetector(cfg.extraConfig[BOT_NS], 'extra_config');
@@ -194,8 +199,13 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     endpoints,
     plugins: registry,
     buildWarnings: traffic.warnings,
+    statsSnapshot() {
+      if (metrics === null || stats === null) return null;
+      const m = process.memoryUsage();
+      return { entries: metrics.statsSnapshot(), memory: { rss: m.rss, heapTotal: m.heapTotal, heapUsed: m.heapUsed, external: m.external } };
+    },
     async metricsSnapshot() {
-      if (metrics === null) return null;
+      if (metrics === null || otel === null || otel.prometheus.length === 0) return null;
       const own = metrics.snapshot(state.inflight);
       if (processMetrics === null) return own;
       return [...own, ...((await processMetrics.getMetricsAsJSON()) as unknown as MetricJSON[])];

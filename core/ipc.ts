@@ -33,7 +33,7 @@ export type ToWorker =
   /** Answer to `lease`: n tokens granted (0: none; a token is back in retryMs). */
   | { type: 'grant'; seq: number; n: number; retryMs: number }
   /** A metrics scrape: the worker answers `metrics` with the same seq. */
-  | { type: 'metrics?'; seq: number };
+  | { type: 'metrics?'; seq: number; kind: 'prom' | 'stats' };
 
 /** Worker → supervisor. */
 export type FromWorker =
@@ -49,8 +49,9 @@ export type FromWorker =
   | { type: 'lease'; seq: number; spec: LimitSpecMsg; key: string; want: number }
   /** Rate limits: leased tokens not spent, back to the bucket. */
   | { type: 'giveback'; spec: LimitSpecMsg; key: string; n: number }
-  /** The worker's metrics (prom-client's JSON, core/telemetry/metrics.ts), or null when off. */
-  | { type: 'metrics'; seq: number; data: unknown[] | null };
+  /** The worker's metrics (prom: prom-client's JSON, core/telemetry/metrics.ts; stats:
+   *  core/telemetry/stats.ts WorkerStats), or null when off. */
+  | { type: 'metrics'; seq: number; data: unknown };
 
 /** sysexits' EX_SOFTWARE: the worker died of a bug (see its CRITICAL log line). */
 export const CRASH_EXIT_CODE = 70;

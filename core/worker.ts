@@ -118,7 +118,7 @@ process.on('message', (m: ToWorker) => {
     limits?.granted(m.seq, m.n, m.retryMs);
   } else if (m.type === 'metrics?') {
     const seq = m.seq;
-    (gw?.metricsSnapshot() ?? Promise.resolve(null)).then(
+    (m.kind === 'stats' ? Promise.resolve(gw?.statsSnapshot() ?? null) : (gw?.metricsSnapshot() ?? Promise.resolve(null))).then(
       (data) => send({ type: 'metrics', seq, data }),
       () => send({ type: 'metrics', seq, data: null }),
     );

@@ -244,3 +244,82 @@ describe('telemetry/opentelemetry: configuration mistakes are named', () => {
     }
   });
 });
+
+describe('telemetry/metrics: /__stats summed over two workers', () => {
+  let gw: Gateway;
+  let statsPort: number;
+  before(async () => {
+    statsPort = await freePort();
+    gw = await startGateway(
+      {
+        version: 3,
+        timeout: '500ms',
+        extra_config: {
+          router: { disable_access_log: true },
+          'telemetry/metrics': { collection_time: '60s', listen_address: `127.0.0.1:${statsPort}`, backend_disabled: false },
+        },
+        endpoints: [
+          { endpoint: '/dec/{id}', backend: [{ host: [backend.url], url_pattern: '/item/{id}' }] },
+          { endpoint: '/down', backend: [{ host: [`http://127.0.0.1:${downPort}`], url_pattern: '/gone' }] },
+        ],
+      },
+      { args: ['--workers', '2'] },
+    );
+    await gw.waitWorkers(2);
+  });
+  after(async () => {
+    await gw?.stop();
+  });
+
+  function getStats(path = '/__stats'): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+    return new Promise((resolve, reject) => {
+      http
+        .get({ host: '127.0.0.1', port: statsPort, path, agent: false }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (body += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        })
+        .on('error', reject);
+    });
+  }
+
+  test("krakend-metrics' keys: per-status counts, time (ns) and size histograms, pipe and backend layers; sorted", async () => {
+    for (let i = 0; i < 12; i++) assert.equal(await hit(gw.port, `/dec/${i}`), 200);
+    for (let i = 0; i < 3; i++) assert.equal(await hit(gw.port, '/down'), 500);
+    const r = await getStats();
+    assert.equal(r.status, 200);
+    assert.match(String(r.headers['content-type']), /application\/json/);
+    const o = JSON.parse(r.body) as Record<string, number>;
+    const keys = Object.keys(o);
+    assert.deepEqual(keys, [...keys].sort(), 'keys sorted, as expvar');
+    assert.equal(o['krakend.router.response./dec/{id}.status.200.count'], 12);
+    assert.equal(o['krakend.router.response./down.status.500.count'], 3);
+    assert.equal(o['krakend.router.response./dec/{id}.time.count'], 12);
+    const t = o['krakend.router.response./dec/{id}.time.min']!;
+    assert.ok(t > 10_000 && t < 500_000_000, `a time in ns: ${t}`);
+    assert.ok(o['krakend.router.response./dec/{id}.time.50-percentile']! >= t);
+    assert.ok(o['krakend.router.response./dec/{id}.time.99-percentile']! <= o['krakend.router.response./dec/{id}.time.max']!);
+    assert.equal(o['krakend.router.response./dec/{id}.size.min'], o['krakend.router.response./dec/{id}.size.max'], 'every answer the same size');
+    assert.equal(o['krakend.proxy.requests.layer.pipe.name./dec/:id.complete.true.error.false'], 12);
+    assert.equal(o['krakend.proxy.requests.layer.pipe.name./down.complete.false.error.true'], 3);
+    assert.equal(o['krakend.proxy.requests.layer.backend.name./item/:id.complete.true.error.false'], 12);
+    assert.equal(o['krakend.proxy.latency.layer.backend.name./gone.complete.false.error.true.count'], 3);
+    assert.ok(Array.isArray(o.cmdline));
+    assert.ok((o.memstats as unknown as { Sys: number }).Sys > 40 * 1024 * 1024, 'two workers of memory');
+  });
+
+  test('/__stats/ redirects to /__stats; other paths 404', async () => {
+    const r = await getStats('/__stats/');
+    assert.equal(r.status, 301);
+    assert.equal(r.headers.location, '/__stats');
+    assert.equal((await getStats('/other')).status, 404);
+  });
+
+  test('gw check names a bad listen_address', async () => {
+    const file = writeConfig({ version: 3, extra_config: { 'telemetry/metrics': { listen_address: 'nope' } }, endpoints: [] });
+    const r = await runCli(['check', '-c', file]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.output, /telemetry\/metrics.*listen_address: "nope" is not ":port" or "host:port"/);
+  });
+});

@@ -16,6 +16,7 @@ const IMPLEMENTED: ReadonlyMap<string, readonly Level[]> = new Map<string, Level
   ['plugin/req-resp-modifier', ['endpoint', 'backend']],
   ['telemetry/logging', ['service']],
   ['telemetry/opentelemetry', ['service']],
+  ['telemetry/metrics', ['service']],
   ['gw/server', ['service']],
   ['modifier/lua-proxy', ['endpoint']],
   ['modifier/lua-backend', ['backend']],

@@ -51,6 +51,38 @@ const DEFAULT_SKIP = ['/__health', '/__debug/', '/__echo/', '/__stats/'];
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/** One histogram series as a worker reports it for `/__stats`. */
+export interface StatEntry {
+  family: string;
+  labels: Labels;
+  count: number;
+  sum: number;
+  min: number;
+  max: number;
+  sumSq: number;
+  /** Bucket counts (not cumulative), one more than `bounds`. */
+  counts: number[];
+  bounds: readonly number[];
+}
+
+/** What the request metrics record when only `telemetry/metrics` asks for them: every layer, no exporter. */
+export function statsOnlyConfig(cfg: ServiceConfig, version: string): OtelConfig {
+  return {
+    serviceName: cfg.name || 'KrakenD',
+    serviceVersion: version,
+    skipPaths: new Set(DEFAULT_SKIP),
+    prometheus: [],
+    global: true,
+    proxy: true,
+    backend: true,
+    roundTrip: false,
+    staticGlobal: {},
+    staticBackend: {},
+    traces: null,
+    warnings: [],
+  };
+}
+
 /** Parses `telemetry/opentelemetry`; null when absent. Bad values throw naming their path. */
 export function parseOtel(cfg: ServiceConfig, version: string): OtelConfig | null {
   const raw = cfg.extraConfig[OTEL_NS];
@@ -332,6 +364,18 @@ export class RequestMetrics {
       this.unmatched.set(key, r);
     }
     return r;
+  }
+
+  /** The histogram series with what `/__stats` needs (telemetry/stats.ts): min, max, sum of squares. */
+  statsSnapshot(): StatEntry[] {
+    const out: StatEntry[] = [];
+    for (const f of [this.serverDuration, this.serverSize, this.proxyDuration, this.backendDuration]) {
+      for (const s of f.all()) {
+        if (s.count === 0) continue;
+        out.push({ family: f.name, labels: s.labels, count: s.count, sum: s.sum, min: s.min, max: s.max, sumSq: s.sumSq, counts: [...s.counts], bounds: f.bounds });
+      }
+    }
+    return out;
   }
 
   /** prom-client's JSON of every family, plus the requests in flight now. */
