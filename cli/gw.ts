@@ -13,6 +13,7 @@ import type { ServiceConfig } from '../core/config/types.js';
 import { createLogger, loggerFor, type Logger } from '../core/log.js';
 import { parseOtel, type OtelConfig } from '../core/telemetry/otel.js';
 import { PrometheusServer } from '../core/telemetry/export.js';
+import { OtlpMetricsPusher } from '../core/telemetry/otlp-metrics.js';
 import { parseStats, StatsServer, type StatsConfig } from '../core/telemetry/stats.js';
 import { GW_VERSION, KRAKEND_COMPAT_VERSION } from '../core/version.js';
 import { addPluginCommand } from './plugin-init.js';
@@ -107,6 +108,7 @@ async function run(flags: RunFlags): Promise<void> {
   process.on('SIGHUP', () => logger.warn('Signal intercepted: hangup; reloading is not supported yet, still serving'));
   // The supervisor serves the metrics exporters: it sums the workers' snapshots on each scrape.
   const exporters: { listen(): Promise<number>; close(): Promise<void> }[] = (otel?.prometheus ?? []).map((p) => new PrometheusServer(p, otel!, () => supervisor.collectMetrics(), logger));
+  for (const e of otel?.otlpMetrics ?? []) exporters.push(new OtlpMetricsPusher(e, otel!, () => supervisor.collectMetrics(), logger));
   if (stats !== null) exporters.push(new StatsServer(stats, () => supervisor.collectStats(), logger));
   try {
     // Before any worker serves: a taken exporter port stops the start with nothing to undo.

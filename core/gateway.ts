@@ -98,7 +98,8 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   for (const w of otel?.warnings ?? []) logger.warn(`[SERVICE: OpenTelemetry] ${w}`);
   // Metrics are recorded only when something reads them (a Prometheus exporter, /__stats).
   const stats = parseStats(cfg);
-  const metricsConfig = otel !== null && otel.prometheus.length > 0 ? otel : stats !== null ? statsOnlyConfig(cfg, GW_VERSION) : null;
+  const exported = otel !== null && (otel.prometheus.length > 0 || otel.otlpMetrics.length > 0);
+  const metricsConfig = exported ? otel : stats !== null ? statsOnlyConfig(cfg, GW_VERSION) : null;
   const metrics = metricsConfig !== null ? new RequestMetrics(metricsConfig, cfg.tls !== null) : null;
   const processMetrics = metrics !== null && (otel?.prometheus ?? []).some((p) => p.processMetrics) ? processRegistry() : null;
   const tracing = otel?.traces != null ? new Tracing(otel.traces) : null;
@@ -205,7 +206,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       return { entries: metrics.statsSnapshot(), memory: { rss: m.rss, heapTotal: m.heapTotal, heapUsed: m.heapUsed, external: m.external } };
     },
     async metricsSnapshot() {
-      if (metrics === null || otel === null || otel.prometheus.length === 0) return null;
+      if (metrics === null || !exported) return null;
       const own = metrics.snapshot(state.inflight);
       if (processMetrics === null) return own;
       return [...own, ...((await processMetrics.getMetricsAsJSON()) as unknown as MetricJSON[])];

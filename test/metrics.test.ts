@@ -323,3 +323,75 @@ describe('telemetry/metrics: /__stats summed over two workers', () => {
     assert.match(r.output, /telemetry\/metrics.*listen_address: "nope" is not ":port" or "host:port"/);
   });
 });
+
+describe('metrics over OTLP/HTTP (summed over two workers)', () => {
+  let gw: Gateway;
+  const posts: { url: string; body: Record<string, unknown> }[] = [];
+  let collector: http.Server;
+  before(async () => {
+    collector = http.createServer((rq, res) => {
+      let body = '';
+      rq.setEncoding('utf8');
+      rq.on('data', (c: string) => (body += c));
+      rq.on('end', () => {
+        try {
+          posts.push({ url: rq.url ?? '', body: JSON.parse(body) as Record<string, unknown> });
+        } catch {
+          posts.push({ url: rq.url ?? '', body: {} });
+        }
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      });
+    });
+    await new Promise<void>((r) => collector.listen(0, '127.0.0.1', r));
+    const port = (collector.address() as { port: number }).port;
+    gw = await startGateway(
+      {
+        version: 3,
+        extra_config: {
+          router: { disable_access_log: true },
+          'telemetry/opentelemetry': {
+            service_name: 'otlp-metrics-test',
+            metric_reporting_period: 1,
+            exporters: { otlp: [{ name: 'col', use_http: true, host: `http://127.0.0.1`, port, disable_traces: true }] },
+          },
+        },
+        endpoints: [{ endpoint: '/dec/{id}', backend: [{ host: [backend.url], url_pattern: '/item/{id}' }] }],
+      },
+      { args: ['--workers', '2'] },
+    );
+    await gw.waitWorkers(2);
+  });
+  after(async () => {
+    await gw?.stop();
+    await new Promise<void>((r) => collector.close(() => r()));
+  });
+
+  test("http.server.duration arrives at /v1/metrics with krakend-otel's names, attributes and the instance's count", async () => {
+    for (let i = 0; i < 7; i++) assert.equal(await hit(gw.port, `/dec/${i}`), 200);
+    type Attr = { key: string; value: Record<string, unknown> };
+    type Point = { attributes: Attr[]; count?: number | string; sum?: number; bucketCounts?: (number | string)[]; explicitBounds?: number[] };
+    const findCount = (): number => {
+      let best = 0;
+      for (const p of posts.filter((x) => x.url === '/v1/metrics')) {
+        const rms = (p.body.resourceMetrics ?? []) as { scopeMetrics: { metrics: { name: string; histogram?: { dataPoints: Point[] } }[] }[] }[];
+        for (const rm of rms)
+          for (const sm of rm.scopeMetrics)
+            for (const m of sm.metrics) {
+              if (m.name !== 'http.server.duration') continue;
+              for (const dp of m.histogram?.dataPoints ?? []) {
+                const route = dp.attributes.find((a) => a.key === 'http.route')?.value.stringValue;
+                if (route === '/dec/{id}') best = Math.max(best, Number(dp.count));
+              }
+            }
+      }
+      return best;
+    };
+    const until = Date.now() + 6000;
+    while (findCount() < 7 && Date.now() < until) await sleep(200);
+    assert.equal(findCount(), 7, `posts: ${posts.map((p) => p.url).join(', ')}`);
+    const last = posts.filter((x) => x.url === '/v1/metrics').at(-1)!;
+    assert.match(JSON.stringify(last.body), /"service.name"/);
+    assert.match(JSON.stringify(last.body), /"io.krakend.krakend-otel"/);
+    assert.match(JSON.stringify(last.body), /"krakend.backend.duration"/);
+  });
+});

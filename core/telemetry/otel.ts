@@ -28,6 +28,13 @@ export interface PrometheusExporter {
   readonly processMetrics: boolean;
 }
 
+export interface OtlpMetricsExporter {
+  readonly name: string;
+  /** `http://host:port/v1/metrics` */
+  readonly url: string;
+  readonly everyMs: number;
+}
+
 export interface OtelConfig {
   readonly serviceName: string;
   readonly serviceVersion: string;
@@ -42,6 +49,8 @@ export interface OtelConfig {
   readonly staticBackend: Labels;
   /** Traces over OTLP/HTTP (telemetry/tracing.ts), or null. */
   readonly traces: TraceOptions | null;
+  /** Metrics over OTLP/HTTP (telemetry/otlp-metrics.ts). */
+  readonly otlpMetrics: readonly OtlpMetricsExporter[];
   /** Warnings for what gw reads but does not do (yet). */
   readonly warnings: readonly string[];
 }
@@ -79,6 +88,7 @@ export function statsOnlyConfig(cfg: ServiceConfig, version: string): OtelConfig
     staticGlobal: {},
     staticBackend: {},
     traces: null,
+    otlpMetrics: [],
     warnings: [],
   };
 }
@@ -141,7 +151,8 @@ export function parseOtel(cfg: ServiceConfig, version: string): OtelConfig | nul
     prometheus.push({ name: str(e, 'name', at, `prometheus${i}`), port: int(e, 'port', at, 9090, 1, 65535), listenIp, processMetrics: bool(e, 'process_metrics', at) });
   });
   const traceExporters: OtlpTraceExporter[] = [];
-  let otlpMetrics = false;
+  const otlpMetrics: OtlpMetricsExporter[] = [];
+  const period = int(raw, 'metric_reporting_period', where, 30, 1, 86_400);
   list('otlp').forEach((e, i) => {
     const at = `${where}.exporters.otlp[${i}]`;
     const name = str(e, 'name', at, `otlp${i}`);
@@ -157,10 +168,10 @@ export function parseOtel(cfg: ServiceConfig, version: string): OtelConfig | nul
       host = m[2]!.replace(/\/+$/, '');
     }
     const port = int(e, 'port', at, 4318, 1, 65535);
-    if (!bool(e, 'disable_metrics', at)) otlpMetrics = true;
-    if (!bool(e, 'disable_traces', at)) traceExporters.push({ name, url: `${scheme}://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}/v1/traces` });
+    const base = `${scheme}://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`;
+    if (!bool(e, 'disable_metrics', at)) otlpMetrics.push({ name, url: `${base}/v1/metrics`, everyMs: int(e, 'custom_reporting_period', at, period, 1, 86_400) * 1000 });
+    if (!bool(e, 'disable_traces', at)) traceExporters.push({ name, url: `${base}/v1/traces` });
   });
-  if (otlpMetrics) warnings.push(`${where}.exporters.otlp: metrics are not sent over OTLP by gw yet (traces are); use exporters.prometheus for metrics`);
   const rate = raw.trace_sample_rate;
   if (rate !== undefined && (typeof rate !== 'number' || rate < 0 || rate > 1)) throw new ConfigError(`${where}.trace_sample_rate: ${JSON.stringify(rate)} is not a number in 0…1`);
   const ports = new Set<number>();
@@ -199,6 +210,7 @@ export function parseOtel(cfg: ServiceConfig, version: string): OtelConfig | nul
     serviceName,
     serviceVersion,
     traces,
+    otlpMetrics,
     skipPaths: new Set((skip as string[] | undefined) ?? DEFAULT_SKIP),
     prometheus,
     global: !bool(g, 'disable_metrics', `${at}.global`),
