@@ -16,6 +16,7 @@
 import pino, { type Logger as PinoLogger } from 'pino';
 import type { LoggingOptions, LogLevel } from './config/types.js';
 import { goTimeFormat } from './telemetry/timefmt.js';
+import { SyslogSink } from './telemetry/syslog.js';
 
 export type Logger = PinoLogger<'critical'>;
 
@@ -40,8 +41,10 @@ export interface LoggerOptions {
   customFormat?: string;
   /** `telemetry/logging.stdout === false` silences stdout. */
   stdout?: boolean;
-  /** Extra sink for every line (syslog). */
+  /** Extra sink for every line. */
   extra?: LineSink | null;
+  /** Also to the local syslog (telemetry/logging `syslog`). */
+  syslog?: { tag: string; facility: string; level: string } | null;
   /** Where lines go instead of fd 1 (tests). */
   destination?: LineSink;
   /** ANSI colours (default: stdout is a terminal). */
@@ -181,6 +184,11 @@ export function createLogger(opts: LoggerOptions): Logger {
   const format = normaliseFormat(opts.format);
   const out: LineSink | null = opts.destination ?? (opts.stdout === false ? null : pino.destination({ fd: 1, sync: true }));
   const extra = opts.extra ?? null;
+  const sys = opts.syslog
+    ? new SyslogSink(opts.syslog.tag, opts.syslog.facility, opts.syslog.level, (why) => {
+        process.stderr.write(`[SERVICE: Logging] syslog: ${why}; lines go to stdout only\n`);
+      })
+    : null;
   const options: pino.LoggerOptions<'critical'> = {
     level: toPinoLevel(String(opts.level)),
     customLevels: { critical: 55 },
@@ -193,6 +201,10 @@ export function createLogger(opts: LoggerOptions): Logger {
       write(s: string) {
         out?.write(s);
         extra?.write(s);
+        if (sys !== null) {
+          const o = JSON.parse(s) as { level: string; msg?: string };
+          sys.message(o.level, o.msg ?? '');
+        }
       },
     };
     return pino(options, sink as pino.DestinationStream);
@@ -213,6 +225,7 @@ export function createLogger(opts: LoggerOptions): Logger {
       const line = fmt(this.lastLevel, msg, new Date());
       out?.write(line);
       extra?.write(line);
+      sys?.message(levelName(this.lastLevel), msg);
     },
   };
   return pino(options, sink as unknown as pino.DestinationStream);
@@ -231,6 +244,8 @@ export function loggerFor(l: LoggingOptions, override: { level?: string; format?
     customFormat: l.customFormat,
     stdout: l.stdout,
     extra: override.extra ?? null,
+    // KrakenD: every syslog line at the severity of the configured level.
+    syslog: l.syslog ? { tag: l.prefix, facility: l.syslogFacility, level: l.level } : null,
     color: flag === 'pretty' ? true : undefined,
   });
 }

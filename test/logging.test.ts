@@ -2,9 +2,11 @@
 // (lura's basic line, default, logstash, custom), start-up warnings once per instance, and error
 // lines that name the backend. Real gw processes, real loopback backends; lines read from stdout.
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type Backend, type Gateway, req, runCli, sleep, startBackend, startGateway, writeConfig } from './helpers/gw.ts';
+import { type Backend, type Gateway, req, runCli, sleep, startBackend, startGateway, tempDir, writeConfig } from './helpers/gw.ts';
 
 let backend: Backend;
 let downPort: number;
@@ -266,5 +268,50 @@ describe('access log: a stdout pipe nobody reads', () => {
       await sleep(50);
     }
     assert.equal(lines, 3000, 'every line, once stdout drains');
+  });
+});
+
+describe('telemetry/logging: syslog', () => {
+  let gw: Gateway;
+  let receiver: ChildProcess;
+  let received = '';
+  before(async () => {
+    const sock = path.join(tempDir(), 'syslog.sock');
+    // A unix datagram receiver (the local syslog's /dev/log), in Python: Node has no unix datagrams.
+    receiver = spawn('python3', ['-u', '-c', `
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+print("READY", flush=True)
+while True:
+    d = s.recv(65536)
+    print(d.decode("utf-8", "replace"), flush=True)
+`, sock], { stdio: ['ignore', 'pipe', 'inherit'] });
+    receiver.stdout!.setEncoding('utf8').on('data', (d: string) => (received += d));
+    const until = Date.now() + 5000;
+    while (!received.includes('READY') && Date.now() < until) await sleep(20);
+    gw = await startGateway(
+      config({ 'telemetry/logging': { level: 'WARNING', prefix: '[GWSYS]', syslog: true, syslog_facility: 'local5', stdout: true }, 'telemetry/influx': {} }),
+      { args: ['--workers', '1'], env: { GW_SYSLOG_SOCKET: sock } },
+    );
+  });
+  after(async () => {
+    await gw?.stop();
+    receiver?.kill();
+  });
+
+  test("lines reach the local syslog: tag = prefix, facility local5, KrakenD's `LEVEL > message`, the configured level's severity", async () => {
+    await req(gw.port, '/down');
+    const until = Date.now() + 5000;
+    while (!received.includes('ERROR > [ENDPOINT: /down]') && Date.now() < until) await sleep(25);
+    assert.match(received, /WARNING > \[SERVICE: Config\] extra_config: "telemetry\/influx"/);
+    assert.match(received, /ERROR > \[ENDPOINT: \/down\]\[BACKEND: \/refused\] Get /);
+    // <priority>: local5 (21) × 8 + warning (4) = 172, for every line (KrakenD's severity rule).
+    const prios = [...received.matchAll(/^<(\d+)>/gm)].map((m) => m[1]);
+    assert.ok(prios.length >= 2, received);
+    assert.ok(prios.every((p) => p === '172'), `priorities: ${prios.join(',')}`);
+    assert.match(received, /\[GWSYS\]\[\d+\]:/, 'the prefix is the tag, with the pid');
+    // stdout still has its own lines.
+    assert.match(gw.stdout(), /▶ ERROR \[ENDPOINT: \/down\]/);
   });
 });

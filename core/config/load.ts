@@ -397,7 +397,6 @@ function parseLogging(l: Record<string, unknown> | null, warnings: string[]): Lo
       throw new ConfigError(`${where}.custom_format: ${(err as Error).message}`);
     }
   }
-  if (bool('syslog', false)) warnings.push(`${where}.syslog: sending to syslog is not implemented by gw yet; lines go to stdout only`);
   const facility = (str('syslog_facility') || 'local3').toLowerCase();
   if (!/^local[0-7]$/.test(facility)) warnings.push(`${where}.syslog_facility: '${facility}' is not local0…local7; using local3 (as KrakenD)`);
   return {
