@@ -4,7 +4,9 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
-import { type Backend, type Gateway, req, sleep, startBackend, startGateway } from './helpers/gw.ts';
+import fs from 'node:fs';
+import path from 'node:path';
+import { type Backend, type Gateway, req, sleep, startBackend, startGateway, tempDir } from './helpers/gw.ts';
 
 interface Span {
   traceId: string;
@@ -65,9 +67,16 @@ after(async () => {
 describe('traces over OTLP/HTTP', () => {
   let gw: Gateway;
   before(async () => {
+    const dir = path.join(tempDir(), 'trace-plugins');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(
+      path.join(dir, 'delegate.mjs'),
+      `export const ClientRegisterer = { registerClients(register) { register('trace-delegate', () => (req, next) => next(req)); } };\n`,
+    );
     gw = await startGateway(
       {
         version: 3,
+        plugin: { folder: dir, pattern: '.mjs' },
         extra_config: {
           router: { disable_access_log: true },
           'telemetry/opentelemetry': {
@@ -84,6 +93,10 @@ describe('traces over OTLP/HTTP', () => {
             ],
           },
           { endpoint: '/noop', output_encoding: 'no-op', backend: [{ host: [backend.url], url_pattern: '/n', encoding: 'no-op' }] },
+          {
+            endpoint: '/plugged',
+            backend: [{ host: [backend.url], url_pattern: '/p', extra_config: { 'plugin/http-client': { name: 'trace-delegate' } } }],
+          },
         ],
       },
       { args: ['--workers', '1'] },
@@ -144,6 +157,18 @@ describe('traces over OTLP/HTTP', () => {
     assert.equal(client.spanId, m[2]);
     assert.equal(client.name, '/n');
     assert.equal(attr(client, 'http.response.status_code'), 200);
+  });
+
+  test("a client plugin's handler has its own span under the backend call's", async () => {
+    const before = backend.requests.length;
+    assert.equal((await req(gw.port, '/plugged')).status, 200);
+    const tp = String(backend.requests[before]?.headers.traceparent);
+    const traceId = /^00-([0-9a-f]{32})-/.exec(tp)![1]!;
+    const spans = await spansOf(traceId, 4);
+    const client = spans.find((s) => s.kind === 3)!;
+    const plugin = spans.find((s) => s.name === 'plugin/http-client: trace-delegate');
+    assert.ok(plugin, `spans: ${spans.map((s) => s.name).join(', ')}`);
+    assert.equal(plugin.parentSpanId, client.spanId);
   });
 
   test('an invalid client traceparent is ignored: a new trace, never an error', async () => {

@@ -143,10 +143,25 @@ export function pluginClient(name: string, handler: ClientHandler, next: Client,
       for (const d of delegated) if (d !== kept && d.body !== kept?.body && isUpstreamBody(d.body)) d.body.dump();
     };
     let out: BackendResponse | Promise<BackendResponse>;
+    // Traced: the handler's own span, under the backend call's.
+    const span = r.trace?.plugin('plugin/http-client', name) ?? null;
     try {
       out = handler(r, nextFn);
     } catch (err) {
+      span?.end(err as Error);
       return Promise.reject(fail(err));
+    }
+    if (span !== null) {
+      out = Promise.resolve(out).then(
+        (v) => {
+          span.end(null);
+          return v;
+        },
+        (err: unknown) => {
+          span.end(err instanceof Error ? err : new Error(String(err)));
+          throw err;
+        },
+      );
     }
     return Promise.resolve(out).then(
       (resp) => {

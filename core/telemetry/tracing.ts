@@ -65,7 +65,7 @@ export class RequestTrace {
     const span = this.t.tracer.startSpan(pattern, { kind: SpanKind.CLIENT, attributes: { 'krakend.stage': 'backend-request', 'http.request.method': method, 'url.full': url, 'http.route': pattern } }, this.proxyCtx);
     const carrier: Record<string, string> = {};
     propagator.inject(trace.setSpan(context.active(), span), carrier, headerSetter);
-    return new BackendTrace(span, carrier);
+    return new BackendTrace(span, carrier, this.t.tracer);
   }
 
   /** The request answered (or left): the proxy and global spans end. */
@@ -84,7 +84,19 @@ export class BackendTrace {
     readonly span: Span,
     /** `traceparent` (and `tracestate`) for the backend request. */
     readonly headers: Readonly<Record<string, string>>,
+    private readonly tracer: Tracer,
   ) {}
+
+  /** A plugin's span under this backend call (an HTTP client plugin's handler). */
+  plugin(kind: string, name: string): { end(error: Error | null): void } {
+    const span = this.tracer.startSpan(`${kind}: ${name}`, { kind: SpanKind.INTERNAL, attributes: { 'krakend.stage': 'plugin', 'krakend.plugin': name } }, trace.setSpan(ROOT_CONTEXT, this.span));
+    return {
+      end(error) {
+        if (error !== null) span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
+        span.end();
+      },
+    };
+  }
   end(status: number, error: Error | null): void {
     if (status > 0) this.span.setAttribute('http.response.status_code', status);
     if (error !== null) {
