@@ -56,7 +56,7 @@ describe('configuration hints', () => {
     try {
       const cfg = {
         version: 3,
-        extra_config: { 'telemetry/metrics': { listen_address: ':0' }, router: { return_error_msg: true } },
+        extra_config: { 'telemetry/opencensus': { exporters: { prometheus: { port: 9091 } } }, router: { return_error_msg: true } },
         endpoints: [
           {
             endpoint: '/private',
@@ -76,7 +76,7 @@ describe('configuration hints', () => {
       };
       const r = await runCli(['check', '-c', writeConfig(cfg)]);
       assert.equal(r.code, 0, r.output);
-      assert.match(r.output, /WARNING: extra_config: "telemetry\/metrics" is not implemented by gw and is ignored/);
+      assert.match(r.output, /WARNING: extra_config: "telemetry\/opencensus" is not implemented by gw and is ignored/);
       assert.match(r.output, /WARNING: endpoints\[0\] \(\/private\): "auth\/basic" \(basic authentication\) is not implemented by gw; this endpoint answers 500/);
       assert.match(r.output, /WARNING: endpoints\[1\] \(\/private-noop\), backend 0: "security\/policies" \(security policies\) is not implemented/);
       assert.match(r.output, /WARNING: endpoints\[2\] \(\/public\), backend 0: "modifier\/martian" is not implemented by gw and is ignored/);
