@@ -23,37 +23,41 @@ export function processRegistry(): Registry {
 /** Asks every worker for its snapshot; resolves with the answers that came within the bound. */
 export type Collect = () => Promise<MetricJSON[][]>;
 
-/** One `exporters.prometheus` entry: `GET /metrics` on its own port. */
-export class PrometheusServer {
+/**
+ * A small HTTP server of the supervisor's (metrics, stats): bounded idle and request times, and an
+ * error listener for its whole life, so a later accept error (EMFILE) is logged, never thrown at
+ * the supervisor.
+ */
+export abstract class SupervisorServer {
   private readonly server: http.Server;
-  /** The scrape being collected: concurrent scrapes share it (one snapshot per worker at a time). */
-  private rendering: Promise<string> | null = null;
 
   constructor(
-    private readonly exp: PrometheusExporter,
-    private readonly otel: OtelConfig,
-    private readonly collect: Collect,
-    private readonly logger: Logger,
+    /** `Prometheus exporter 'x'`, `telemetry/metrics`: for messages. */
+    private readonly what: string,
+    private readonly host: string,
+    private readonly port: number,
+    protected readonly logger: Logger,
   ) {
     this.server = http.createServer((req, res) => void this.handle(req, res));
-    // A scrape is small and quick; a client that holds a connection idle is let go.
     this.server.keepAliveTimeout = 5000;
     this.server.headersTimeout = 10_000;
     this.server.requestTimeout = 10_000;
   }
 
-  listen(): Promise<number> {
+  protected abstract handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void>;
+
+  /** Resolves with the bound port; `serving` says what (logged at INFO). */
+  listen(serving = ''): Promise<number> {
     return new Promise((resolve, reject) => {
       let listening = false;
-      // Kept for the server's life: an accept error later (EMFILE) is logged, never thrown at the supervisor.
       this.server.on('error', (err) => {
-        if (!listening) reject(new Error(`Prometheus exporter '${this.exp.name}' on ${this.exp.listenIp}:${this.exp.port}: ${err.message}`));
-        else this.logger.error(`[SERVICE: OpenTelemetry] Prometheus exporter '${this.exp.name}': ${err.message}`);
+        if (!listening) reject(new Error(`${this.what} on ${this.host}:${this.port}: ${err.message}`));
+        else this.logger.error(`[SERVICE: Telemetry] ${this.what}: ${err.message}`);
       });
-      this.server.listen(this.exp.port, this.exp.listenIp, () => {
+      this.server.listen(this.port, this.host, () => {
         listening = true;
         const port = (this.server.address() as { port: number }).port;
-        this.logger.info(`[SERVICE: OpenTelemetry] Prometheus exporter '${this.exp.name}' serving /metrics on ${this.exp.listenIp}:${port}`);
+        this.logger.info(`[SERVICE: Telemetry] ${this.what} serving ${serving} on ${this.host}:${port}`);
         resolve(port);
       });
     });
@@ -65,8 +69,27 @@ export class PrometheusServer {
       this.server.closeAllConnections();
     });
   }
+}
 
-  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+/** One `exporters.prometheus` entry: `GET /metrics` on its own port. */
+export class PrometheusServer extends SupervisorServer {
+  /** The scrape being collected: concurrent scrapes share it (one snapshot per worker at a time). */
+  private rendering: Promise<string> | null = null;
+
+  constructor(
+    private readonly exp: PrometheusExporter,
+    private readonly otel: OtelConfig,
+    private readonly collect: Collect,
+    logger: Logger,
+  ) {
+    super(`Prometheus exporter '${exp.name}'`, exp.listenIp, exp.port, logger);
+  }
+
+  override listen(): Promise<number> {
+    return super.listen('/metrics');
+  }
+
+  protected async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
     if (path !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('404 page not found\n');

@@ -20,6 +20,7 @@ import type { ServiceConfig } from '../config/types.js';
 import { parseDuration } from '../config/duration.js';
 import type { Logger } from '../log.js';
 import type { StatEntry } from './otel.js';
+import { SupervisorServer } from './export.js';
 
 export const STATS_NS = 'telemetry/metrics';
 
@@ -83,38 +84,34 @@ function quantile(e: StatEntry, q: number): number {
 
 const PERCENTILES: [string, number][] = [['50', 0.5], ['75', 0.75], ['95', 0.95], ['99', 0.99], ['999', 0.999]];
 
+/** Adds `e`'s observations to `into`. */
+function add(into: StatEntry, e: StatEntry): void {
+  into.count += e.count;
+  into.sum += e.sum;
+  into.sumSq += e.sumSq;
+  into.min = Math.min(into.min, e.min);
+  into.max = Math.max(into.max, e.max);
+  for (let i = 0; i < into.counts.length; i++) into.counts[i]! += e.counts[i] ?? 0;
+}
+
+const copy = (e: StatEntry): StatEntry => ({ ...e, counts: [...e.counts] });
+
 /** Sums the workers' series that share a family and labels. */
 function merge(all: StatEntry[]): Map<string, StatEntry> {
   const out = new Map<string, StatEntry>();
   for (const e of all) {
     const k = e.family + JSON.stringify(e.labels);
     const m = out.get(k);
-    if (m === undefined) {
-      out.set(k, { ...e, counts: [...e.counts] });
-      continue;
-    }
-    m.count += e.count;
-    m.sum += e.sum;
-    m.sumSq += e.sumSq;
-    m.min = Math.min(m.min, e.min);
-    m.max = Math.max(m.max, e.max);
-    for (let i = 0; i < m.counts.length; i++) m.counts[i]! += e.counts[i] ?? 0;
+    if (m === undefined) out.set(k, copy(e));
+    else add(m, e);
   }
   return out;
 }
 
 /** Several series folded into one (the size and time of a route, whatever the status). */
 function fold(entries: StatEntry[]): StatEntry {
-  const [first, ...rest] = entries;
-  const f: StatEntry = { ...first!, counts: [...first!.counts] };
-  for (const e of rest) {
-    f.count += e.count;
-    f.sum += e.sum;
-    f.sumSq += e.sumSq;
-    f.min = Math.min(f.min, e.min);
-    f.max = Math.max(f.max, e.max);
-    for (let i = 0; i < f.counts.length; i++) f.counts[i]! += e.counts[i] ?? 0;
-  }
+  const f = copy(entries[0]!);
+  for (let i = 1; i < entries.length; i++) add(f, entries[i]!);
   return f;
 }
 
@@ -176,44 +173,20 @@ export function renderStats(cfg: StatsConfig, workers: WorkerStats[]): Record<st
 }
 
 /** `GET /__stats` on the `listen_address`, in the supervisor. */
-export class StatsServer {
-  private readonly server: http.Server;
-
+export class StatsServer extends SupervisorServer {
   constructor(
     private readonly cfg: StatsConfig,
     private readonly collect: () => Promise<WorkerStats[]>,
-    private readonly logger: Logger,
+    logger: Logger,
   ) {
-    this.server = http.createServer((req, res) => void this.handle(req, res));
-    this.server.keepAliveTimeout = 5000;
-    this.server.headersTimeout = 10_000;
-    this.server.requestTimeout = 10_000;
+    super(STATS_NS, cfg.host, cfg.port, logger);
   }
 
-  listen(): Promise<number> {
-    return new Promise((resolve, reject) => {
-      let listening = false;
-      this.server.on('error', (err) => {
-        if (!listening) reject(new Error(`${STATS_NS} on ${this.cfg.host}:${this.cfg.port}: ${err.message}`));
-        else this.logger.error(`[SERVICE: Metrics] ${err.message}`);
-      });
-      this.server.listen(this.cfg.port, this.cfg.host, () => {
-        listening = true;
-        const port = (this.server.address() as { port: number }).port;
-        this.logger.info(`[SERVICE: Metrics] serving /__stats on ${this.cfg.host}:${port}`);
-        resolve(port);
-      });
-    });
+  override listen(): Promise<number> {
+    return super.listen('/__stats');
   }
 
-  close(): Promise<void> {
-    return new Promise((resolve) => {
-      this.server.close(() => resolve());
-      this.server.closeAllConnections();
-    });
-  }
-
-  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  protected async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/__stats/') {
       // gin's trailing-slash redirect, as krakend-metrics' own engine answers.
@@ -228,7 +201,7 @@ export class StatsServer {
       const body = JSON.stringify(renderStats(this.cfg, await this.collect()), null, 0);
       res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' }).end(body);
     } catch (err) {
-      this.logger.error(`[SERVICE: Metrics] /__stats: ${(err as Error).message}`);
+      this.logger.error(`[SERVICE: Telemetry] /__stats: ${(err as Error).message}`);
       if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
       res.end('stats unavailable');
     }
