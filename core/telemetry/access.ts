@@ -139,10 +139,12 @@ export class AccessLog {
     sink?: AccessSink,
   ) {
     this.skip = new Set(skipPaths);
-    this.sink = sink ?? stdoutSink();
+    // stdout is looked at (and a pipe reopened, a socket opened as a stream) on the first batch
+    // only: `gw check`, and a gateway that never logs, leave it as it is.
+    this.sink = sink ?? null;
     if (sink === undefined) process.once('exit', () => this.flushSync());
   }
-  private readonly sink: AccessSink;
+  private sink: AccessSink | null;
 
   /**
    * One request answered. `start` is `accessStart()` when the request arrived; `path` is the URL
@@ -208,7 +210,7 @@ export class AccessLog {
     this.writing = true;
     this.inflight = batch;
     let called = false;
-    this.sink.write(batch, (err) => {
+    (this.sink ??= stdoutSink()).write(batch, (err) => {
       // A sink reports once per batch, however its failure surfaces (callback and 'error').
       if (called) return;
       called = true;
