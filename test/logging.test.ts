@@ -113,6 +113,24 @@ describe('access log and basic log lines (no telemetry/logging), two workers', (
     assert.ok(Buffer.byteLength(line) < 4096, `${Buffer.byteLength(line)} bytes`);
   });
 
+  test('a target gin must quote (a quote, a backslash, raw UTF-8) and an unknown method are written as gin writes them', async () => {
+    const net = await import('node:net');
+    const raw = (line: string) =>
+      new Promise<string>((resolve, reject) => {
+        const s = net.connect(gw.port, '127.0.0.1', () => s.write(Buffer.from(`${line}\r\nHost: x\r\nConnection: close\r\n\r\n`, 'utf8')));
+        let got = '';
+        s.on('data', (d) => (got += d));
+        s.on('close', () => resolve(got));
+        s.on('error', reject);
+      });
+    assert.match(await raw('GET /nowhere?q=a"b\\c HTTP/1.1'), /^HTTP\/1\.1 404/);
+    await waitFor(gw, /^\[GIN\] .*\| 404 \|.*\| GET      "\/nowhere\?q=a\\"b\\\\c"$/m);
+    assert.match(await raw('GET /nowhere/é HTTP/1.1'), /^HTTP\/1\.1 404/);
+    await waitFor(gw, /^\[GIN\] .*\| 404 \|.*\| GET      "\/nowhere\/é"$/m);
+    assert.match(await raw('PURGE /ok HTTP/1.1'), /^HTTP\/1\.1 40[45]/);
+    await waitFor(gw, /^\[GIN\] .*\| 40[45] \|.*\| PURGE    "\/ok"$/m);
+  });
+
   test('/__health is logged unless skipped', async () => {
     assert.equal((await req(gw.port, '/__health')).status, 200);
     await waitFor(gw, GIN(200, 'GET', '/__health'));
@@ -313,5 +331,19 @@ while True:
     assert.match(received, /\[GWSYS\]\[\d+\]:/, 'the prefix is the tag, with the pid');
     // stdout still has its own lines.
     assert.match(gw.stdout(), /▶ ERROR \[ENDPOINT: \/down\]/);
+  });
+});
+
+describe('access log: the gin line written byte by byte', () => {
+  test('the latency column is Go’s Duration.String right-aligned in 13 characters, as the string path writes it', async () => {
+    const { goDuration, writeLatency } = await import('../core/telemetry/access.ts');
+    const buf = Buffer.alloc(64);
+    const values = [0, 1, 9, 10, 999, 1000, 1001, 1010, 1500, 9999, 10_000, 999_999, 1_000_000, 1_000_001, 1_234_500, 15_042_300, 100_000_000, 999_999_999];
+    for (let i = 0; i < 2000; i++) values.push(Math.floor(Math.random() * 1e9));
+    for (const ns of values) {
+      const want = goDuration(ns).padStart(13, ' ');
+      const end = writeLatency(buf, 0, ns);
+      assert.equal(buf.toString('utf8', 0, end), want, `ns=${ns}`);
+    }
   });
 });

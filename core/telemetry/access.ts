@@ -8,13 +8,14 @@
  * Like KrakenD's it goes straight to stdout (no prefix, no level), unless `router.disable_access_log`;
  * `router.logger_skip_paths` are exact paths (no query) that are never logged.
  *
- * Off the request's critical path: a line is built from values the request already has (the
- * date is rebuilt once per second) and appended to a pending batch; a batch goes out when it
- * reaches 4 KiB or 100 ms after its first line, as one asynchronous write from libuv's thread
- * pool. Batches never exceed PIPE_BUF (4096 bytes) and hold whole lines, so workers sharing one
- * stdout pipe never interleave inside a line. A stdout that does not drain costs lines, not
- * memory: beyond 8 MiB waiting, lines are dropped and counted, and the count is reported once
- * (at WARNING) when the output flows again.
+ * Off the request's critical path: a request stores its fields (references and numbers) in a
+ * ring of 512 slots; when the ring is full, or 100 ms after its first record, the lines are
+ * formatted in one pass straight into a buffer (the common gin line byte by byte, the date once
+ * per second, the wall clock once per batch) and written without blocking (see stdoutSink).
+ * Batches hold whole lines and never exceed what the output takes atomically (PIPE_BUF, 4096
+ * bytes, for a pipe), so workers sharing one stdout never interleave inside a line. A stdout
+ * that does not drain costs lines, not memory: beyond 8 MiB waiting, lines are dropped and
+ * counted, and the count is reported once (at WARNING) when the output flows again.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -26,6 +27,8 @@ import { goTimeFormat } from './timefmt.js';
 export interface AccessSink {
   /** Writes one batch; calls `done` when the next one may be written. */
   write(batch: Buffer, done: (err: Error | null) => void): void;
+  /** The largest batch it takes in one write (default 4096, PIPE_BUF). */
+  readonly batchBytes?: number;
 }
 
 const GIN_TIME = goTimeFormat('2006/01/02 - 15:04:05');
@@ -58,10 +61,11 @@ function stdoutSink(): AccessSink {
   } catch {
     /* no stdout: the thread pool path reports the failure */
   }
-  if (st !== null && (st.isFile() || st.isCharacterDevice())) return syncSink(1);
+  // A write to a regular file is atomic (the inode is locked for it), so batches may be large.
+  if (st !== null && (st.isFile() || st.isCharacterDevice())) return syncSink(1, 64 * 1024);
   if (st !== null && st.isFIFO()) {
     try {
-      return syncSink(fs.openSync('/proc/self/fd/1', fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+      return syncSink(fs.openSync('/proc/self/fd/1', fs.constants.O_WRONLY | fs.constants.O_NONBLOCK), BATCH_BYTES);
     } catch {
       /* no /proc: the thread pool */
     }
@@ -72,6 +76,8 @@ function stdoutSink(): AccessSink {
     // A closed stdout (EPIPE) must not kill the worker: lines are lost, requests are not.
     sock.on('error', (err) => failed?.(err));
     return {
+      // A unix stream socket queues a write up to ~32 KiB as one buffer: writers do not interleave.
+      batchBytes: 16 * 1024,
       write(batch, done) {
         failed = done;
         sock.write(batch, (err) => {
@@ -93,8 +99,9 @@ function stdoutSink(): AccessSink {
   return sink;
 }
 
-function syncSink(fd: number): AccessSink {
+function syncSink(fd: number, batchBytes: number): AccessSink {
   const sink: AccessSink = {
+    batchBytes,
     write(batch, done) {
       let n: number;
       try {
@@ -115,13 +122,29 @@ function syncSink(fd: number): AccessSink {
   return sink;
 }
 
+/** Records held before they are formatted (a ring: filled, then formatted in one pass). */
+const RING = 512;
+/** Bytes a fast-path gin line may take at most (its target is ≤ MAX_TARGET ASCII characters). */
+const FAST_LINE_MAX = 1200; // stamp 30 + status 6 + latency 14 + ip 48 + method 12 + target < 1000 + 2
+/** Formatted lines go into chunks of this size, then into batches the sink takes. */
+const CHUNK = 64 * 1024;
+
 export class AccessLog {
-  private readonly skip: ReadonlySet<string>;
+  /** Exact paths never logged, or null when there are none (no lookup per request). */
+  private readonly skip: ReadonlySet<string> | null;
+  // The ring: one request's fields per slot, formatted when it fills or 100 ms after its first record.
+  private readonly t0s = new Float64Array(RING);
+  private readonly t1s = new Float64Array(RING);
+  private readonly statuses = new Uint16Array(RING);
+  private readonly ips: string[] = new Array<string>(RING).fill('');
+  private readonly methods: string[] = new Array<string>(RING).fill('');
+  private readonly paths: string[] = new Array<string>(RING).fill('');
+  private readonly queries: string[] = new Array<string>(RING).fill('');
+  private readonly errs: (readonly Error[] | null)[] = new Array<readonly Error[] | null>(RING).fill(null);
+  private n = 0;
   private sec = -1;
-  private stamp = '';
-  /** Lines not yet in a batch, and their length in UTF-16 units (≈ bytes: lines are mostly ASCII). */
-  private pending = '';
-  private pendingLen = 0;
+  /** `[GIN] 2006/01/02 - 15:04:05 | ` of the current second, as bytes. */
+  private stamp: Buffer = Buffer.alloc(0);
   private timer: NodeJS.Timeout | null = null;
   /** Batches waiting for the one being written. */
   private readonly queue: Buffer[] = [];
@@ -138,7 +161,7 @@ export class AccessLog {
     private readonly logger: Logger,
     sink?: AccessSink,
   ) {
-    this.skip = new Set(skipPaths);
+    this.skip = skipPaths.length === 0 ? null : new Set(skipPaths);
     // stdout is looked at (and a pipe reopened, a socket opened as a stream) on the first batch
     // only: `gw check`, and a gateway that never logs, leave it as it is.
     this.sink = sink ?? null;
@@ -149,61 +172,152 @@ export class AccessLog {
   /**
    * One request answered. `start` is `accessStart()` when the request arrived; `path` is the URL
    * path and `query` the raw query ('' when none); `errors` are the failures KrakenD attaches to
-   * gin's context (its `Error #01:` lines), or null.
+   * gin's context (its `Error #01:` lines), or null. The fields are stored; the line is made
+   * later, with the other lines of its batch.
    */
   record(start: number, status: number, ip: string, method: string, path: string, query: string, errors: readonly Error[] | null): void {
-    if (this.skip.has(path)) return;
-    const ns = Math.round((performance.now() - start) * 1e6);
-    const nowMs = Date.now();
-    let full = query === '' ? path : path + '?' + query;
-    // A line must fit a batch, and a batch PIPE_BUF: a very long target is cut (and says so).
-    if (full.length > MAX_TARGET) full = full.slice(0, MAX_TARGET) + '…(cut)';
-    let line: string;
-    if (this.json) {
-      line = `{"@timestamp":"${new Date(nowMs).toISOString()}","type":"access","status":${status},"latency_ns":${ns},"latency":"${goDuration(ns)}","client_ip":${JSON.stringify(ip)},"method":${METHODS[method] !== undefined ? `"${method}"` : JSON.stringify(method)},"path":${JSON.stringify(full)}${errors === null ? '' : `,"errors":${JSON.stringify(errors.slice(0, 5).map(describe))}`}}\n`;
-    } else {
-      const sec = (nowMs / 1000) | 0;
-      if (sec !== this.sec) {
-        this.sec = sec;
-        this.stamp = GIN_TIME(new Date(nowMs));
-      }
-      const lat = goDuration(ns > 60e9 ? Math.floor(ns / 1e9) * 1e9 : ns);
-      line =
-        '[GIN] ' + this.stamp + ' | ' + status + ' | ' + (lat.length < 13 ? SPACES.slice(0, 13 - lat.length) + lat : lat) + ' | ' +
-        (ip.length < 15 ? SPACES.slice(0, 15 - ip.length) + ip : ip) + ' | ' + (METHODS[method] ?? method.padEnd(7, ' ')) + '  ' + goQuote(full) + '\n';
-      if (errors !== null) line += errorLines(errors);
-    }
-    this.append(line);
-  }
-
-  private append(line: string): void {
-    if (this.pendingLen + line.length > BATCH_BYTES - 64 && this.pendingLen > 0) this.cut();
-    this.pending += line;
-    this.pendingLen += line.length;
-    if (this.timer === null) this.timer = setTimeout(this.onTimer, FLUSH_MS);
+    if (this.skip !== null && this.skip.has(path)) return;
+    const i = this.n;
+    this.t0s[i] = start;
+    this.t1s[i] = performance.now();
+    this.statuses[i] = status;
+    this.ips[i] = ip;
+    this.methods[i] = method;
+    this.paths[i] = path;
+    this.queries[i] = query;
+    if (errors !== null) this.errs[i] = errors;
+    if (++this.n === RING) this.cut();
+    else if (this.timer === null) this.timer = setTimeout(this.onTimer, FLUSH_MS);
   }
 
   private readonly onTimer = (): void => {
     this.timer = null;
-    if (this.pendingLen > 0) this.cut();
+    if (this.n > 0) this.cut();
   };
 
-  /** Closes the pending batch and hands it to the writer (or drops it when too much waits). */
+  /** Formats the ring and hands the batches to the writer (or drops them when too much waits). */
   private cut(): void {
-    const all = Buffer.from(this.pending, 'utf8');
-    this.pending = '';
-    this.pendingLen = 0;
-    // Characters are not bytes: a batch with multi-byte text is split at line ends to fit PIPE_BUF.
-    for (const batch of all.length <= BATCH_BYTES ? [all] : splitLines(all)) {
-      if (this.writing) {
-        if (this.queued + batch.length > MAX_WAITING_BYTES) {
-          this.dropped += countLines(batch);
-          continue;
-        }
-        this.queue.push(batch);
-        this.queued += batch.length;
-      } else this.send(batch);
+    const chunks = this.format();
+    const max = (this.sink ??= stdoutSink()).batchBytes ?? BATCH_BYTES;
+    for (const chunk of chunks) {
+      for (const batch of chunk.length <= max ? [chunk] : splitLines(chunk, max)) {
+        if (this.writing) {
+          if (this.queued + batch.length > MAX_WAITING_BYTES) {
+            this.dropped += countLines(batch);
+            continue;
+          }
+          this.queue.push(batch);
+          this.queued += batch.length;
+        } else this.send(batch);
+      }
     }
+  }
+
+  /** The ring's lines, in chunks of whole lines; the ring is emptied. */
+  private format(): Buffer[] {
+    const n = this.n;
+    this.n = 0;
+    const out: Buffer[] = [];
+    // Wall-clock time of a record = its monotonic stamp + this offset (one Date per batch).
+    const wall = Date.now() - performance.now();
+    let buf = Buffer.allocUnsafe(CHUNK);
+    let off = 0;
+    for (let i = 0; i < n; i++) {
+      const t1 = this.t1s[i]!;
+      const ns = Math.round((t1 - this.t0s[i]!) * 1e6);
+      const errors = this.errs[i]!;
+      const fast = !this.json && errors === null && off + FAST_LINE_MAX <= buf.length ? this.ginFast(buf, off, i, ns, t1 + wall) : -1;
+      if (fast >= 0) off = fast;
+      else {
+        const line = this.json ? this.jsonLine(i, ns, t1 + wall) : this.ginLine(i, ns, t1 + wall);
+        const len = Buffer.byteLength(line);
+        if (off + len > buf.length) {
+          if (off > 0) out.push(buf.subarray(0, off));
+          buf = Buffer.allocUnsafe(Math.max(CHUNK, len));
+          off = 0;
+        }
+        off += buf.write(line, off);
+      }
+      this.ips[i] = '';
+      this.paths[i] = '';
+      this.queries[i] = '';
+      if (errors !== null) this.errs[i] = null;
+    }
+    if (off > 0) out.push(buf.subarray(0, off));
+    return out;
+  }
+
+  /**
+   * The gin line of slot `i` written straight into `buf` at `off` (its end returned), when its
+   * target needs no quoting escapes and is short, and its method is a known one; else -1.
+   */
+  private ginFast(buf: Buffer, off: number, i: number, ns: number, wallMs: number): number {
+    const path = this.paths[i]!;
+    const query = this.queries[i]!;
+    const method = METHOD_BYTES[this.methods[i]!];
+    const status = this.statuses[i]!;
+    const ip = this.ips[i]!;
+    if (method === undefined || status < 100 || status > 999 || ns >= 1e9 || ip.length > 45 || path.length + query.length >= MAX_TARGET) return -1;
+    if (!plainAscii(path) || !plainAscii(query)) return -1;
+    const sec = Math.floor(wallMs / 1000);
+    if (sec !== this.sec) {
+      this.sec = sec;
+      this.stamp = Buffer.from('[GIN] ' + GIN_TIME(new Date(wallMs)) + ' | ', 'latin1');
+    }
+    off += this.stamp.copy(buf, off);
+    buf[off] = 48 + ((status / 100) | 0);
+    buf[off + 1] = 48 + (((status / 10) | 0) % 10);
+    buf[off + 2] = 48 + (status % 10);
+    buf[off + 3] = 32;
+    buf[off + 4] = 124;
+    buf[off + 5] = 32;
+    off = writeLatency(buf, off + 6, ns);
+    buf[off] = 32;
+    buf[off + 1] = 124;
+    buf[off + 2] = 32;
+    off += 3;
+    for (let k = ip.length; k < 15; k++) buf[off++] = 32;
+    off += buf.write(ip, off, 'latin1');
+    buf[off] = 32;
+    buf[off + 1] = 124;
+    buf[off + 2] = 32;
+    off += 3;
+    off += method.copy(buf, off);
+    off += buf.write(path, off, 'latin1');
+    if (query.length > 0) {
+      buf[off++] = 63;
+      off += buf.write(query, off, 'latin1');
+    }
+    buf[off] = 34;
+    buf[off + 1] = 10;
+    return off + 2;
+  }
+
+  /** The gin line of slot `i` as a string (any target, method, latency or errors). */
+  private ginLine(i: number, ns: number, wallMs: number): string {
+    const ip = this.ips[i]!;
+    const method = this.methods[i]!;
+    const errors = this.errs[i]!;
+    const lat = goDuration(ns > 60e9 ? Math.floor(ns / 1e9) * 1e9 : ns);
+    let line =
+      '[GIN] ' + GIN_TIME(new Date(wallMs)) + ' | ' + this.statuses[i]! + ' | ' + (lat.length < 13 ? SPACES.slice(0, 13 - lat.length) + lat : lat) + ' | ' +
+      (ip.length < 15 ? SPACES.slice(0, 15 - ip.length) + ip : ip) + ' | ' + (METHODS[method] ?? method.slice(0, 32).padEnd(7, ' ')) + '  ' + goQuote(this.target(i)) + '\n';
+    if (errors !== null) line += errorLines(errors);
+    return line;
+  }
+
+  /** The JSON line of slot `i` (`logstash`, `--log-format json`). */
+  private jsonLine(i: number, ns: number, wallMs: number): string {
+    const method = this.methods[i]!;
+    const errors = this.errs[i]!;
+    return `{"@timestamp":"${new Date(wallMs).toISOString()}","type":"access","status":${this.statuses[i]!},"latency_ns":${ns},"latency":"${goDuration(ns)}","client_ip":${JSON.stringify(this.ips[i]!)},"method":${METHODS[method] !== undefined ? `"${method}"` : JSON.stringify(method.slice(0, 32))},"path":${JSON.stringify(this.target(i))}${errors === null ? '' : `,"errors":${JSON.stringify(errors.slice(0, 5).map(describe))}`}}\n`;
+  }
+
+  /** Path and query; a very long one is cut (and says so), so that a line fits a batch. */
+  private target(i: number): string {
+    const query = this.queries[i]!;
+    const full = query === '' ? this.paths[i]! : this.paths[i]! + '?' + query;
+    return full.length > MAX_TARGET ? full.slice(0, MAX_TARGET) + '…(cut)' : full;
   }
 
   private send(batch: Buffer): void {
@@ -228,7 +342,6 @@ export class AccessLog {
       this.send(next);
     }
   };
-
 
   private onWritten(err: Error | null): void {
     this.writing = false;
@@ -256,15 +369,12 @@ export class AccessLog {
 
   /**
    * At exit: the batch being written (a retry pending, or still in a stream's queue), the queued
-   * ones and the pending lines, in order, synchronously; a full stdout is waited for up to 1 s.
+   * ones and the ring's lines, in order, synchronously; a full stdout is waited for up to 1 s.
    */
   flushSync(): void {
-    const parts = [...(this.inflight !== null ? [this.inflight] : []), ...this.queue];
-    if (this.pendingLen > 0) parts.push(Buffer.from(this.pending, 'utf8'));
+    const parts = [...(this.inflight !== null ? [this.inflight] : []), ...this.queue, ...this.format()];
     this.queue.length = 0;
     this.inflight = null;
-    this.pending = '';
-    this.pendingLen = 0;
     const until = Date.now() + 1000;
     for (let b of parts) {
       while (b.length > 0) {
@@ -279,6 +389,65 @@ export class AccessLog {
   }
 }
 
+/** No byte that gin's %#v would escape, and nothing beyond ASCII: written as it is. */
+function plainAscii(s: string): boolean {
+  for (let k = 0; k < s.length; k++) {
+    const c = s.charCodeAt(k);
+    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return false;
+  }
+  return true;
+}
+
+/** `s` right-aligned in 13 characters, as gin's `%13v` of a duration (< 1 s here), into `buf`. */
+export function writeLatency(buf: Buffer, off: number, ns: number): number {
+  // Go's Duration.String for ns < 1 s: `950ns`, `4.529µs`, `5.8972ms` (trailing zeros dropped).
+  let unit: number;
+  let digits: number;
+  let suffix: Buffer;
+  if (ns < 1e3) {
+    unit = 1;
+    digits = 0;
+    suffix = NS;
+  } else if (ns < 1e6) {
+    unit = 1e3;
+    digits = 3;
+    suffix = US;
+  } else {
+    unit = 1e6;
+    digits = 6;
+    suffix = MS;
+  }
+  const int = Math.floor(ns / unit);
+  let rest = ns - int * unit;
+  while (digits > 0 && rest % 10 === 0) {
+    rest /= 10;
+    digits--;
+  }
+  const intDigits = int < 10 ? 1 : int < 100 ? 2 : 3;
+  // Characters (µ is one), as Go's width counts runes.
+  const chars = ns === 0 ? 2 : intDigits + (digits > 0 ? digits + 1 : 0) + 2;
+  for (let k = chars; k < 13; k++) buf[off++] = 32;
+  if (ns === 0) {
+    buf[off] = 48;
+    buf[off + 1] = 115;
+    return off + 2;
+  }
+  for (let k = intDigits - 1, v = int; k >= 0; k--, v = (v / 10) | 0) buf[off + k] = 48 + (v % 10);
+  off += intDigits;
+  if (digits > 0) {
+    buf[off++] = 46;
+    for (let k = digits - 1, v = rest; k >= 0; k--, v = Math.floor(v / 10)) buf[off + k] = 48 + (v % 10);
+    off += digits;
+  }
+  return off + suffix.copy(buf, off);
+}
+
+const NS = Buffer.from('ns');
+const US = Buffer.from('µs');
+const MS = Buffer.from('ms');
+const METHOD_BYTES: Record<string, Buffer> = {};
+for (const m of Object.keys(METHODS)) METHOD_BYTES[m] = Buffer.from(METHODS[m] + '  "', 'latin1');
+
 const SPACES = ' '.repeat(16);
 /** Longest request target written (characters): with the rest of a line, ≤ 4 KiB even in 3-byte UTF-8. */
 const MAX_TARGET = 1000;
@@ -288,12 +457,12 @@ const MAX_ERROR = 200;
 const SLEEP = new Int32Array(new SharedArrayBuffer(4));
 
 /** A batch over PIPE_BUF cut at line ends into pieces that fit (every line fits: MAX_TARGET). */
-function splitLines(b: Buffer): Buffer[] {
+function splitLines(b: Buffer, max: number): Buffer[] {
   const out: Buffer[] = [];
   let start = 0;
-  while (b.length - start > BATCH_BYTES) {
-    const cut = b.lastIndexOf(10, start + BATCH_BYTES - 1);
-    const end = cut < start ? start + BATCH_BYTES : cut + 1;
+  while (b.length - start > max) {
+    const cut = b.lastIndexOf(10, start + max - 1);
+    const end = cut < start ? start + max : cut + 1;
     out.push(b.subarray(start, end));
     start = end;
   }
