@@ -185,7 +185,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   if (cfg.extraConfig[SERVER_NAMESPACE] !== undefined) {
     const virtual = new VirtualApp();
     registerRoutes(virtual as unknown as TemplatedApp, cfg, endpoints, state, debug);
-    chain = await buildServerChain(cfg.extraConfig, registry, (r) => virtual.handle(r), logger, shutdown.signal);
+    chain = await buildServerChain(cfg.extraConfig, registry, (r) => virtual.handle(r), logger, shutdown.signal, tracing);
   }
   const register = chain === null
     ? (a: TemplatedApp) => registerRoutes(a, cfg, endpoints, state, debug)

@@ -178,3 +178,114 @@ describe('traces over OTLP/HTTP', () => {
     assert.match(String(backend.requests[before]?.headers.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
   });
 });
+
+describe('traces through server and modifier plugins', () => {
+  let gw: Gateway;
+  before(async () => {
+    const dir = path.join(tempDir(), 'trace-more-plugins');
+    fs.mkdirSync(dir, { recursive: true });
+    // Two server plugins: the outer passes the request on as it is, the inner as a copy with one more header.
+    fs.writeFileSync(
+      path.join(dir, 'server.mjs'),
+      `export const HandlerRegisterer = { registerHandlers(register) {
+  register('trace-outer', (_ctx, _extra, next) => async (req) => { await new Promise((r) => setTimeout(r, 5)); return next(req); });
+  register('trace-inner', (_ctx, _extra, next) => (req) => next({ ...req, headers: { ...req.headers, 'x-inner': '1' } }));
+} };\n`,
+    );
+    fs.writeFileSync(
+      path.join(dir, 'modifiers.mjs'),
+      `export const ModifierRegisterer = { registerModifiers(register) {
+  register('trace-req', () => (r) => r, true, false);
+  register('trace-resp', () => async (r) => { r.data.seen = true; return r; }, false, true);
+  register('trace-fail', () => () => { throw new Error('refused by trace-fail'); }, true, false);
+} };\n`,
+    );
+    gw = await startGateway(
+      {
+        version: 3,
+        plugin: { folder: dir, pattern: '.mjs' },
+        extra_config: {
+          router: { disable_access_log: true },
+          'plugin/http-server': { name: ['trace-inner', 'trace-outer'] },
+          'telemetry/opentelemetry': {
+            exporters: { otlp: [{ name: 'col', use_http: true, host: '127.0.0.1', port: collector.port, disable_metrics: true }] },
+          },
+        },
+        endpoints: [
+          {
+            endpoint: '/mod',
+            input_headers: ['X-Inner'],
+            extra_config: { 'plugin/req-resp-modifier': { name: ['trace-req', 'trace-resp'] } },
+            backend: [{ host: [backend.url], url_pattern: '/m', extra_config: { 'plugin/req-resp-modifier': { name: ['trace-req'] } } }],
+          },
+          { endpoint: '/fail', extra_config: { 'plugin/req-resp-modifier': { name: ['trace-fail'] } }, backend: [{ host: [backend.url], url_pattern: '/f' }] },
+        ],
+      },
+      { args: ['--workers', '1'] },
+    );
+  });
+  after(async () => {
+    await gw?.stop();
+  });
+
+  async function spansOf(traceId: string, n: number): Promise<Span[]> {
+    const until = Date.now() + 8000;
+    for (;;) {
+      const got = collector.spans.filter((s) => s.traceId === traceId);
+      if (got.length >= n || Date.now() > until) return got;
+      await sleep(100);
+    }
+  }
+
+  test('each server plugin, endpoint modifier and backend modifier call is a span, linked client → outer → inner → global → proxy → modifiers and backend → its modifier', async () => {
+    const traceId = '5bf92f3577b34da6a3ce929d0e0e4737';
+    const parent = '10f067aa0ba902b7';
+    const before = backend.requests.length;
+    const r = await req(gw.port, '/mod', { headers: { traceparent: `00-${traceId}-${parent}-01` } });
+    assert.equal(r.status, 200);
+    assert.equal(JSON.parse(r.body).seen, true, 'the response modifier ran');
+    assert.equal(backend.requests[before]?.headers['x-inner'], '1', 'the inner server plugin’s copy reached the backend');
+    const spans = await spansOf(traceId, 8);
+    const names = spans.map((s) => s.name).sort();
+    assert.deepEqual(names, [
+      '/m', '/mod', '/mod',
+      'plugin/http-server: trace-inner', 'plugin/http-server: trace-outer',
+      'plugin/req-resp-modifier: trace-req', 'plugin/req-resp-modifier: trace-req', 'plugin/req-resp-modifier: trace-resp',
+    ]);
+    const one = (f: (s: Span) => boolean) => {
+      const got = spans.filter(f);
+      assert.equal(got.length, 1, JSON.stringify(got.map((s) => s.name)));
+      return got[0]!;
+    };
+    const outer = one((s) => s.name === 'plugin/http-server: trace-outer');
+    const inner = one((s) => s.name === 'plugin/http-server: trace-inner');
+    const server = one((s) => s.kind === 2);
+    const proxy = one((s) => s.kind === 1 && s.name === '/mod');
+    const client = one((s) => s.kind === 3);
+    assert.equal(outer.parentSpanId, parent, "the outermost server plugin's parent is the client's span");
+    assert.equal(inner.parentSpanId, outer.spanId);
+    assert.equal(server.parentSpanId, inner.spanId, 'the global span is a child of the innermost server plugin');
+    assert.equal(proxy.parentSpanId, server.spanId);
+    assert.equal(client.parentSpanId, proxy.spanId);
+    const mods = spans.filter((s) => s.name.startsWith('plugin/req-resp-modifier'));
+    assert.deepEqual(
+      mods.map((s) => `${s.name} under ${s.parentSpanId === proxy.spanId ? 'proxy' : s.parentSpanId === client.spanId ? 'backend' : s.parentSpanId}`).sort(),
+      ['plugin/req-resp-modifier: trace-req under backend', 'plugin/req-resp-modifier: trace-req under proxy', 'plugin/req-resp-modifier: trace-resp under proxy'],
+    );
+    assert.equal(String(backend.requests[before]?.headers.traceparent), `00-${traceId}-${client.spanId}-01`);
+  });
+
+  test('a modifier that throws: its span carries the error, and the request fails as without traces', async () => {
+    const traceId = '6bf92f3577b34da6a3ce929d0e0e4738';
+    const r = await req(gw.port, '/fail', { headers: { traceparent: `00-${traceId}-20f067aa0ba902b7-01` } });
+    assert.equal(r.status, 500);
+    const spans = await spansOf(traceId, 5);
+    const failed = spans.find((s) => s.name === 'plugin/req-resp-modifier: trace-fail') as (Span & { status?: { code?: number; message?: string } }) | undefined;
+    assert.ok(failed, spans.map((s) => s.name).join(', '));
+    assert.equal(failed.status?.code, 2, 'status ERROR');
+    assert.match(String(failed.status?.message), /refused by trace-fail/);
+    const proxy = spans.find((s) => s.kind === 1 && s.name === '/fail');
+    assert.equal(failed.parentSpanId, proxy?.spanId);
+    assert.equal(spans.filter((s) => s.kind === 3).length, 0, 'no backend call was made');
+  });
+});

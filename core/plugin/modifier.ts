@@ -24,6 +24,8 @@ import type {
   BackendResponse, Headers, ModifierFactory, MultiMap, RequestModifier, RequestWrapper, ResponseModifier, ResponseWrapper,
 } from './types.js';
 
+import type { PluginSpans } from '../telemetry/tracing.js';
+
 export const MODIFIER_NAMESPACE = 'plugin/req-resp-modifier';
 
 export interface Modifiers {
@@ -88,20 +90,25 @@ export function resolveModifiers(
   return { request, response };
 }
 
+type Mod<T> = ((w: T) => T | void | Promise<T | void>) & { readonly pluginName?: string };
+
 /** A modifier's failure carries its name, and becomes the request's error (status kept). */
-function named<T>(name: string, fn: (w: T) => T | void | Promise<T | void>): (w: T) => T | void | Promise<T | void> {
+function named<T>(name: string, fn: (w: T) => T | void | Promise<T | void>): Mod<T> {
   const wrap = (err: unknown): never => {
     throw asRequestError(name, err);
   };
-  return (w) => {
-    let r: T | void | Promise<T | void>;
-    try {
-      r = fn(w);
-    } catch (err) {
-      return wrap(err);
-    }
-    return isThenable(r) ? r.then(undefined, wrap) : r;
-  };
+  return Object.assign(
+    (w: T) => {
+      let r: T | void | Promise<T | void>;
+      try {
+        r = fn(w);
+      } catch (err) {
+        return wrap(err);
+      }
+      return isThenable(r) ? r.then(undefined, wrap) : r;
+    },
+    { pluginName: name },
+  );
 }
 
 function isThenable<T>(v: unknown): v is Promise<T> {
@@ -150,14 +157,42 @@ function headersOf(v: unknown): Headers | null {
   return out;
 }
 
-/** Runs `mods` in order on `w`; each may change it in place, return a new one, or a promise. */
-function run<T extends object>(mods: readonly ((w: T) => T | void | Promise<T | void>)[], w: T, from = 0): T | Promise<T> {
+/**
+ * Runs `mods` in order on `w`; each may change it in place, return a new one, or a promise. With
+ * `spans` (a traced request), each call is a `plugin/req-resp-modifier: <name>` span.
+ */
+function run<T extends object>(mods: readonly Mod<T>[], w: T, spans: PluginSpans | null | undefined, from = 0): T | Promise<T> {
   for (let i = from; i < mods.length; i++) {
-    const r = mods[i]!(w);
-    if (isThenable<T | void>(r)) return r.then((v) => run(mods, pick(v, w), i + 1));
+    const r = spans == null ? mods[i]!(w) : traced(mods[i]!, w, spans);
+    if (isThenable<T | void>(r)) return r.then((v) => run(mods, pick(v, w), spans, i + 1));
     w = pick(r, w);
   }
   return w;
+}
+
+function traced<T>(mod: Mod<T>, w: T, spans: PluginSpans): T | void | Promise<T | void> {
+  const span = spans.plugin(MODIFIER_NAMESPACE, mod.pluginName ?? '?');
+  let r: T | void | Promise<T | void>;
+  try {
+    r = mod(w);
+  } catch (err) {
+    span.end(err as Error);
+    throw err;
+  }
+  if (!isThenable<T | void>(r)) {
+    span.end(null);
+    return r;
+  }
+  return r.then(
+    (v) => {
+      span.end(null);
+      return v;
+    },
+    (err: Error) => {
+      span.end(err);
+      throw err;
+    },
+  );
 }
 
 function pick<T extends object>(v: T | void, prev: T): T {
@@ -261,19 +296,20 @@ export function modifyProxy(next: (r: ProxyRequest) => Promise<ProxyResponse>, m
   const reqMods = mods.request;
   const respMods = mods.response;
   // A partial answer carries the merge error: KrakenD skips the response modifiers.
-  const after = (resp: ProxyResponse, request: RequestWrapper | null): ProxyResponse | Promise<ProxyResponse> =>
-    respMods.length === 0 || resp.errors !== null ? resp : modifyDecoded(mods, resp, request);
-  if (reqMods.length === 0) return (req) => next(req).then((r) => after(r, null));
+  const after = (resp: ProxyResponse, request: RequestWrapper | null, spans: PluginSpans | null | undefined): ProxyResponse | Promise<ProxyResponse> =>
+    respMods.length === 0 || resp.errors !== null ? resp : modifyDecoded(mods, resp, request, spans);
+  if (reqMods.length === 0) return (req) => next(req).then((r) => after(r, null, req.client.trace));
   return (req) => {
     let r: RequestWrapper | Promise<RequestWrapper>;
     let e: ReturnType<typeof endpointWrapper>;
+    const spans = req.client.trace;
     try {
       e = endpointWrapper(req, filter);
-      r = run(reqMods, e.w);
+      r = run(reqMods, e.w, spans);
     } catch (err) {
       return Promise.reject(err as Error);
     }
-    return Promise.resolve(r).then((out) => next(applyEndpoint(req, out, e.query, e.raw)).then((resp) => after(resp, out)));
+    return Promise.resolve(r).then((out) => next(applyEndpoint(req, out, e.query, e.raw)).then((resp) => after(resp, out, spans)));
   };
 }
 
@@ -293,7 +329,7 @@ export function modifyEndpointRequest(
     let r: RequestWrapper | Promise<RequestWrapper>;
     try {
       e = endpointWrapper(req, filter);
-      r = run(reqMods, e.w);
+      r = run(reqMods, e.w, req.client.trace);
     } catch (err) {
       return Promise.reject(err as Error);
     }
@@ -339,7 +375,7 @@ export function modifyOutbound(mods: Modifiers): ((out: OutboundRequest) => Prom
     const { w, query } = backendWrapper(out);
     let r: RequestWrapper | Promise<RequestWrapper>;
     try {
-      r = run(reqMods, w);
+      r = run(reqMods, w, out.trace);
     } catch (err) {
       return Promise.reject(err as Error);
     }
@@ -348,7 +384,7 @@ export function modifyOutbound(mods: Modifiers): ((out: OutboundRequest) => Prom
 }
 
 /** Response modifiers on a decoded backend answer (data, isComplete, headers). */
-export function modifyDecoded(mods: Modifiers, resp: ProxyResponse, request: RequestWrapper | null): ProxyResponse | Promise<ProxyResponse> {
+export function modifyDecoded(mods: Modifiers, resp: ProxyResponse, request: RequestWrapper | null, spans: PluginSpans | null | undefined): ProxyResponse | Promise<ProxyResponse> {
   const respMods = mods.response;
   if (respMods.length === 0) return resp;
   const w: ResponseWrapper = { data: resp.data, isComplete: resp.isComplete, io: null, headers: multi(resp.headers), statusCode: 200, request };
@@ -361,12 +397,12 @@ export function modifyDecoded(mods: Modifiers, resp: ProxyResponse, request: Req
     resp.headers = Object.keys(h).length > 0 ? h : undefined;
     return resp;
   };
-  const r = run(respMods, w);
+  const r = run(respMods, w, spans);
   return isThenable<ResponseWrapper>(r) ? r.then(done) : done(r);
 }
 
 /** Response modifiers on a no-op answer: `io` (the streamed body), `statusCode`, `headers`. */
-export function modifyStreamed(mods: Modifiers, resp: BackendResponse, request: RequestWrapper | null): BackendResponse | Promise<BackendResponse> {
+export function modifyStreamed(mods: Modifiers, resp: BackendResponse, request: RequestWrapper | null, spans: PluginSpans | null | undefined): BackendResponse | Promise<BackendResponse> {
   const respMods = mods.response;
   if (respMods.length === 0) return resp;
   const w: ResponseWrapper = {
@@ -381,6 +417,6 @@ export function modifyStreamed(mods: Modifiers, resp: BackendResponse, request: 
     // not discarded here; one nobody reads ends with its backend's body timeout.
     return { status: st, headers: single(o.headers ?? {}, 'headers'), body: o.io ?? null };
   };
-  const r = run(respMods, w);
+  const r = run(respMods, w, spans);
   return isThenable<ResponseWrapper>(r) ? r.then(done) : done(r);
 }

@@ -8,6 +8,9 @@ import { ConfigError } from '../config/load.js';
 import type { Logger } from '../log.js';
 import { pluginLogger } from './logger.js';
 import type { PluginRegistry } from './registry.js';
+import type { Context } from '@opentelemetry/api';
+import type { Tracing } from '../telemetry/tracing.js';
+import { TRACE_CONTEXT } from '../router/virtual.js';
 import type { ServerFactory, ServerHandler, ServerRequest, ServerResponse } from './types.js';
 
 export const SERVER_NAMESPACE = 'plugin/http-server';
@@ -38,6 +41,7 @@ export async function buildServerChain(
   router: ServerHandler,
   logger: Logger,
   signal: AbortSignal,
+  tracing: Tracing | null = null,
 ): Promise<ServerHandler | null> {
   const extra = serviceExtra[SERVER_NAMESPACE];
   if (extra === undefined) return null;
@@ -68,14 +72,18 @@ export async function buildServerChain(
       logger.error(`${TAG} Wrong plugin handler type: ${name}`);
       throw new ConfigError(`extra_config["${SERVER_NAMESPACE}"]: server plugin '${name}' (${reg.file}): the factory returned ${typeof built}, not a handler function`);
     }
-    h = named(name, built as ServerHandler);
+    h = named(name, built as ServerHandler, tracing);
     logger.info(`${TAG} Injecting plugin ${name}`);
   }
   return h;
 }
 
-/** Errors a plugin's handler throws or rejects with carry its name (for the log line). */
-function named(name: string, h: ServerHandler): ServerHandler {
+/**
+ * Errors a plugin's handler throws or rejects with carry its name (for the log line); a traced
+ * request's call is a `plugin/http-server: <name>` span, ended when the handler's answer (its
+ * status and headers) is there.
+ */
+function named(name: string, h: ServerHandler, tracing: Tracing | null): ServerHandler {
   const tag = (err: unknown): never => {
     const e = err instanceof Error ? err : new Error(String(err));
     if ((e as { plugin?: string }).plugin === undefined) {
@@ -87,7 +95,7 @@ function named(name: string, h: ServerHandler): ServerHandler {
     }
     throw e;
   };
-  return (req: ServerRequest): ServerResponse | Promise<ServerResponse> => {
+  const call = (req: ServerRequest): ServerResponse | Promise<ServerResponse> => {
     let r: ServerResponse | Promise<ServerResponse>;
     try {
       r = h(req);
@@ -95,5 +103,33 @@ function named(name: string, h: ServerHandler): ServerHandler {
       return tag(err);
     }
     return r !== null && typeof (r as Promise<ServerResponse>).then === 'function' ? (r as Promise<ServerResponse>).then(undefined, tag) : r;
+  };
+  if (tracing === null) return call;
+  return (req) => {
+    const parent = (req as { [TRACE_CONTEXT]?: Context })[TRACE_CONTEXT];
+    if (parent === undefined) return call(req);
+    const span = tracing.serverPlugin(parent, name);
+    (req as { [TRACE_CONTEXT]?: Context })[TRACE_CONTEXT] = span.ctx;
+    let r: ServerResponse | Promise<ServerResponse>;
+    try {
+      r = call(req);
+    } catch (err) {
+      span.end(err as Error);
+      throw err;
+    }
+    if (r === null || typeof (r as Promise<ServerResponse>).then !== 'function') {
+      span.end(null);
+      return r;
+    }
+    return (r as Promise<ServerResponse>).then(
+      (v) => {
+        span.end(null);
+        return v;
+      },
+      (err: Error) => {
+        span.end(err);
+        throw err;
+      },
+    );
   };
 }

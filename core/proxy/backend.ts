@@ -295,15 +295,15 @@ type Call = (out: OutboundRequest) => Promise<ProxyResponse>;
 /** Backend-level modifier plugins around a decoding call: the built request before, the decoded data after. */
 function modifiedCall(call: Call, mods: Modifiers): Call {
   const pre = modifyOutbound(mods);
-  if (pre === null) return (out) => call(out).then((r) => modifyDecoded(mods, r, null));
-  return (out) => pre(out).then(({ out: o, wrapper }) => call(o).then((r) => modifyDecoded(mods, r, wrapper)));
+  if (pre === null) return (out) => call(out).then((r) => modifyDecoded(mods, r, null, out.trace));
+  return (out) => pre(out).then(({ out: o, wrapper }) => call(o).then((r) => modifyDecoded(mods, r, wrapper, o.trace)));
 }
 
 /** Backend-level modifier plugins around the no-op client: the built request before, the streamed answer after. */
 function modifiedClient(client: Client, mods: Modifiers): Client {
   const pre = modifyOutbound(mods);
-  if (pre === null) return (out) => client(out).then((r) => modifyStreamed(mods, r, null));
-  return (out) => pre(out).then(({ out: o, wrapper }) => client(o).then((r) => modifyStreamed(mods, r, wrapper)));
+  if (pre === null) return (out) => client(out).then((r) => modifyStreamed(mods, r, null, out.trace));
+  return (out) => pre(out).then(({ out: o, wrapper }) => client(o).then((r) => modifyStreamed(mods, r, wrapper, o.trace)));
 }
 
 /** Backend response CEL checks: a refused answer fails this backend. */

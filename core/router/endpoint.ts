@@ -14,6 +14,7 @@ import type { ClientInfo } from '../proxy/request.js';
 import { ProxyRequest } from '../proxy/types.js';
 import { clientIp, compileCapture } from './capture.js';
 import { framingProblem, headerBytes, refuse as refuseEarly, rejectFraming } from './edge.js';
+import type { Context } from '@opentelemetry/api';
 import { accessStart, type AccessLog } from '../telemetry/access.js';
 import { normaliseRoute, type EndpointMetrics } from '../telemetry/otel.js';
 import type { Cors } from './cors.js';
@@ -125,7 +126,7 @@ export function makeEndpointHandler(rt: EndpointRuntime, server: ServerState): (
       let client: ClientInfo;
       if (tracing === null) client = { headers: capture(req), host: req.getHeader('host'), path: url, ip };
       else {
-        x.trace = tracing.start(url, method, traceRoute, req.getHeader('traceparent'), req.getHeader('tracestate'));
+        x.trace = tracing.start(url, method, traceRoute, req.getHeader('traceparent'), req.getHeader('tracestate'), (req as { traceContext?: Context }).traceContext);
         client = { headers: capture(req), host: req.getHeader('host'), path: url, ip, trace: x.trace };
       }
       let body: RequestBody | null = null;

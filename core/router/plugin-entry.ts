@@ -8,6 +8,7 @@
  * Without server plugins this file is not used: uWS calls the router's handlers directly.
  */
 import { Readable } from 'node:stream';
+import type { Context } from '@opentelemetry/api';
 import type { Logger } from '../log.js';
 import type { Headers, ServerHandler, ServerRequest, ServerResponse } from '../plugin/types.js';
 import { responseProblem } from '../plugin/checks.js';
@@ -20,7 +21,7 @@ import { goJson } from './json.js';
 import { statusLine } from './status.js';
 import { ClientSink, type StreamOwner } from './stream.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
-import { CONNECTION, Connection, InnerBody, ORIGINAL_BODY } from './virtual.js';
+import { CONNECTION, Connection, InnerBody, ORIGINAL_BODY, TRACE_CONTEXT } from './virtual.js';
 
 /** After the answer, the rest of an upload is read and dropped within these bounds (as the exchange). */
 const DROP_BYTES = 256 * 1024;
@@ -50,6 +51,9 @@ export function pluginEntry(chain: ServerHandler, state: ServerState, logger: Lo
     if (body !== null) res.onData((ab, last) => body.feed(ab, last));
     const sreq = new EntryRequest(method, req.getUrl(), req.getQuery() ?? '', headers, body, x.conn.ip, x);
     x.request = sreq;
+    // A traced request: the plugins' spans (plugin/server.ts) start from the client's context.
+    const tracing = state.tracing;
+    if (tracing !== null && !tracing.skips(sreq.path)) sreq[TRACE_CONTEXT] = tracing.clientContext(req.getHeader('traceparent'), req.getHeader('tracestate'));
     let out: ServerResponse | Promise<ServerResponse>;
     try {
       out = chain(sreq);
@@ -69,6 +73,7 @@ export function pluginEntry(chain: ServerHandler, state: ServerState, logger: Lo
 /** The client request a server plugin sees. */
 class EntryRequest implements ServerRequest {
   [CONNECTION]: Connection;
+  [TRACE_CONTEXT]?: Context;
   [ORIGINAL_BODY]: ServerRequest['body'];
   constructor(
     public method: string,

@@ -264,7 +264,7 @@ function modifiedNoopPipe(pipe: BackendPipe, mods: Modifiers, endpointQuery: All
         x.out = out;
         if (x.rt.noopMetrics !== null) x.tb = performance.now();
         return pipe.client(out).then(
-          (r) => modifyStreamed(mods, r, wrapper),
+          (r) => modifyStreamed(mods, r, wrapper, x.trace),
           (err: Error) => {
             throw withBackend(err, out, pipe.config.urlPattern);
           },

@@ -13,6 +13,7 @@
  * a method-specific route before `any` on the same pattern.
  */
 import { Readable } from 'node:stream';
+import type { Context } from '@opentelemetry/api';
 import type { Headers, ResponseBody, ServerRequest, ServerResponse } from '../plugin/types.js';
 import type { HttpRequest, HttpResponse, RecognizedString, TemplatedApp } from './uws.js';
 import { serverRequestProblem } from '../plugin/checks.js';
@@ -181,6 +182,7 @@ export class VirtualApp {
     return new Promise<ServerResponse>((resolve, reject) => {
       const vres = new VirtualResponse(conn, req, resolve, reject);
       const vreq = new VirtualRequest(method, req.path, req.query ?? '', frameHeaders(req), m.params);
+      vreq.traceContext = (req as { [TRACE_CONTEXT]?: Context })[TRACE_CONTEXT];
       if (conn !== null) conn.track(vres);
       try {
         m.route.handler(vres as unknown as HttpResponse, vreq as unknown as HttpRequest);
@@ -223,11 +225,22 @@ function frameHeaders(req: ServerRequest): Map<string, string[]> {
   return out;
 }
 
+/**
+ * The trace context a request carries through the server plugins (set by the uWS entry when the
+ * request is traced): each plugin's span replaces it with its own for what the plugin calls next,
+ * and the router's global span takes the last one as its parent. A plugin that passes on a copy
+ * (`{ ...req }`) keeps it; one that builds a new object from scratch starts the router's spans
+ * from the client's own context.
+ */
+export const TRACE_CONTEXT: unique symbol = Symbol('gw.traceContext');
+
 /** The body the client sent, as the outer handler built it (to tell it from a plugin's own body). */
 export const ORIGINAL_BODY: unique symbol = Symbol('gw.originalBody');
 
 /** uWS's HttpRequest, over a ServerRequest. Names are lower case, as uWS gives them. */
 class VirtualRequest {
+  /** The innermost server plugin's span context, when the request is traced (endpoint.ts reads it). */
+  traceContext: Context | undefined = undefined;
   constructor(
     private readonly method: string,
     private readonly url: string,

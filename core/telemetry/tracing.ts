@@ -5,7 +5,13 @@
  *   global  (SERVER, named by the raw path; parent: the client's `traceparent`, unless
  *            layers.global.disable_propagation)
  *   └ proxy (INTERNAL, the endpoint route `/users/:id`)
+ *     ├ plugin/req-resp-modifier: <name> (INTERNAL, an endpoint-level modifier call)
  *     └ backend (CLIENT, the backend url_pattern): its context goes to the backend as `traceparent`
+ *       └ plugin/http-client: <name>, plugin/req-resp-modifier: <name> (INTERNAL)
+ *
+ * With server plugins (`plugin/http-server`), each plugin's call is a span too, outermost first,
+ * and the global span is a child of the innermost one (KrakenD runs them outside its telemetry;
+ * gw traces them so that their time is not a gap before the global span).
  *
  * Nothing here runs unless traces are configured; a request that is not sampled costs one
  * sampler call and carries no span.
@@ -48,8 +54,32 @@ const headerSetter = {
   },
 };
 
+/** A plugin call's span; `end` once, with the call's failure or null. */
+export interface PluginSpan {
+  end(error: Error | null): void;
+}
+
+/** Where a plugin's span hangs: a request (proxy span), a backend call, or a server plugin's context. */
+export interface PluginSpans {
+  plugin(kind: string, name: string): PluginSpan;
+}
+
+function pluginSpan(tracer: Tracer, parent: Context, kind: string, name: string): PluginSpan & { readonly ctx: Context } {
+  const span = tracer.startSpan(`${kind}: ${name}`, { kind: SpanKind.INTERNAL, attributes: { 'krakend.stage': 'plugin', 'krakend.plugin': name, 'krakend.plugin.kind': kind } }, parent);
+  return {
+    ctx: trace.setSpan(parent, span),
+    end(error) {
+      if (error !== null) {
+        span.recordException(error);
+        span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
+      }
+      span.end();
+    },
+  };
+}
+
 /** One request's spans. */
-export class RequestTrace {
+export class RequestTrace implements PluginSpans {
   private readonly proxyCtx: Context;
   constructor(
     private readonly t: Tracing,
@@ -68,6 +98,11 @@ export class RequestTrace {
     return new BackendTrace(span, carrier, this.t.tracer);
   }
 
+  /** An endpoint-level plugin's span (a request or response modifier), under the proxy span. */
+  plugin(kind: string, name: string): PluginSpan {
+    return pluginSpan(this.t.tracer, this.proxyCtx, kind, name);
+  }
+
   /** The request answered (or left): the proxy and global spans end. */
   end(status: number, error: Error | null): void {
     for (const s of [this.proxy, this.server]) {
@@ -79,7 +114,7 @@ export class RequestTrace {
   }
 }
 
-export class BackendTrace {
+export class BackendTrace implements PluginSpans {
   constructor(
     readonly span: Span,
     /** `traceparent` (and `tracestate`) for the backend request. */
@@ -87,15 +122,9 @@ export class BackendTrace {
     private readonly tracer: Tracer,
   ) {}
 
-  /** A plugin's span under this backend call (an HTTP client plugin's handler). */
-  plugin(kind: string, name: string): { end(error: Error | null): void } {
-    const span = this.tracer.startSpan(`${kind}: ${name}`, { kind: SpanKind.INTERNAL, attributes: { 'krakend.stage': 'plugin', 'krakend.plugin': name } }, trace.setSpan(ROOT_CONTEXT, this.span));
-    return {
-      end(error) {
-        if (error !== null) span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
-        span.end();
-      },
-    };
+  /** A plugin's span under this backend call (an HTTP client plugin's handler, a backend modifier). */
+  plugin(kind: string, name: string): PluginSpan {
+    return pluginSpan(this.tracer, trace.setSpan(ROOT_CONTEXT, this.span), kind, name);
   }
   end(status: number, error: Error | null): void {
     if (status > 0) this.span.setAttribute('http.response.status_code', status);
@@ -127,18 +156,30 @@ export class Tracing {
   }
 
   /** The global span (and the proxy span under it) of a request; `traceparent` is the client's header ('' when none). */
-  start(path: string, method: string, route: string, traceparent: string, tracestate: string): RequestTrace {
-    let parent: Context = ROOT_CONTEXT;
-    if (this.opts.propagate && traceparent !== '') {
-      const carrier: Record<string, string> = { traceparent };
-      if (tracestate !== '') carrier.tracestate = tracestate;
-      parent = propagator.extract(ROOT_CONTEXT, carrier, headerGetter);
-    }
+  start(path: string, method: string, route: string, traceparent: string, tracestate: string, within?: Context): RequestTrace {
+    const parent = within ?? this.clientContext(traceparent, tracestate);
     const server = this.tracer.startSpan(path, { kind: SpanKind.SERVER, attributes: { 'http.request.method': method, 'url.path': path, 'krakend.stage': 'global' } }, parent);
     const proxy = this.opts.proxy
       ? this.tracer.startSpan(route, { kind: SpanKind.INTERNAL, attributes: { 'http.request.method': method, 'http.route': route, 'krakend.stage': 'proxy' } }, trace.setSpan(ROOT_CONTEXT, server))
       : null;
     return new RequestTrace(this, server, proxy);
+  }
+
+  /** The client's trace context: its `traceparent` when propagation is on, else a new trace. */
+  clientContext(traceparent: string, tracestate: string): Context {
+    if (!this.opts.propagate || traceparent === '') return ROOT_CONTEXT;
+    const carrier: Record<string, string> = { traceparent };
+    if (tracestate !== '') carrier.tracestate = tracestate;
+    return propagator.extract(ROOT_CONTEXT, carrier, headerGetter);
+  }
+
+  /**
+   * A server plugin's span (`plugin/http-server`), under `parent`: the client's context for the
+   * outermost plugin, the enclosing plugin's span for the others. Its `ctx` is the parent of what
+   * the plugin calls next, down to the router's global span.
+   */
+  serverPlugin(parent: Context, name: string): PluginSpan & { readonly ctx: Context } {
+    return pluginSpan(this.tracer, parent, 'plugin/http-server', name);
   }
 
   skips(path: string): boolean {
