@@ -56,8 +56,9 @@ async function run(flags: RunFlags): Promise<void> {
   let rawConfig: string;
   let otel: OtelConfig | null;
   let stats: StatsConfig | null;
+  const overrides: string[] = [];
   try {
-    const raw = readConfigFile(flags.config);
+    const raw = readConfigFile(flags.config, overrides);
     // Kept as read: every worker, replacements included, runs this config even if the file changes.
     rawConfig = JSON.stringify(raw);
     cfg = normaliseConfig(raw, flags.config);
@@ -72,6 +73,7 @@ async function run(flags: RunFlags): Promise<void> {
   logger.info(`Starting gw v${GW_VERSION} (KrakenD ${KRAKEND_COMPAT_VERSION} compatible)`);
   logger.info(`Working directory is ${process.cwd()}`);
   logger.info('Starting the KrakenD instance');
+  for (const o of overrides) logger.info(`[SERVICE: Config] ${o}`);
   const waitMs = cfg.maxShutdownWaitMs || 10_000;
   const supervisor = new Supervisor({
     workers: workerCount(flags, cfg),

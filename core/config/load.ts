@@ -53,8 +53,58 @@ function compile(schema: object): ValidateFunction {
   return ajv.compile(schema);
 }
 
-/** Reads and parses a file. Error texts follow lura's config parser. */
-export function readConfigFile(file: string): unknown {
+/**
+ * Reads and parses a file, then applies KrakenD's `KRAKEND_<KEY>` environment overrides (see
+ * {@link applyEnvOverrides}); each override applied is described in `overrides`, when given.
+ * Error texts follow lura's config parser.
+ */
+export function readConfigFile(file: string, overrides?: string[], env: NodeJS.ProcessEnv = process.env): unknown {
+  const raw = parseConfigFile(file);
+  const applied = applyEnvOverrides(raw, env);
+  overrides?.push(...applied);
+  return raw;
+}
+
+/** Go's strconv.ParseBool spellings. */
+const BOOL_TEXT: Readonly<Record<string, boolean>> = {
+  1: true, t: true, T: true, TRUE: true, true: true, True: true, 0: false, f: false, F: false, FALSE: false, false: false, False: false,
+};
+
+/**
+ * KrakenD's reserved environment variables: `KRAKEND_<ROOT KEY IN CAPITALS>` (`KRAKEND_PORT`,
+ * `KRAKEND_TIMEOUT`, `KRAKEND_NAME`, `KRAKEND_CACHE_TTL`, …) replaces a root-level string, number
+ * or boolean **that the file already has**; a key the file does not set is not added, and objects
+ * and lists are never replaced (KrakenD's rules). The value is read as the type the file gives
+ * the key; one that does not read as it is an error naming the variable. `version` is not
+ * overridable (a stray `KRAKEND_VERSION` in an image's environment must not change what the file
+ * says). Changes `raw` in place; returns one line per override applied.
+ */
+export function applyEnvOverrides(raw: unknown, env: NodeJS.ProcessEnv): string[] {
+  const applied: string[] = [];
+  if (!isObject(raw)) return applied;
+  for (const key of Object.keys(raw)) {
+    if (key === 'version') continue;
+    const name = 'KRAKEND_' + key.toUpperCase();
+    const text = env[name];
+    if (text === undefined) continue;
+    const cur = raw[key];
+    let v: string | number | boolean;
+    if (typeof cur === 'string') v = text;
+    else if (typeof cur === 'number') {
+      if (!/^[+-]?\d+(\.\d+)?$/.test(text.trim())) throw new ConfigError(`environment variable ${name}=${JSON.stringify(text)}: "${key}" is a number in the configuration`);
+      v = Number(text);
+    } else if (typeof cur === 'boolean') {
+      const b = BOOL_TEXT[text.trim()];
+      if (b === undefined) throw new ConfigError(`environment variable ${name}=${JSON.stringify(text)}: "${key}" is a boolean in the configuration (true or false)`);
+      v = b;
+    } else continue;
+    raw[key] = v;
+    applied.push(`${name} overrides "${key}": ${JSON.stringify(v)} (the file has ${JSON.stringify(cur)})`);
+  }
+  return applied;
+}
+
+function parseConfigFile(file: string): unknown {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');

@@ -1,0 +1,77 @@
+// Real configs unchanged, and production operations (issue 15): KrakenD's KRAKEND_* environment
+// overrides, … Real gw processes and real loopback backends.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { type Backend, freePort, req, runCli, startBackend, startGateway, writeConfig } from './helpers/gw.ts';
+
+let backend: Backend;
+before(async () => {
+  backend = await startBackend((rq, res) => {
+    if (rq.url?.startsWith('/slow')) {
+      setTimeout(() => {
+        if (!res.destroyed) res.end('{"slow":true}');
+      }, 1500);
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ at: rq.url }));
+  });
+});
+after(async () => {
+  await backend?.close();
+});
+
+describe('KRAKEND_* environment overrides (root-level scalars the file has)', () => {
+  test('KRAKEND_PORT, KRAKEND_TIMEOUT and KRAKEND_NAME replace the file’s values, each logged; a key the file lacks is not added', async () => {
+    const filePort = await freePort();
+    const envPort = await freePort();
+    const gw = await startGateway(
+      {
+        version: 3,
+        port: filePort,
+        name: 'from the file',
+        timeout: '5s',
+        endpoints: [
+          { endpoint: '/slow', backend: [{ host: [backend.url], url_pattern: '/slow' }] },
+          { endpoint: '/fast', backend: [{ host: [backend.url], url_pattern: '/fast' }] },
+        ],
+      },
+      // cache_ttl is not in the file: KRAKEND_CACHE_TTL must change nothing.
+      { listenPort: envPort, env: { KRAKEND_PORT: String(envPort), KRAKEND_TIMEOUT: '300ms', KRAKEND_NAME: 'from the env', KRAKEND_CACHE_TTL: '1h' } },
+    );
+    try {
+      const t0 = Date.now();
+      const r = await req(envPort, '/slow');
+      assert.equal(r.status, 500, 'the 300 ms timeout from the environment applies, not the file’s 5 s');
+      assert.ok(Date.now() - t0 < 1400, `${Date.now() - t0} ms`);
+      const fast = await req(envPort, '/fast');
+      assert.equal(fast.status, 200);
+      assert.equal(fast.headers['cache-control'], undefined, 'no cache_ttl: KRAKEND_CACHE_TTL added nothing');
+      const out = gw.stdout();
+      assert.match(out, new RegExp(`KRAKEND_PORT overrides "port": ${envPort} \\(the file has ${filePort}\\)`));
+      assert.match(out, /KRAKEND_TIMEOUT overrides "timeout": "300ms" \(the file has "5s"\)/);
+      assert.match(out, /KRAKEND_NAME overrides "name": "from the env"/);
+      assert.doesNotMatch(out, /KRAKEND_CACHE_TTL/);
+      await assert.rejects(req(filePort, '/slow', { timeoutMs: 500 }), 'nothing listens on the file’s port');
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  test('a value that does not read as the file’s type stops gw check and gw run, naming the variable', async () => {
+    const cfg = writeConfig({ version: 3, port: await freePort(), endpoints: [{ endpoint: '/x', backend: [{ host: [backend.url], url_pattern: '/x' }] }] });
+    const c = await runCli(['check', '-c', cfg], { env: { KRAKEND_PORT: 'eighty' } });
+    assert.equal(c.code, 1, c.output);
+    assert.match(c.output, /environment variable KRAKEND_PORT="eighty": "port" is a number in the configuration/);
+    const r = await runCli(['run', '-c', cfg], { env: { KRAKEND_PORT: 'eighty' }, timeoutMs: 6000 });
+    assert.notEqual(r.code, 0, r.output);
+    assert.match(r.output, /KRAKEND_PORT="eighty"/);
+  });
+
+  test('KRAKEND_VERSION is ignored (a stray variable in an image must not change the file’s version)', async () => {
+    const cfg = writeConfig({ version: 3, port: await freePort(), endpoints: [{ endpoint: '/x', backend: [{ host: [backend.url], url_pattern: '/x' }] }] });
+    const c = await runCli(['check', '-c', cfg], { env: { KRAKEND_VERSION: '2.13.8' } });
+    assert.equal(c.code, 0, c.output);
+    assert.match(c.output, /Syntax OK!/);
+  });
+});
