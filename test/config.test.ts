@@ -118,8 +118,8 @@ describe('gw check', () => {
     assert.match(r.output, /(\/port\b|\.port\b|\["port"\]|'port'|"port")/, r.output);
   });
 
-  test('schema error: endpoint is a number → names endpoints[0].endpoint', async () => {
-    const r = await expectCheckError(valid({ endpoints: [{ endpoint: 5, backend: [be()] }] }), /ERROR parsing/);
+  test('schema error: endpoint is an object (nothing loose decoding can read as a path) → names endpoints[0].endpoint', async () => {
+    const r = await expectCheckError(valid({ endpoints: [{ endpoint: { path: '/x' }, backend: [be()] }] }), /ERROR parsing/);
     assert.match(r.output, /endpoints(\/|\[|\.)0\]?(\/|\.)endpoint/, r.output);
   });
 
@@ -183,7 +183,7 @@ describe('gw run start-up errors', () => {
   });
 
   test('schema error names the JSON path', async () => {
-    await expectRunError(valid({ endpoints: [{ endpoint: 5, backend: [be()] }] }), /endpoints(\/|\[|\.)0\]?(\/|\.)endpoint/);
+    await expectRunError(valid({ endpoints: [{ endpoint: { path: '/x' }, backend: [be()] }] }), /endpoints(\/|\[|\.)0\]?(\/|\.)endpoint/);
   });
 
   test('duplicate path+method → start-up error naming both entries, no crash stack', async () => {

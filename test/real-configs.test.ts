@@ -75,3 +75,69 @@ describe('KRAKEND_* environment overrides (root-level scalars the file has)', ()
     assert.match(c.output, /Syntax OK!/);
   });
 });
+
+describe('loose decoding, as KrakenD reads a config', () => {
+  const loose = (port: number | string) => ({
+    version: '3',
+    port: String(port),
+    '@comment': 'KrakenD’s schema allows @, $, _ and # keys everywhere',
+    timeout: '2s',
+    host: backend.url,
+    endpoints: [
+      {
+        endpoint: '/loose/{id}',
+        concurrent_calls: true,
+        input_headers: 'X-Trace',
+        $note: 'comment',
+        backend: [
+          { url_pattern: '/one/{id}', host: backend.url, group: 'one', _c: 1 },
+          // No url_pattern: lura's zero value '' routes to '/'; no host: the service's.
+          { group: 'root', '#c': true },
+        ],
+      },
+      { endpoint: '/preflight', method: 'OPTIONS', backend: [{ url_pattern: '/x' }] },
+      { endpoint: '/plain', backend: [{ url_pattern: '/plain' }] },
+    ],
+  });
+
+  test('gw check passes; --lint names each conversion by its path, accepts @/$/_/# keys, and says the OPTIONS endpoint is skipped', async () => {
+    const file = writeConfig(loose(await freePort()));
+    const c = await runCli(['check', '-c', file]);
+    assert.equal(c.code, 0, c.output);
+    assert.match(c.output, /Syntax OK!/);
+    const l = await runCli(['check', '--lint', '-c', file]);
+    assert.equal(l.code, 0, l.output);
+    for (const line of [
+      /WARNING: \$\.version: "3" is read as 3/,
+      /WARNING: \$\.port: "\d+" is read as \d+/,
+      /WARNING: \$\.host: "http:\/\/127\.0\.0\.1:\d+" is read as \["http:\/\/127\.0\.0\.1:\d+"\]/,
+      /WARNING: \$\.endpoints\[0\]\.concurrent_calls: true is read as 1/,
+      /WARNING: \$\.endpoints\[0\]\.input_headers: "X-Trace" is read as \["X-Trace"\]/,
+      /WARNING: \$\.endpoints\[0\]\.backend\[0\]\.host: "http:\/\/127\.0\.0\.1:\d+" is read as \[/,
+      /WARNING: \[SERVICE: Gin\]\[ENDPOINT: \/preflight\] Unsupported method OPTIONS \(endpoints\[1\]\): the endpoint is skipped/,
+    ]) {
+      assert.match(l.output, line);
+    }
+    assert.doesNotMatch(l.output, /unknown key/, 'comment keys are allowed by --lint');
+  });
+
+  test('gw run serves it: the converted values apply, the backend without url_pattern is called at /, the OPTIONS endpoint is skipped and the rest served', async () => {
+    const port = await freePort();
+    const gw = await startGateway(loose(port), { listenPort: port });
+    try {
+      const before = backend.requests.length;
+      const r = await req(port, '/loose/7', { headers: { 'x-trace': 'abc' } });
+      assert.equal(r.status, 200, r.body);
+      assert.deepEqual(JSON.parse(r.body), { one: { at: '/one/7' }, root: { at: '/' } });
+      const seen = backend.requests.slice(before);
+      assert.equal(seen.length, 2);
+      for (const q of seen) assert.equal(q.headers['x-trace'], 'abc', 'input_headers "X-Trace" read as a list of one');
+      assert.equal((await req(port, '/plain')).status, 200);
+      const pre = await req(port, '/preflight', { method: 'OPTIONS' });
+      assert.ok(pre.status === 404 || pre.status === 405, `OPTIONS /preflight: ${pre.status}`);
+      assert.match(gw.stdout(), /Unsupported method OPTIONS \(endpoints\[1\]\): the endpoint is skipped/);
+    } finally {
+      await gw.stop();
+    }
+  });
+});

@@ -49,7 +49,9 @@ let validator: ValidateFunction | undefined;
 let lintValidator: ValidateFunction | undefined;
 
 function compile(schema: object): ValidateFunction {
-  const ajv = new Ajv({ allErrors: true, strict: false });
+  // Loose decoding, as KrakenD's config reader (mapstructure's weakly typed input): "1" ↔ 1,
+  // true → 1, a scalar where a list is expected → a list of one. The data is converted in place.
+  const ajv = new Ajv({ allErrors: true, strict: false, coerceTypes: 'array' });
   return ajv.compile(schema);
 }
 
@@ -154,6 +156,21 @@ export function loadConfig(file: string, opts: LoadOptions = {}): ServiceConfig 
   return normaliseConfig(readConfigFile(file), file, opts);
 }
 
+/**
+ * `--lint`: one warning per value the loose decoding converted (`before` as written, `after` as
+ * validated), naming its path: the file works, but says something else than it means.
+ */
+function looseConversions(before: unknown, after: unknown, where: string, out: string[]): void {
+  if (before === after) return;
+  const kind = (v: unknown) => (Array.isArray(v) ? 'list' : v === null ? 'null' : typeof v);
+  if (kind(before) !== kind(after)) {
+    out.push(`${where}: ${JSON.stringify(before)} is read as ${JSON.stringify(after)} (KrakenD converts it loosely; write the ${kind(after) === 'list' ? 'list' : kind(after)})`);
+    return;
+  }
+  if (Array.isArray(before)) before.forEach((v, i) => looseConversions(v, (after as unknown[])[i], `${where}[${i}]`, out));
+  else if (isObject(before)) for (const k of Object.keys(before)) looseConversions(before[k], (after as Record<string, unknown>)[k], `${where}.${k}`, out);
+}
+
 function isObject(v: unknown): v is Record<string, any> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -161,8 +178,9 @@ function isObject(v: unknown): v is Record<string, any> {
 export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptions = {}): ServiceConfig {
   if (!isObject(raw)) throw new ConfigError(`'${file}': the configuration must be a JSON object`);
   // KrakenD checks the version before anything else.
-  if (raw.version !== 3) throw new ConfigError(`unsupported version: ${JSON.stringify(raw.version ?? 0)} (want: 3)`);
+  if (raw.version !== 3 && raw.version !== '3') throw new ConfigError(`unsupported version: ${JSON.stringify(raw.version ?? 0)} (want: 3)`);
   const validate = opts.lint ? (lintValidator ??= compile(lintSchema())) : (validator ??= compile(configSchema));
+  const asWritten = opts.lint ? structuredClone(raw) : null;
   if (!validate(raw)) throw new ConfigError(formatAjvErrors(validate.errors ?? [], file));
 
   const extra = normaliseNamespaces(raw.extra_config);
@@ -176,6 +194,7 @@ export function normaliseConfig(raw: unknown, file = '<config>', opts: LoadOptio
   const outputDefault = typeof raw.output_encoding === 'string' && raw.output_encoding !== '' ? raw.output_encoding : 'json';
 
   const warnings: string[] = [];
+  if (asWritten !== null) looseConversions(asWritten, raw, '$', warnings);
   checkNamespaces(extra, 'extra_config', 'service', { warnings, enforcing: [] });
   const endpoints: EndpointConfig[] = [];
   const seen = new Map<string, { desc: string; index: number }>();
@@ -279,9 +298,12 @@ function normaliseEndpoint(e: Record<string, any>, index: number, inh: Inherited
   if (!path.startsWith('/')) path = '/' + path;
   const rawMethod = typeof e.method === 'string' && e.method ? e.method.toUpperCase() : 'GET';
   if (!SUPPORTED_METHODS.has(rawMethod)) {
-    throw new ConfigError(
-      `[ENDPOINT: ${path}] Unsupported method ${rawMethod} (endpoints[${index}]): gw routes GET, POST, PUT, PATCH and DELETE`,
+    // KrakenD logs it and registers the other endpoints (lura's gin router); so does gw.
+    inh.warnings.push(
+      `[SERVICE: Gin][ENDPOINT: ${path}] Unsupported method ${rawMethod} (endpoints[${index}]): the endpoint is skipped; KrakenD and gw route GET, POST, PUT, PATCH and DELETE` +
+        (rawMethod === 'OPTIONS' ? ' (CORS preflights are answered by security/cors)' : ''),
     );
+    return null;
   }
   const method = rawMethod as Method;
   if (INVALID_ENDPOINT.test(path)) throw new ConfigError(`ignoring the '${method} ${path}' endpoint, since it is invalid!!!`);
@@ -332,7 +354,7 @@ function normaliseEndpoint(e: Record<string, any>, index: number, inh: Inherited
         inh.warnings.push(`endpoints[${index}] (${path}), backend ${bi}: "${old}" is the configuration v2 name and is ignored in version 3; use "${now}"`);
       }
     }
-    let urlPattern: string = b.url_pattern;
+    let urlPattern: string = b.url_pattern ?? '';
     if (!urlPattern.startsWith('/')) urlPattern = '/' + urlPattern;
     const hostsRaw: string[] = Array.isArray(b.host) && b.host.length ? b.host : [...inh.defaultHosts];
     const hosts = b.disable_host_sanitize === true ? hostsRaw : hostsRaw.map(sanitizeHost);

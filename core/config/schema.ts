@@ -3,18 +3,17 @@
  * extra keys (KrakenD's `run` ignores unknown keys); `lintSchema()` returns a copy that rejects
  * them, for `gw check --lint`. `extra_config` namespaces stay open in both.
  */
+// One schema with two types (not anyOf): loose decoding then converts only a value that is neither.
 const duration = {
-  anyOf: [
-    { type: 'string', pattern: '^[-+]?(?:0|(?:(?:\\d+(?:\\.\\d*)?|\\.\\d+)(?:ns|us|µs|μs|ms|s|m|h))+)$' },
-    { type: 'integer' },
-  ],
+  type: ['string', 'integer'],
+  pattern: '^[-+]?(?:0|(?:(?:\\d+(?:\\.\\d*)?|\\.\\d+)(?:ns|us|µs|μs|ms|s|m|h))+)$',
 };
 const stringList = { type: 'array', items: { type: 'string' } };
 const extraConfig = { type: 'object' };
 
+// url_pattern may be left out: it is then '' (lura's zero value), which routes to '/'.
 const backend = {
   type: 'object',
-  required: ['url_pattern'],
   properties: {
     host: stringList,
     url_pattern: { type: 'string' },
@@ -105,7 +104,11 @@ export const configSchema = {
 /** A copy of the schema in which root, endpoint, backend and plugin objects reject unknown keys. */
 export function lintSchema(): object {
   const copy = structuredClone(configSchema) as Record<string, any>;
-  const close = (o: Record<string, any>) => (o.additionalProperties = false);
+  // KrakenD's schema allows `@comment`-style keys (`^[@$_#]`) everywhere.
+  const close = (o: Record<string, any>) => {
+    o.patternProperties = { '^[@$_#]': {} };
+    o.additionalProperties = false;
+  };
   close(copy);
   close(copy.properties.plugin);
   close(copy.properties.endpoints.items);
