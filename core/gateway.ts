@@ -94,6 +94,12 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   if (uses(LUA_PROXY) || uses(LUA_BACKEND)) await loadLua();
   if (uses(CEL_NS)) await loadCel();
   const traffic = buildTraffic(cfg, { shared: opts.limits ?? null, workers: opts.workers ?? 1 }, logger);
+  // Hints found while building (logged, and listed by `gw check`).
+  const buildWarnings: string[] = [];
+  const buildWarn = (m: string) => {
+    logger.warn(m);
+    buildWarnings.push(m);
+  };
   const otel = parseOtel(cfg, GW_VERSION);
   for (const w of otel?.warnings ?? []) logger.warn(`[SERVICE: OpenTelemetry] ${w}`);
   // Metrics are recorded only when something reads them (a Prometheus exporter, /__stats).
@@ -159,7 +165,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
     const readers = ep.backends.length * (ep.outputEncoding === 'no-op' ? 1 : Math.max(1, ep.concurrentCalls));
     const usesLua = ep.extraConfig[LUA_PROXY] !== undefined || ep.backends.some((b) => b.extraConfig[LUA_BACKEND] !== undefined);
     const bufferBody = readers > 1 || usesLua || bodyCheck !== null;
-    const jwt = compileJwt(ep.extraConfig, where, ep.backends.map((b) => b.urlPattern), ep.inputHeaders, (m) => logger.warn(m));
+    const jwt = compileJwt(ep.extraConfig, where, ep.backends.map((b) => b.urlPattern), ep.inputHeaders, buildWarn);
     const epBot = compileBotDetector(ep.extraConfig[BOT_NS], where);
     const bot = epBot === null ? serviceBot : serviceBot === null ? epBot : (ua: string) => serviceBot(ua) || epBot(ua);
     // A body read whole is always bounded: max_payload, else gw's max_buffered_payload.
@@ -199,7 +205,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   return {
     endpoints,
     plugins: registry,
-    buildWarnings: traffic.warnings,
+    buildWarnings: [...traffic.warnings, ...buildWarnings],
     statsSnapshot() {
       if (metrics === null || stats === null) return null;
       const m = process.memoryUsage();

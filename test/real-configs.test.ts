@@ -141,3 +141,32 @@ describe('loose decoding, as KrakenD reads a config', () => {
     }
   });
 });
+
+describe('auth/validator without a key source: gw starts, that endpoint answers 401', () => {
+  test('the start-up log says why; tokens and no tokens get 401; the other endpoints answer', async () => {
+    const port = await freePort();
+    const gw = await startGateway(
+      {
+        version: 3,
+        port,
+        endpoints: [
+          { endpoint: '/private', extra_config: { 'auth/validator': { alg: 'RS256', audience: ['x'] } }, backend: [{ host: [backend.url], url_pattern: '/p' }] },
+          { endpoint: '/public', backend: [{ host: [backend.url], url_pattern: '/pub' }] },
+        ],
+      },
+      { listenPort: port },
+    );
+    try {
+      const before = backend.requests.length;
+      // A well-formed (unsigned-looking) JWT: it can never be checked without a key.
+      const token = `${Buffer.from('{"alg":"RS256","typ":"JWT"}').toString('base64url')}.${Buffer.from('{"sub":"a"}').toString('base64url')}.c2ln`;
+      assert.equal((await req(port, '/private', { headers: { authorization: `Bearer ${token}` } })).status, 401);
+      assert.equal((await req(port, '/private')).status, 401);
+      assert.equal(backend.requests.length, before, 'nothing reached the backend');
+      assert.equal((await req(port, '/public')).status, 200);
+      assert.match(gw.stdout(), /endpoint \/private: "auth\/validator" has neither "jwk_url" nor "jwk_local_path": .*every request to this endpoint answers 401/);
+    } finally {
+      await gw.stop();
+    }
+  });
+});

@@ -141,6 +141,7 @@ export class KeySet {
 }
 
 export class KeyFetchError extends Error {}
+class NoKeySource extends Error {}
 
 const keySets = new Map<string, KeySet>();
 
@@ -224,7 +225,13 @@ export function compileJwt(
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${where}: "${JWT_NS}" must be an object`);
   const c = raw as Record<string, unknown>;
   const alg = typeof c.alg === 'string' && c.alg !== '' ? c.alg : 'RS256';
-  const keys = keySetOf(c, where, JWT_NS);
+  // No key source: KrakenD starts and the endpoint refuses every token (it has no key to check
+  // one with); gw does the same, and says so at start-up instead of at every request.
+  const hasSource = (typeof c.jwk_local_path === 'string' && c.jwk_local_path !== '') || (typeof c.jwk_url === 'string' && c.jwk_url !== '');
+  const keys = hasSource ? keySetOf(c, where, JWT_NS) : null;
+  if (keys === null) {
+    warn(`${where}: "${JWT_NS}" has neither "jwk_url" nor "jwk_local_path": no token can be validated, so every request to this endpoint answers 401`);
+  }
 
   const issuer = typeof c.issuer === 'string' && c.issuer !== '' ? c.issuer : undefined;
   const audience = strings(c.audience);
@@ -256,7 +263,10 @@ export function compileJwt(
   // Audiences are checked below: KrakenD (go-jose) wants every configured one in the token, where
   // jose's own option accepts any of them.
   const opts = { algorithms: [alg], issuer, clockTolerance: leewayS };
-  const getKey = (h: JWTHeaderParameters) => keys.key(h, alg);
+  const getKey = (h: JWTHeaderParameters) => {
+    if (keys === null) throw new NoKeySource('no key source configured ("jwk_url" or "jwk_local_path")');
+    return keys.key(h, alg);
+  };
 
   // The Bearer header first, then the cookie (a non-Bearer Authorization header falls through).
   const tokenOf = (headerValue: string, cookieHeader: string): string | null => {
@@ -284,6 +294,7 @@ export function compileJwt(
       try {
         payload = (await (await loadJose()).jwtVerify(token, getKey, opts)).payload;
       } catch (err) {
+        if (err instanceof NoKeySource) throw new AuthError(401, err.message);
         if (err instanceof KeyFetchError) throw new AuthError(401, err.message, true);
         throw new AuthError(401, `invalid token: ${(err as Error).message}`);
       }
