@@ -4,7 +4,9 @@
  * `plugin init`.
  */
 import { Command, Option } from 'commander';
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import process from 'node:process';
 import { preforkWorker, Supervisor, type StartupError } from '../core/cluster.js';
 import { loadConfig, normaliseConfig, readConfigFile } from '../core/config/load.js';
@@ -40,6 +42,7 @@ interface RunFlags {
   port?: string;
   logLevel?: string;
   logFormat?: string;
+  watch?: boolean;
 }
 
 function makeLogger(cfg: ServiceConfig, flags: RunFlags): Logger {
@@ -107,7 +110,64 @@ async function run(flags: RunFlags): Promise<void> {
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
-  process.on('SIGHUP', () => logger.warn('Signal intercepted: hangup; reloading is not supported yet, still serving'));
+  // Reload: SIGHUP, or a change of the file with --watch. One at a time; one more is queued.
+  let reloading = false;
+  let again: string | null = null;
+  const reload = async (why: string): Promise<void> => {
+    if (stopping) return;
+    if (reloading) {
+      again = why;
+      return;
+    }
+    reloading = true;
+    try {
+      await reloadOnce(why);
+    } finally {
+      reloading = false;
+      const next = again;
+      again = null;
+      if (next !== null) void reload(next);
+    }
+  };
+  const reloadOnce = async (why: string): Promise<void> => {
+    logger.info(`[SERVICE: Config] ${why}: reloading ${flags.config}`);
+    const overrides: string[] = [];
+    let next: ServiceConfig;
+    let raw: unknown;
+    try {
+      raw = readConfigFile(flags.config!, overrides);
+      next = normaliseConfig(raw, flags.config);
+      parseOtel(next, GW_VERSION);
+      parseStats(next);
+    } catch (err) {
+      logger.error(`[SERVICE: Config] reload refused, still serving the previous configuration: ${(err as Error).message}`);
+      return;
+    }
+    const port = Number(flags.port) || next.port;
+    if (port !== (Number(flags.port) || cfg.port) || next.listenIp !== cfg.listenIp) {
+      logger.error('[SERVICE: Config] reload refused, still serving the previous configuration: the listen address (port, listen_ip) changed; that needs a restart');
+      return;
+    }
+    const telemetry = (c: ServiceConfig) => JSON.stringify([c.extraConfig['telemetry/opentelemetry'], c.extraConfig['telemetry/metrics']]);
+    if (telemetry(next) !== telemetry(cfg)) {
+      logger.warn('[SERVICE: Config] telemetry/opentelemetry and telemetry/metrics exporters keep their start-up settings until a restart');
+    }
+    for (const o of overrides) logger.info(`[SERVICE: Config] ${o}`);
+    const workers = workerCount(flags, next);
+    try {
+      await supervisor.reload(JSON.stringify(raw), workers, next.maxShutdownWaitMs || 10_000, RELOAD_LINGER_MS);
+    } catch (err) {
+      logger.error(`[SERVICE: Config] reload failed, still serving the previous configuration: ${(err as Error).message}`);
+      return;
+    }
+    cfg = next;
+    logger.info(`[SERVICE: Config] reloaded: ${workers} ${workers === 1 ? 'worker' : 'workers'} serving the new configuration; the previous ones drain`);
+  };
+  process.on('SIGHUP', () => {
+    logger.info('Signal intercepted: hangup');
+    void reload('SIGHUP');
+  });
+  if (flags.watch) watchConfig(flags.config, logger, () => void reload('the configuration file changed'));
   // The supervisor serves the metrics exporters: it sums the workers' snapshots on each scrape.
   const exporters: { listen(): Promise<number>; close(): Promise<void> }[] = (otel?.prometheus ?? []).map((p) => new PrometheusServer(p, otel!, () => supervisor.collectMetrics(), logger));
   for (const e of otel?.otlpMetrics ?? []) exporters.push(new OtlpMetricsPusher(e, otel!, () => supervisor.collectMetrics(), logger));
@@ -126,6 +186,41 @@ async function run(flags: RunFlags): Promise<void> {
 }
 
 const SIGNALS: Partial<Record<NodeJS.Signals, string>> = { SIGINT: 'interrupt', SIGTERM: 'terminated' };
+
+/** How long a retired worker keeps answering its open connections (each answer closing it). */
+const RELOAD_LINGER_MS = 1000;
+
+/**
+ * `--watch`: calls `changed` when the file's content changes (editors that write a new file and
+ * rename it over the old one included: the folder is watched), at most once per 300 ms burst.
+ */
+function watchConfig(file: string, logger: Logger, changed: () => void): void {
+  const abs = path.resolve(file);
+  let last = fs.existsSync(abs) ? fs.readFileSync(abs, 'utf8') : '';
+  let timer: NodeJS.Timeout | null = null;
+  const check = () => {
+    timer = null;
+    let now: string;
+    try {
+      now = fs.readFileSync(abs, 'utf8');
+    } catch {
+      return; // being replaced: the rename that follows triggers again
+    }
+    if (now === last) return;
+    last = now;
+    changed();
+  };
+  try {
+    const w = fs.watch(path.dirname(abs), (_event, name) => {
+      if (name !== null && name !== path.basename(abs)) return;
+      if (timer === null) timer = setTimeout(check, 300);
+    });
+    w.unref();
+    logger.info(`[SERVICE: Config] watching ${abs} for changes`);
+  } catch (err) {
+    logger.error(`[SERVICE: Config] --watch: cannot watch ${abs}: ${(err as Error).message}`);
+  }
+}
 
 /** `--workers`, else `extra_config["gw/server"].workers`, else one per available core. */
 function workerCount(flags: RunFlags, cfg: ServiceConfig): number {
@@ -210,6 +305,7 @@ export function program(): Command {
     .option('-w, --workers <n>', 'Worker processes sharing the port, supervised and replaced when they die (default: one per core)')
     .addOption(new Option('--log-level <level>', 'Overrides telemetry/logging.level').choices(['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL', 'debug', 'info', 'warning', 'error', 'critical']))
     .addOption(new Option('--log-format <format>', 'Overrides telemetry/logging.format (auto: as configured; json: gw\'s JSON lines; pretty: default with colours)').choices(['auto', 'default', 'logstash', 'json', 'pretty']).default('auto'))
+    .option('--watch', 'Reloads the configuration when the file changes (as SIGHUP does): new workers start with it, the previous ones drain')
     .action((flags: RunFlags) => run(flags));
   p.command('check')
     .alias('validate')

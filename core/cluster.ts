@@ -10,6 +10,10 @@
  * does and 10 starts in a row failed, the supervisor gives up and exits 1 (the process manager
  * takes it from there). Workers that crash after starting are always replaced: giving up on them
  * would hand whoever triggers the crash a way to stop the gateway.
+ *
+ * Reload (SIGHUP, `gw run --watch`): a new generation of workers starts with the new configuration
+ * and joins the port; only once all of them listen do the previous ones stop listening and drain.
+ * A new generation that cannot start is stopped, and the previous one keeps serving.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
@@ -24,7 +28,7 @@ import type { WorkerStats } from './telemetry/stats.js';
 export interface SupervisorOptions {
   workers: number;
   configFile: string;
-  /** The config text read at start-up; every worker (and replacement) runs this one. */
+  /** The config text read at start-up; every worker (and replacement) runs this one, until a reload. */
   rawConfig: string;
   debug: boolean;
   /** 0 = ephemeral: the first worker binds, the others join its port. */
@@ -95,6 +99,7 @@ export function preforkWorker(): void {
 interface Slot {
   readonly index: number;
   pid: number;
+  child: ChildProcess | null;
   ready: boolean;
   readyAt: number;
   delay: number;
@@ -105,6 +110,11 @@ interface Slot {
   drainReason: string | null;
 }
 
+const newSlots = (n: number): Slot[] =>
+  Array.from({ length: n }, (_, index) => ({
+    index, pid: 0, child: null, ready: false, readyAt: 0, delay: MIN_DELAY_MS, failures: 0, timer: null, crash: null, drainReason: null,
+  }));
+
 const ms = (n: number) => (n < 1000 ? `${n} ms` : `${n / 1000} s`);
 
 export class Supervisor {
@@ -113,8 +123,12 @@ export class Supervisor {
   /** Resolves with the exit code when the supervisor gave up (no worker can be started). */
   readonly gaveUp: Promise<number>;
   private giveUp!: (code: number) => void;
-  private readonly slots: Slot[];
+  private slots: Slot[];
   private readonly children = new Set<ChildProcess>();
+  /** Workers of a previous configuration, draining after a reload: their exit is not replaced. */
+  private readonly retired = new Set<ChildProcess>();
+  /** The config text new workers (and replacements) run. */
+  private rawConfig: string;
   /** Rate-limit buckets shared by the workers: they lease tokens from it in small batches (core/qos/limiter.ts). */
   private readonly tokens = new BucketAuthority();
   /** Metrics scrapes waiting for workers' answers, by sequence number. */
@@ -127,9 +141,8 @@ export class Supervisor {
 
   constructor(private readonly opts: SupervisorOptions) {
     this.log = opts.logger;
-    this.slots = Array.from({ length: opts.workers }, (_, index) => ({
-      index, pid: 0, ready: false, readyAt: 0, delay: MIN_DELAY_MS, failures: 0, timer: null, crash: null, drainReason: null,
-    }));
+    this.rawConfig = opts.rawConfig;
+    this.slots = newSlots(opts.workers);
     this.gaveUp = new Promise((resolve) => (this.giveUp = resolve));
   }
 
@@ -168,6 +181,45 @@ export class Supervisor {
       return killed ? 1 : 0;
     })();
     return this.closed;
+  }
+
+  /**
+   * Zero-downtime reload: a new generation of `workers` workers starts with `rawConfig` and joins
+   * the port; once every one of them listens, the previous workers stop listening and drain (up
+   * to `drainMs`, answering their open connections for `lingerMs` first). If a new worker fails to
+   * start (its configuration does not build, it cannot bind), the new ones are stopped and the
+   * previous generation keeps serving: rejects with the reason. One reload at a time.
+   */
+  async reload(rawConfig: string, workers: number, drainMs: number, lingerMs: number): Promise<void> {
+    if (this.closing) throw new StartupError('gw is stopping');
+    const previous = this.slots;
+    const previousConfig = this.rawConfig;
+    const fresh = newSlots(workers);
+    this.rawConfig = rawConfig;
+    try {
+      // The first new worker logs its build (warnings once per instance), the others start quietly.
+      await this.startOne(fresh[0]!, this.port, false, 0, 'new configuration');
+      await Promise.all(fresh.slice(1).map((s) => this.startOne(s, this.port, true, 0, 'new configuration')));
+    } catch (err) {
+      this.rawConfig = previousConfig;
+      for (const s of fresh) {
+        if (s.timer !== null) clearTimeout(s.timer);
+        if (s.child !== null) {
+          this.retired.add(s.child);
+          s.child.kill('SIGKILL');
+        }
+      }
+      throw err;
+    }
+    if (this.closing) return;
+    this.slots = fresh;
+    for (const s of previous) {
+      if (s.timer !== null) clearTimeout(s.timer);
+      s.timer = null;
+      if (s.child === null || !this.children.has(s.child)) continue;
+      this.retired.add(s.child);
+      void this.stopChild(s.child, drainMs, lingerMs);
+    }
   }
 
   /**
@@ -214,19 +266,19 @@ export class Supervisor {
   }
 
   /** Resolves true when the worker had to be killed. */
-  private stopChild(c: ChildProcess, waitMs: number): Promise<boolean> {
+  private stopChild(c: ChildProcess, waitMs: number, lingerMs = 0): Promise<boolean> {
     return new Promise((resolve) => {
       if (c.exitCode !== null || c.signalCode !== null) return resolve(false);
       const t = setTimeout(() => {
-        this.log.error(`[SERVICE: Workers] worker pid ${c.pid} did not stop within ${ms(waitMs + CLOSE_GRACE_MS)}; killing it`);
+        this.log.error(`[SERVICE: Workers] worker pid ${c.pid} did not stop within ${ms(waitMs + lingerMs + CLOSE_GRACE_MS)}; killing it`);
         c.kill('SIGKILL');
         resolve(true);
-      }, waitMs + CLOSE_GRACE_MS);
+      }, waitMs + lingerMs + CLOSE_GRACE_MS);
       c.once('exit', () => {
         clearTimeout(t);
         resolve(false);
       });
-      if (c.connected) c.send({ type: 'shutdown', waitMs } satisfies ToWorker, () => {});
+      if (c.connected) c.send({ type: 'shutdown', waitMs, lingerMs } satisfies ToWorker, () => {});
       else c.kill('SIGTERM');
     });
   }
@@ -239,7 +291,7 @@ export class Supervisor {
    * spawn(), logging the worker's pid once it listens. A failed bind is explained with the
    * kernel's reason: while none of our workers holds the port, a plain bind says why.
    */
-  private async startOne(slot: Slot, port: number, quiet: boolean, replaces = 0): Promise<number> {
+  private async startOne(slot: Slot, port: number, quiet: boolean, replaces = 0, why = ''): Promise<number> {
     let bound: number;
     try {
       bound = await this.spawn(slot, port, quiet);
@@ -252,7 +304,7 @@ export class Supervisor {
       throw reason === null ? err : new StartupError(reason, false, true);
     }
     if (!this.closing) {
-      this.log.info(`[SERVICE: Workers] worker #${slot.index} (pid ${slot.pid}) listening on port ${bound}${replaces ? ` (replaces pid ${replaces})` : ''}`);
+      this.log.info(`[SERVICE: Workers] worker #${slot.index} (pid ${slot.pid}) listening on port ${bound}${replaces ? ` (replaces pid ${replaces})` : ''}${why ? ` (${why})` : ''}`);
     }
     return bound;
   }
@@ -262,8 +314,8 @@ export class Supervisor {
     return new Promise((resolve, reject) => {
       if (this.closing) return reject(new StartupError('gw is stopping'));
       const init: WorkerInit = {
-        index: slot.index, configFile: this.opts.configFile, rawConfig: this.opts.rawConfig, debug: this.opts.debug, port,
-        logLevel: this.opts.logLevel, logFormat: this.opts.logFormat, quietStart, workers: this.opts.workers,
+        index: slot.index, configFile: this.opts.configFile, rawConfig: this.rawConfig, debug: this.opts.debug, port,
+        logLevel: this.opts.logLevel, logFormat: this.opts.logFormat, quietStart, workers: this.slots.length,
       };
       const forked = spare ?? forkWorker();
       spare = null;
@@ -271,7 +323,7 @@ export class Supervisor {
       child.ref();
       child.channel?.ref();
       this.children.add(child);
-      Object.assign(slot, { pid: child.pid ?? 0, ready: false, crash: null, drainReason: null });
+      Object.assign(slot, { pid: child.pid ?? 0, child, ready: false, crash: null, drainReason: null });
       const who = () => `worker #${slot.index} (pid ${child.pid})`;
       let settled = false;
       let becameReady = false;
@@ -319,7 +371,7 @@ export class Supervisor {
           case 'draining':
             slot.drainReason = m.reason;
             slot.ready = false;
-            if (!this.closing) this.log.warn(`[SERVICE: Workers] ${who()} received ${m.reason}: it stops listening, drains and exits; it will be replaced`);
+            if (!this.closing && !this.retired.has(child)) this.log.warn(`[SERVICE: Workers] ${who()} received ${m.reason}: it stops listening, drains and exits; it will be replaced`);
             break;
         }
       });
@@ -327,6 +379,12 @@ export class Supervisor {
       child.on('error', (err) => fail(new StartupError(`${who()}: ${err.message}`)));
       child.on('exit', (code, signal) => {
         this.children.delete(child);
+        if (this.retired.delete(child)) {
+          // A previous configuration's worker, drained after a reload (or a new one whose start failed).
+          fail(new StartupError(`${who()} stopped`));
+          if (becameReady && !this.closing) this.log.info(`[SERVICE: Workers] ${who()} of the previous configuration drained and exited`);
+          return;
+        }
         if (slot.pid === child.pid) slot.ready = false;
         if (!becameReady) {
           // A start that failed (reported and retried by the caller), or this exit is the failure.
@@ -345,7 +403,7 @@ export class Supervisor {
     const cause = slot.crash !== null ? ` after ${slot.crash}` : slot.drainReason !== null ? ` after it received ${slot.drainReason}` : '';
     const planned = code === 0 && slot.drainReason !== null;
     const line = `[SERVICE: Workers] worker #${slot.index} (pid ${pid}) ${planned ? 'exited' : 'died'}: ${how}${cause}; ` +
-      `starting a replacement in ${ms(slot.delay)} (${this.serving()} of ${this.opts.workers} workers serving port ${this.port})`;
+      `starting a replacement in ${ms(slot.delay)} (${this.serving()} of ${this.slots.length} workers serving port ${this.port})`;
     if (planned) this.log.warn(line);
     else this.log.error(line);
     if (code === CRASH_EXIT_CODE && slot.crash === null) {
@@ -364,11 +422,11 @@ export class Supervisor {
   }
 
   private async replace(slot: Slot, oldPid: number): Promise<void> {
-    if (this.closing) return;
+    if (this.closing || !this.slots.includes(slot)) return;
     try {
       await this.startOne(slot, this.port, true, oldPid);
     } catch (err) {
-      if (this.closing) return;
+      if (this.closing || !this.slots.includes(slot)) return;
       slot.failures++;
       const message = (err as Error).message;
       const serving = this.serving();
@@ -383,11 +441,16 @@ export class Supervisor {
       }
       this.log.error(
         `[SERVICE: Workers] worker #${slot.index} could not be started: ${message}; retrying in ${ms(slot.delay)} ` +
-          `(${serving} of ${this.opts.workers} workers serving port ${this.port})`,
+          `(${serving} of ${this.slots.length} workers serving port ${this.port})`,
       );
       this.schedule(slot, oldPid);
       return;
     }
     slot.failures = 0;
+    // A reload happened while this replacement started: it belongs to the previous configuration.
+    if (!this.slots.includes(slot) && slot.child !== null) {
+      this.retired.add(slot.child);
+      void this.stopChild(slot.child, 0);
+    }
   }
 }

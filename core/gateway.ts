@@ -64,7 +64,13 @@ export interface Gateway {
   /** Resolves with the bound port. */
   listen(): Promise<number>;
   /** Stops accepting, waits for in-flight requests up to `waitMs`, closes the pools. */
-  close(waitMs?: number): Promise<void>;
+  /**
+   * Stops accepting, waits for in-flight requests up to `waitMs`. With `lingerMs` (a reload), the
+   * connections already open keep being answered for that long (each answer closes its
+   * connection), so a keep-alive client moves to the new workers between requests, not in the
+   * middle of one.
+   */
+  close(waitMs?: number, lingerMs?: number): Promise<void>;
   /** One line per request in flight (method, path, client IP, age, phase), for crash reports. */
   describeInflight(): string[];
   /** This worker's metrics (telemetry/opentelemetry), prom-client's JSON; null when off. */
@@ -249,7 +255,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
         else app!.listen(port, onListen);
       });
     },
-    async close(waitMs = 10_000) {
+    async close(waitMs = 10_000, lingerMs = 0) {
       shutdown.abort();
       // From now on every answer ends its connection; idle ones are closed with the app below.
       state.draining = true;
@@ -257,14 +263,21 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
         loadUws().uws.us_listen_socket_close(listenSocket);
         listenSocket = null;
       }
-      if (state.inflight > 0) {
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, waitMs || 2_147_000_000);
-          state.onIdle = () => {
-            clearTimeout(t);
-            resolve();
-          };
-        });
+      const until = Date.now() + (waitMs || 2_147_000_000);
+      const idle = (): Promise<void> =>
+        state.inflight === 0
+          ? Promise.resolve()
+          : new Promise<void>((resolve) => {
+              const t = setTimeout(resolve, Math.max(0, until - Date.now()));
+              state.onIdle = () => {
+                clearTimeout(t);
+                resolve();
+              };
+            });
+      await idle();
+      if (lingerMs > 0) {
+        await new Promise((r) => setTimeout(r, Math.max(0, Math.min(lingerMs, until - Date.now()))));
+        await idle();
       }
       // Closes idle keep-alive connections too, so no uWS handle outlives the gateway.
       try {

@@ -29,7 +29,8 @@ export interface LimitSpecMsg {
 /** Supervisor → worker. */
 export type ToWorker =
   | { type: 'init'; init: WorkerInit }
-  | { type: 'shutdown'; waitMs: number }
+  /** Stop listening and drain; `lingerMs` (a reload): keep answering existing connections that long, each answer closing its connection. */
+  | { type: 'shutdown'; waitMs: number; lingerMs?: number }
   /** Answer to `lease`: n tokens granted (0: none; a token is back in retryMs). */
   | { type: 'grant'; seq: number; n: number; retryMs: number }
   /** A metrics scrape: the worker answers `metrics` with the same seq. */

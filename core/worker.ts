@@ -7,7 +7,10 @@
  * - SIGTERM / SIGINT (sent to this worker alone, or to the whole process group by Ctrl-C) or the
  *   supervisor's `shutdown`: close the listen socket at once, drain the requests in flight (up to
  *   max_shutdown_wait_time), close the pools, exit 0. A second signal exits at once.
- * - SIGHUP: logged, ignored. IPC channel closed (the supervisor is gone): drain and exit, so no
+ * - A reload (the supervisor's `shutdown` with `lingerMs`): the same, but connections already open
+ *   keep being answered for `lingerMs`, each answer closing its connection, so keep-alive clients
+ *   move to the new workers between requests.
+ * - SIGHUP: logged (the supervisor reloads). IPC channel closed (the supervisor is gone): drain and exit, so no
  *   worker outlives its supervisor holding the port.
  * - Last resort: an uncaught exception or unhandled rejection is a gw bug after which this
  *   worker's state cannot be trusted; it is logged with the requests in flight, reported to the
@@ -27,6 +30,8 @@ let logger: Logger | null = null;
 let tag = `[SERVICE: Workers] worker (pid ${process.pid})`;
 let waitMs = 10_000;
 let draining = false;
+/** How long a retired worker (a reload) keeps answering its open connections before closing them. */
+let lingerMs = 0;
 let signals = 0;
 /** Rate-limit tokens leased from the supervisor (several workers only). */
 let limits: SupervisorAuthority | null = null;
@@ -77,8 +82,8 @@ function drain(): void {
   draining = true;
   if (gw === null) process.exit(0); // still starting: nothing is in flight
   // Bounded even if closing hangs: the drain wait, then a grace for the pools.
-  setTimeout(() => process.exit(1), waitMs + 5000).unref();
-  gw!.close(waitMs).then(
+  setTimeout(() => process.exit(1), waitMs + lingerMs + 5000).unref();
+  gw!.close(waitMs, lingerMs).then(
     () => process.exit(0),
     (err: Error) => {
       log('error', `${tag}: shutdown: ${err.message}`);
@@ -102,7 +107,8 @@ function onSignal(signal: NodeJS.Signals): void {
 
 process.on('SIGTERM', onSignal);
 process.on('SIGINT', onSignal);
-process.on('SIGHUP', () => log('warn', `${tag}: signal intercepted: hangup; reloading is not supported yet, still serving`));
+// A reload is the supervisor's: it starts new workers with the new configuration and retires these.
+process.on('SIGHUP', () => log('info', `${tag}: signal intercepted: hangup; the supervisor reloads the configuration`));
 process.on('disconnect', () => {
   if (init === null) process.exit(0); // a spare the supervisor never used (see preforkWorker)
   if (draining) return;
@@ -124,6 +130,7 @@ process.on('message', (m: ToWorker) => {
     );
   } else if (m.type === 'shutdown') {
     waitMs = m.waitMs;
+    lingerMs = m.lingerMs ?? 0;
     drain();
   }
 });

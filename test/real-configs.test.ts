@@ -1,7 +1,11 @@
 // Real configs unchanged, and production operations (issue 15): KrakenD's KRAKEND_* environment
-// overrides, … Real gw processes and real loopback backends.
+// overrides, loose decoding, skipped endpoints, auth/validator without keys, zero-downtime reload.
+// Real gw processes and real loopback backends.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
+import { Pool } from 'undici';
 import { type Backend, freePort, req, runCli, startBackend, startGateway, writeConfig } from './helpers/gw.ts';
 
 let backend: Backend;
@@ -166,6 +170,139 @@ describe('auth/validator without a key source: gw starts, that endpoint answers 
       assert.equal((await req(port, '/public')).status, 200);
       assert.match(gw.stdout(), /endpoint \/private: "auth\/validator" has neither "jwk_url" nor "jwk_local_path": .*every request to this endpoint answers 401/);
     } finally {
+      await gw.stop();
+    }
+  });
+});
+
+describe('zero-downtime reload: SIGHUP and --watch', () => {
+  const cfgFor = (port: number, path: string, extra: Record<string, unknown> = {}) => ({
+    version: 3,
+    port,
+    endpoints: [
+      { endpoint: path, backend: [{ host: [backend.url], url_pattern: '/r' }] },
+      { endpoint: '/steady', output_encoding: 'no-op', backend: [{ host: [backend.url], url_pattern: '/steady', encoding: 'no-op' }] },
+    ],
+    ...extra,
+  });
+  const waitOut = async (gw: Awaited<ReturnType<typeof startGateway>>, re: RegExp, ms = 15_000) => {
+    const until = Date.now() + ms;
+    while (!re.test(gw.output())) {
+      if (Date.now() > until) assert.fail(`no output matching ${re}:\n${gw.output().slice(-3000)}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  };
+  const count = (gw: Awaited<ReturnType<typeof startGateway>>, re: RegExp) => (gw.output().match(re) ?? []).length;
+  // A new connection each time: once "reloaded" is logged every new connection reaches the new
+  // workers (a kept-alive one may still be answered by a previous worker during its 1 s linger).
+  const fresh = (port: number, p: string) =>
+    new Promise<number>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port, path: p, agent: false }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      }).on('error', reject);
+    });
+
+  test('SIGHUP with a changed file: the new endpoint answers, the removed one is 404; an invalid file or one whose plugin is missing is refused and the previous configuration keeps serving', async () => {
+    const port = await freePort();
+    const gw = await startGateway(cfgFor(port, '/v1'), { listenPort: port, args: ['--workers', '2'] });
+    try {
+      assert.equal(await fresh(port, '/v1'), 200);
+      fs.writeFileSync(gw.configPath, JSON.stringify(cfgFor(port, '/v2')));
+      gw.proc.kill('SIGHUP');
+      await waitOut(gw, /reloaded: 2 workers serving the new configuration/);
+      assert.equal(await fresh(port, '/v2'), 200);
+      assert.equal(await fresh(port, '/v1'), 404);
+
+      // Invalid JSON: refused, still serving /v2.
+      fs.writeFileSync(gw.configPath, '{"version": 3, "endpoints": [');
+      gw.proc.kill('SIGHUP');
+      await waitOut(gw, /reload refused, still serving the previous configuration: .*unexpected end|reload refused, still serving the previous configuration: .*JSON/i);
+      assert.equal(await fresh(port, '/v2'), 200);
+
+      // Valid JSON that no worker can build (a client plugin that is not registered): the new
+      // workers fail to start, are stopped, and the previous ones keep serving.
+      const bad = cfgFor(port, '/v3');
+      (bad.endpoints[0] as { backend: Record<string, unknown>[] }).backend[0]!.extra_config = { 'plugin/http-client': { name: 'not-there' } };
+      fs.writeFileSync(gw.configPath, JSON.stringify(bad));
+      gw.proc.kill('SIGHUP');
+      await waitOut(gw, /reload failed, still serving the previous configuration: .*not-there/);
+      assert.equal(await fresh(port, '/v2'), 200);
+      assert.equal(await fresh(port, '/v3'), 404);
+
+      // A different port needs a restart.
+      fs.writeFileSync(gw.configPath, JSON.stringify(cfgFor(await freePort(), '/v4')));
+      gw.proc.kill('SIGHUP');
+      await waitOut(gw, /reload refused, still serving the previous configuration: the listen address \(port, listen_ip\) changed/);
+      assert.equal(await fresh(port, '/v2'), 200);
+      assert.equal(count(gw, /reloaded: /g), 1);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  test('--watch: saving the file reloads it (a rename over it too); an unchanged save does not', async () => {
+    const port = await freePort();
+    const gw = await startGateway(cfgFor(port, '/w1'), { listenPort: port, args: ['--workers', '1', '--watch'] });
+    try {
+      await waitOut(gw, /watching .* for changes/);
+      fs.writeFileSync(gw.configPath, JSON.stringify(cfgFor(port, '/w2')));
+      await waitOut(gw, /the configuration file changed: reloading/);
+      await waitOut(gw, /reloaded: 1 worker serving the new configuration/);
+      assert.equal(await fresh(port, '/w2'), 200);
+      // An editor's save: a new file renamed over the old one.
+      const tmp = `${gw.configPath}.tmp`;
+      fs.writeFileSync(tmp, JSON.stringify(cfgFor(port, '/w3')));
+      fs.renameSync(tmp, gw.configPath);
+      await waitOut(gw, /reloaded: [\s\S]*reloaded: /);
+      assert.equal(await fresh(port, '/w3'), 200);
+      fs.writeFileSync(gw.configPath, fs.readFileSync(gw.configPath));
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.equal(count(gw, /reloading /g), 2, 'the same content again is not a reload');
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  test('load running across 5 reloads: zero failed requests, every answer complete', async () => {
+    const port = await freePort();
+    const gw = await startGateway(cfgFor(port, '/gen0'), { listenPort: port, args: ['--workers', '2'] });
+    const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 16, pipelining: 1 });
+    let ok = 0;
+    const failures: string[] = [];
+    let running = true;
+    const loop = async () => {
+      while (running) {
+        try {
+          const r = await pool.request({ path: '/steady', method: 'GET' });
+          const body = await r.body.text();
+          if (r.statusCode === 200 && body === JSON.stringify({ at: '/steady' })) ok++;
+          else failures.push(`${r.statusCode} ${body.slice(0, 80)}`);
+        } catch (err) {
+          failures.push((err as Error).message);
+        }
+      }
+    };
+    try {
+      const loops = Array.from({ length: 16 }, loop);
+      for (let g = 1; g <= 5; g++) {
+        await new Promise((r) => setTimeout(r, 400));
+        fs.writeFileSync(gw.configPath, JSON.stringify(cfgFor(port, `/gen${g}`)));
+        gw.proc.kill('SIGHUP');
+        const want = g;
+        await waitOut(gw, new RegExp(`(reloaded: [\\s\\S]*){${want}}`), 20_000);
+      }
+      // The last generation's previous workers drain (linger 1 s) while the load runs.
+      await new Promise((r) => setTimeout(r, 1500));
+      running = false;
+      await Promise.all(loops);
+      assert.deepEqual(failures.slice(0, 10), [], `${failures.length} failed requests (${ok} ok)`);
+      assert.ok(ok > 500, `${ok} requests answered during the reloads`);
+      assert.equal((await req(port, '/gen5')).status, 200);
+      assert.equal(count(gw, /of the previous configuration drained and exited/g), 10, 'two workers retired per reload');
+    } finally {
+      running = false;
+      await pool.close().catch(() => {});
       await gw.stop();
     }
   });

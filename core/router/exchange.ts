@@ -577,6 +577,9 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     const res = this.res;
     this.releaseBody();
     res.writeStatus(statusLine(this.headStatus));
+    // Draining (a stop or a reload): a streamed answer cannot end its connection through uWS's
+    // end(…, true), so it tells the client to, before it sends another request on it.
+    if (this.server.draining) res.writeHeader('Connection', 'close');
     if (this.headRaw !== null) {
       writeRawHeaders(res, this.headRaw, this.headGunzip, this.server.cors !== null);
       res.writeHeader('X-Krakend-Completed', 'false');
