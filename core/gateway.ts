@@ -10,6 +10,7 @@ import type { MetricJSON } from './telemetry/metrics.js';
 import { parseOtel, RequestMetrics, statsOnlyConfig } from './telemetry/otel.js';
 import { parseStats, type WorkerStats } from './telemetry/stats.js';
 import { Tracing } from './telemetry/tracing.js';
+import { SrvHosts } from './proxy/sd.js';
 import { processRegistry } from './telemetry/export.js';
 import type { Logger } from './log.js';
 import { loadPlugins } from './plugin/loader.js';
@@ -116,17 +117,26 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   const processMetrics = metrics !== null && (otel?.prometheus ?? []).some((p) => p.processMetrics) ? processRegistry() : null;
   const tracing = otel?.traces != null ? new Tracing(otel.traces) : null;
   const endpoints: EndpointRuntime[] = [];
+  /** `sd: "dns"` backends' SRV resolvers (refreshed until close). */
+  const srv: SrvHosts[] = [];
   const serviceBot = compileBotDetector(cfg.extraConfig[BOT_NS], 'extra_config');
   for (const ep of cfg.endpoints) {
     logger.debug(`[ENDPOINT: ${ep.path}] Building the proxy pipe`);
     const pipes: BackendPipe[] = [];
     for (const b of ep.backends) {
       logger.debug(`[BACKEND: ${b.urlPattern}] Building the backend pipe`);
-      for (const h of b.hosts) {
-        try {
-          pools.get(h);
-        } catch {
-          /* hosts with disable_host_sanitize may not be valid origins; they fail per request */
+      let discovered: SrvHosts | null = null;
+      if (b.sd === 'dns') {
+        discovered = new SrvHosts(b.hosts[0]!, b.sdScheme, logger, `[BACKEND: ${b.urlPattern}]`, (o) => pools.get(o));
+        srv.push(discovered);
+        await discovered.start();
+      } else {
+        for (const h of b.hosts) {
+          try {
+            pools.get(h);
+          } catch {
+            /* hosts with disable_host_sanitize may not be valid origins; they fail per request */
+          }
         }
       }
       let client = defaultClient;
@@ -136,7 +146,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
         client = pluginClient(plugin.name, plugin.handler, defaultClient, logger, backendTag);
       }
       const bMods = resolveModifiers(b.extraConfig, registry, logger, backendTag, `endpoint '${ep.method} ${ep.path}', backend ${b.index} (${b.urlPattern})`);
-      pipes.push(buildBackendPipe(ep, b, client, cfg.transport.disableCompression, logger, plugin === null ? directClient : null, bMods, traffic.proxyLimiter(ep, b), metrics?.backend(ep, b) ?? null));
+      pipes.push(buildBackendPipe(ep, b, client, cfg.transport.disableCompression, logger, plugin === null ? directClient : null, bMods, traffic.proxyLimiter(ep, b), metrics?.backend(ep, b) ?? null, discovered));
     }
     let proxy: Proxy | null = null;
     let noop: BackendPipe | null = null;
@@ -291,6 +301,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       const timedOut = await Promise.race([closed.then(() => false), new Promise<boolean>((r) => setTimeout(r, Math.min(waitMs || 2000, 5000), true).unref())]);
       if (timedOut) await pools.destroy();
       traffic.close();
+      for (const d of srv) d.close();
       await tracing?.close();
       logger.info('[SERVICE: Gin] Router execution ended');
     },

@@ -4,14 +4,14 @@ import { describe, test } from 'node:test';
 import { runCli, startGateway, startBackend, sendJSON, writeConfig } from './helpers/gw.ts';
 
 describe('configuration hints', () => {
-  test('sd "dns" is a start-up error naming the backend, not a silently wrong host', async () => {
+  test('sd "dns" without a host (the SRV name) is a start-up error naming the backend', async () => {
     const cfg = {
       version: 3,
-      endpoints: [{ endpoint: '/x', backend: [{ host: ['api.service.consul'], sd: 'dns', url_pattern: '/x' }] }],
+      endpoints: [{ endpoint: '/x', backend: [{ sd: 'dns', url_pattern: '/x' }] }],
     };
     const r = await runCli(['check', '-c', writeConfig(cfg)]);
     assert.equal(r.code, 1, r.output);
-    assert.match(r.output, /ERROR parsing the configuration file:.*endpoints\[0\] \(GET \/x\), backend 0: service discovery "sd": "dns"/s);
+    assert.match(r.output, /ERROR parsing the configuration file:.*endpoints\[0\] \(GET \/x\), backend 0: "sd": "dns" needs the SRV name as its first "host"/s);
   });
 
   test('v2 key names (headers_to_pass, whitelist) are reported by check and logged by run, and still ignored', async () => {

@@ -344,10 +344,15 @@ function normaliseEndpoint(e: Record<string, any>, index: number, inh: Inherited
   const sequential = proxyCfg.sequential === true;
 
   const backends = backendsRaw.map((b, bi): BackendConfig => {
-    if (b.sd === 'dns' || b.sd === 'dns-shared') {
-      throw new ConfigError(
-        `endpoints[${index}] (${method} ${path}), backend ${bi}: service discovery "sd": "${b.sd}" (DNS SRV) is not supported by gw yet; list the hosts with "sd": "static"`,
-      );
+    const sd = b.sd === 'dns' || b.sd === 'dns-shared' ? 'dns' : 'static';
+    const sdScheme = typeof b.sd_scheme === 'string' && b.sd_scheme !== '' ? b.sd_scheme.toLowerCase() : 'http';
+    if (sd === 'dns') {
+      if (!(Array.isArray(b.host) && typeof b.host[0] === 'string' && b.host[0] !== '')) {
+        throw new ConfigError(`endpoints[${index}] (${method} ${path}), backend ${bi}: "sd": "${b.sd}" needs the SRV name as its first "host" (e.g. "_api._tcp.service.consul")`);
+      }
+      if (sdScheme !== 'http' && sdScheme !== 'https') {
+        throw new ConfigError(`endpoints[${index}] (${method} ${path}), backend ${bi}: "sd_scheme" ${JSON.stringify(b.sd_scheme)}: http or https`);
+      }
     }
     for (const [old, now] of V2_BACKEND_KEYS) {
       if (b[old] !== undefined) {
@@ -357,7 +362,8 @@ function normaliseEndpoint(e: Record<string, any>, index: number, inh: Inherited
     let urlPattern: string = b.url_pattern ?? '';
     if (!urlPattern.startsWith('/')) urlPattern = '/' + urlPattern;
     const hostsRaw: string[] = Array.isArray(b.host) && b.host.length ? b.host : [...inh.defaultHosts];
-    const hosts = b.disable_host_sanitize === true ? hostsRaw : hostsRaw.map(sanitizeHost);
+    // An SRV name is not an origin: it stays as written (its records give the origins).
+    const hosts = sd === 'dns' ? hostsRaw.map((h) => h.replace(/^[a-z]+:\/\//i, '').replace(/\/+$/, '')) : b.disable_host_sanitize === true ? hostsRaw : hostsRaw.map(sanitizeHost);
     // Every url_pattern placeholder must be an endpoint parameter (sequential `respN_` and JWT are exempt).
     const outputs: string[] = [];
     for (const m of urlPattern.matchAll(URL_PATTERN_PARAM)) {
@@ -379,6 +385,8 @@ function normaliseEndpoint(e: Record<string, any>, index: number, inh: Inherited
     return {
       index: bi,
       hosts,
+      sd,
+      sdScheme,
       urlPattern,
       method: typeof b.method === 'string' && b.method ? b.method.toUpperCase() : method,
       encoding: encoding as Encoding,

@@ -14,8 +14,12 @@ export type AllowList = '*' | readonly string[];
 export interface BackendConfig {
   /** Position in the endpoint's `backend` array. */
   readonly index: number;
-  /** Sanitised origins (`http://host:port`), balanced per request. */
+  /** Sanitised origins (`http://host:port`), balanced per request; with `sd: 'dns'`, the SRV name(s) as written. */
   readonly hosts: readonly string[];
+  /** Service discovery: the static `hosts`, or DNS SRV records of `hosts[0]` (proxy/sd.ts). */
+  readonly sd: 'static' | 'dns';
+  /** Scheme of the discovered instances (`sd_scheme`, default http). */
+  readonly sdScheme: string;
   /** `url_pattern` as written (with `{param}` placeholders), with a leading `/`. */
   readonly urlPattern: string;
   readonly method: string;

@@ -69,6 +69,8 @@ export function buildBackendPipe(
   proxyLimit: Limiter | null = null,
   /** telemetry/opentelemetry's backend series (stage and round trip), or null. */
   metrics: BackendMetrics | null = null,
+  /** Discovered hosts (`sd: "dns"`, proxy/sd.ts) read per request, or null for the static `hosts`. */
+  discovered: { readonly list: readonly string[] } | null = null,
 ): BackendPipe {
   const tpl = compileUrlPattern(b.urlPattern, endpoint.params);
   const queryFilter = compileQueryFilter(endpoint.inputQueryStrings, b.inputQueryStrings);
@@ -81,9 +83,18 @@ export function buildBackendPipe(
   const method = b.method;
 
   const buildRequest = (req: ProxyRequest): OutboundRequest => {
-    if (nHosts === 0) throw new Error('no hosts available');
-    const origin = hosts[rr]!;
-    if (nHosts > 1) rr = (rr + 1) % nHosts;
+    let origin: string;
+    if (discovered === null) {
+      if (nHosts === 0) throw new Error('no hosts available');
+      origin = hosts[rr]!;
+      if (nHosts > 1) rr = (rr + 1) % nHosts;
+    } else {
+      const list = discovered.list;
+      if (list.length === 0) throw new Error('no hosts available');
+      if (rr >= list.length) rr = 0;
+      origin = list[rr]!;
+      rr = (rr + 1) % list.length;
+    }
     const extra = req.extra;
     let path = tpl.render(req.params, extra);
     const q = req.endpointFiltered ? backendQueryFilter(req.query) : queryFilter(req.query);
