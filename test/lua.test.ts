@@ -148,6 +148,11 @@ before(async () => {
               'r:data():set("first", l:get(0))',
               'r:data():set("n", l:len())',
               'r:data():set("beyond", l:get(3) == nil)',
+              // A Lua sequence set into data is an object keyed "1".."n" (KrakenD's lua_1); a
+              // luaList is a list; json.marshal writes a sequence as an array.
+              'r:data():set("seq", {"x", "y", {"z"}})',
+              'local nl = luaList.new(); nl:set(0, "p"); nl:set(1, "q"); r:data():set("lst", nl)',
+              'r:data():set("marshalled", json.marshal({1, 2, {a = 3}}))',
             ),
           }),
         ),
@@ -306,7 +311,7 @@ describe('lua-backend pre', () => {
 });
 
 describe('lua-backend post', () => {
-  test('data():set / del, nested get():set, luaList get(0) / len()', async () => {
+  test('data():set / del, nested get():set, luaList get(0) / len(); a Lua sequence set into data is an object keyed "1"…"n" (as KrakenD), a luaList a list', async () => {
     const r = await req(gw.port, '/b/post');
     assert.equal(r.status, 200, r.text);
     assert.deepEqual(r.json(), {
@@ -317,6 +322,9 @@ describe('lua-backend post', () => {
       first: 10,
       n: 3,
       beyond: true,
+      seq: { 1: 'x', 2: 'y', 3: { 1: 'z' } },
+      lst: ['p', 'q'],
+      marshalled: JSON.stringify([1, 2, { a: 3 }], null, '\t'),
     });
     assert.equal(r.json().secret, undefined);
   });

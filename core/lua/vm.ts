@@ -95,13 +95,18 @@ export function pushValue(L: LuaState, v: unknown): void {
 /** Most table entries one conversion may copy (a `t = {a = t, b = t}` is exponential otherwise). */
 const MAX_NODES = 100_000;
 
-/** A Lua value as JSON-able data: tables with keys 1..n become arrays, other tables objects. */
-export function toValue(L: LuaState, i: number): unknown {
+/**
+ * A Lua value as JSON-able data. A Lua table becomes an object whose keys are the table's keys as
+ * text — `{ "a", "b" }` is `{"1":"a","2":"b"}` — as KrakenD converts a table set into response
+ * data (its lua_1 conformance spec); lists are made with `luaList.new()`. With `arrays`
+ * (`json.marshal`), a table with keys 1..n becomes an array, as a JSON encoder writes it.
+ */
+export function toValue(L: LuaState, i: number, arrays = false): unknown {
   const budget = { left: MAX_NODES };
-  return convert(L, i, 0, budget);
+  return convert(L, i, 0, budget, arrays);
 }
 
-function convert(L: LuaState, i: number, depth: number, budget: { left: number }): unknown {
+function convert(L: LuaState, i: number, depth: number, budget: { left: number }, arrays: boolean): unknown {
   switch (lua.lua_type(L, i)) {
     case lua.LUA_TSTRING:
       return lua.lua_tojsstring(L, i);
@@ -125,7 +130,7 @@ function convert(L: LuaState, i: number, depth: number, budget: { left: number }
       lua.lua_pushnil(L);
       while (lua.lua_next(L, idx) !== 0) {
         if (--budget.left < 0) throw new Error(`table larger than ${MAX_NODES} entries`);
-        const v = convert(L, -1, depth + 1, budget);
+        const v = convert(L, -1, depth + 1, budget, arrays);
         lua.lua_pop(L, 1);
         let key: string;
         const kt = lua.lua_type(L, -1);
@@ -141,7 +146,7 @@ function convert(L: LuaState, i: number, depth: number, budget: { left: number }
         }
         obj[key] = v;
       }
-      if (isSeq && seq.length > 0 && !seq.includes(undefined)) return seq;
+      if (arrays && isSeq && seq.length > 0 && !seq.includes(undefined)) return seq;
       return obj;
     }
     default:
@@ -349,7 +354,7 @@ export class LuaVm {
         pushValue(L, JSON.parse(argString(L, 1)));
         return 1;
       },
-      marshal: (L) => pushString(L, JSON.stringify(toValue(L, 1) ?? null, null, '\t')),
+      marshal: (L) => pushString(L, JSON.stringify(toValue(L, 1, true) ?? null, null, '\t')),
     });
     this.table('http_response', {
       new: () => {
