@@ -216,6 +216,8 @@ function watchConfig(file: string, logger: Logger, changed: () => void): void {
       if (timer === null) timer = setTimeout(check, 300);
     });
     w.unref();
+    // The folder removed or unreadable: no more reloads on save, the gateway keeps serving.
+    w.on('error', (err) => logger.error(`[SERVICE: Config] --watch: ${err.message}; no longer watching ${abs} (SIGHUP still reloads)`));
     logger.info(`[SERVICE: Config] watching ${abs} for changes`);
   } catch (err) {
     logger.error(`[SERVICE: Config] --watch: cannot watch ${abs}: ${(err as Error).message}`);

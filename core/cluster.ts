@@ -129,6 +129,8 @@ export class Supervisor {
   private readonly retired = new Set<ChildProcess>();
   /** The config text new workers (and replacements) run. */
   private rawConfig: string;
+  /** Workers of the generation being started or serving (told to each worker: rate-limit lease sizes). */
+  private size: number;
   /** Rate-limit buckets shared by the workers: they lease tokens from it in small batches (core/qos/limiter.ts). */
   private readonly tokens = new BucketAuthority();
   /** Metrics scrapes waiting for workers' answers, by sequence number. */
@@ -142,6 +144,7 @@ export class Supervisor {
   constructor(private readonly opts: SupervisorOptions) {
     this.log = opts.logger;
     this.rawConfig = opts.rawConfig;
+    this.size = opts.workers;
     this.slots = newSlots(opts.workers);
     this.gaveUp = new Promise((resolve) => (this.giveUp = resolve));
   }
@@ -195,13 +198,16 @@ export class Supervisor {
     const previous = this.slots;
     const previousConfig = this.rawConfig;
     const fresh = newSlots(workers);
+    const previousSize = this.size;
     this.rawConfig = rawConfig;
+    this.size = workers;
     try {
       // The first new worker logs its build (warnings once per instance), the others start quietly.
       await this.startOne(fresh[0]!, this.port, false, 0, 'new configuration');
       await Promise.all(fresh.slice(1).map((s) => this.startOne(s, this.port, true, 0, 'new configuration')));
     } catch (err) {
       this.rawConfig = previousConfig;
+      this.size = previousSize;
       for (const s of fresh) {
         if (s.timer !== null) clearTimeout(s.timer);
         if (s.child !== null) {
@@ -315,7 +321,7 @@ export class Supervisor {
       if (this.closing) return reject(new StartupError('gw is stopping'));
       const init: WorkerInit = {
         index: slot.index, configFile: this.opts.configFile, rawConfig: this.rawConfig, debug: this.opts.debug, port,
-        logLevel: this.opts.logLevel, logFormat: this.opts.logFormat, quietStart, workers: this.slots.length,
+        logLevel: this.opts.logLevel, logFormat: this.opts.logFormat, quietStart, workers: this.size,
       };
       const forked = spare ?? forkWorker();
       spare = null;
