@@ -25,6 +25,7 @@ import type {
 } from './types.js';
 
 import type { PluginSpans } from '../telemetry/tracing.js';
+import { inSpan } from '../telemetry/span.js';
 
 export const MODIFIER_NAMESPACE = 'plugin/req-resp-modifier';
 
@@ -171,28 +172,7 @@ function run<T extends object>(mods: readonly Mod<T>[], w: T, spans: PluginSpans
 }
 
 function traced<T>(mod: Mod<T>, w: T, spans: PluginSpans): T | void | Promise<T | void> {
-  const span = spans.plugin(MODIFIER_NAMESPACE, mod.pluginName ?? '?');
-  let r: T | void | Promise<T | void>;
-  try {
-    r = mod(w);
-  } catch (err) {
-    span.end(err as Error);
-    throw err;
-  }
-  if (!isThenable<T | void>(r)) {
-    span.end(null);
-    return r;
-  }
-  return r.then(
-    (v) => {
-      span.end(null);
-      return v;
-    },
-    (err: Error) => {
-      span.end(err);
-      throw err;
-    },
-  );
+  return inSpan(spans.plugin(MODIFIER_NAMESPACE, mod.pluginName ?? '?'), () => mod(w));
 }
 
 function pick<T extends object>(v: T | void, prev: T): T {

@@ -11,6 +11,7 @@ import type { PluginRegistry } from './registry.js';
 import type { Context } from '@opentelemetry/api';
 import type { Tracing } from '../telemetry/tracing.js';
 import { TRACE_CONTEXT } from '../router/virtual.js';
+import { inSpan } from '../telemetry/span.js';
 import type { ServerFactory, ServerHandler, ServerRequest, ServerResponse } from './types.js';
 
 export const SERVER_NAMESPACE = 'plugin/http-server';
@@ -110,26 +111,6 @@ function named(name: string, h: ServerHandler, tracing: Tracing | null): ServerH
     if (parent === undefined) return call(req);
     const span = tracing.serverPlugin(parent, name);
     (req as { [TRACE_CONTEXT]?: Context })[TRACE_CONTEXT] = span.ctx;
-    let r: ServerResponse | Promise<ServerResponse>;
-    try {
-      r = call(req);
-    } catch (err) {
-      span.end(err as Error);
-      throw err;
-    }
-    if (r === null || typeof (r as Promise<ServerResponse>).then !== 'function') {
-      span.end(null);
-      return r;
-    }
-    return (r as Promise<ServerResponse>).then(
-      (v) => {
-        span.end(null);
-        return v;
-      },
-      (err: Error) => {
-        span.end(err);
-        throw err;
-      },
-    );
+    return inSpan(span, () => call(req));
   };
 }

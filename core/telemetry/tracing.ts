@@ -54,10 +54,8 @@ const headerSetter = {
   },
 };
 
-/** A plugin call's span; `end` once, with the call's failure or null. */
-export interface PluginSpan {
-  end(error: Error | null): void;
-}
+import type { PluginSpan } from './span.js';
+export type { PluginSpan } from './span.js';
 
 /** Where a plugin's span hangs: a request (proxy span), a backend call, or a server plugin's context. */
 export interface PluginSpans {
