@@ -219,6 +219,10 @@ export class Supervisor {
     }
     if (this.closing) return;
     this.slots = fresh;
+    // A generation still draining from an earlier reload exits first: while its connections close,
+    // clients open new ones, and a listener that closes then resets those the kernel queued on it.
+    await this.retiredGone(drainMs + lingerMs + CLOSE_GRACE_MS);
+    if (this.closing) return;
     for (const s of previous) {
       if (s.timer !== null) clearTimeout(s.timer);
       s.timer = null;
@@ -226,6 +230,19 @@ export class Supervisor {
       this.retired.add(s.child);
       void this.stopChild(s.child, drainMs, lingerMs);
     }
+  }
+
+  /** Resolves once every retired worker has exited (or after `ms`). */
+  private retiredGone(ms: number): Promise<void> {
+    const waiting = [...this.retired].filter((c) => c.exitCode === null && c.signalCode === null);
+    if (waiting.length === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      void Promise.all(waiting.map((c) => new Promise((r) => c.once('exit', r)))).then(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
   }
 
   /**
