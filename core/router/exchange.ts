@@ -46,6 +46,7 @@ import type { AccessLog } from '../telemetry/access.js';
 import { Outcome } from '../telemetry/metrics.js';
 import type { BackendMetrics, EndpointMetrics, RequestMetrics } from '../telemetry/otel.js';
 import type { BackendTrace, RequestTrace, Tracing } from '../telemetry/tracing.js';
+import { Linger } from './linger.js';
 
 export interface EndpointRuntime {
   readonly config: EndpointConfig;
@@ -195,6 +196,7 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
   /** uWS: the client connection closed (or gw closed it). */
   readonly onAborted = (): void => {
     this.aborted = true;
+    this.body?.linger?.gone();
     const err = new CanceledError();
     this.cancel(err);
     // A plugin stream waiting on backpressure is woken so it sees the abort and stops.
@@ -429,12 +431,20 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     const res = this.res;
     const cors = this.server.cors;
     this.status = status;
-    res.cork(() => {
+    const head = (res: HttpResponse): void => {
       res.writeStatus(statusLine(status));
       res.writeHeader('Content-Type', TEXT_PLAIN);
       if (cors !== null) cors.write(res, this.corsOrigin);
-      res.end(message, true);
-    });
+    };
+    // The client is still sending: ending with a close now could reset the answer away (linger.ts).
+    const b = this.body;
+    if (b !== null && !b.complete) b.linger = new Linger(res, head, message);
+    else {
+      res.cork(() => {
+        head(res);
+        res.end(message, true);
+      });
+    }
     this.settle(err);
   }
 
@@ -771,6 +781,8 @@ export class RequestBody extends Readable {
   private dropping = false;
   private dropped = 0;
   private onComplete: (() => void) | null = null;
+  /** After a 413 mid-upload: the answer is out, the rest of the upload goes here (linger.ts). */
+  linger: Linger | null = null;
 
   constructor(
     private readonly x: Exchange,
@@ -815,6 +827,7 @@ export class RequestBody extends Readable {
 
   /** uWS onData. */
   feed(ab: ArrayBuffer, isLast: boolean): void {
+    if (this.linger !== null) return this.linger.feed(ab, isLast);
     const x = this.x;
     if (this.dropping) {
       if (x.state === DONE) return;
@@ -836,6 +849,8 @@ export class RequestBody extends Readable {
     }
     if (this.limit > 0 && (this.received += ab.byteLength) > this.limit) {
       const message = `request body larger than ${this.limit} bytes`;
+      // Past its last chunk nothing more arrives: the answer can end and close at once.
+      if (isLast) this.complete = true;
       this.destroy(new Error(message));
       x.reject(413, message);
       return;

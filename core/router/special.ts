@@ -8,6 +8,7 @@ import { goJson } from './json.js';
 import { clientIp } from './capture.js';
 import { accessStart, type AccessLog } from '../telemetry/access.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
+import { Linger } from './linger.js';
 
 const APPLICATION_JSON = 'application/json; charset=utf-8';
 const START_NS = process.hrtime.bigint();
@@ -76,34 +77,48 @@ export interface SpecialOptions {
   readonly server: ServerState;
 }
 
+function head413(res: HttpResponse): void {
+  res.writeStatus('413 Payload Too Large');
+  res.writeHeader('Content-Type', 'text/plain; charset=utf-8');
+}
+
 /** Reads the body (bounded) then calls `done`; onAborted is registered first. */
 function withBody(res: HttpResponse, req: HttpRequest, maxBody: number, done: (body: Buffer) => void, logged: ((status: number) => void) | null): void {
   let aborted = false;
-  res.onAborted(() => (aborted = true));
+  let linger: Linger | null = null;
+  res.onAborted(() => {
+    aborted = true;
+    linger?.gone();
+  });
   const cl = req.getHeader('content-length');
   if ((cl === '' || cl === '0') && req.getHeader('transfer-encoding') === '') {
     done(EMPTY_BODY);
     return;
   }
-  const tooLarge = () => {
+  // Mid-upload (the client still sending), ending with a close could reset the answer away.
+  const tooLarge = (midUpload: boolean) => {
     aborted = true;
-    res.cork(() => {
-      res.writeStatus('413 Payload Too Large');
-      res.writeHeader('Content-Type', 'text/plain; charset=utf-8');
-      res.end(`request body larger than ${maxBody} bytes`, true);
-    });
+    const message = `request body larger than ${maxBody} bytes`;
+    if (midUpload) linger = new Linger(res, head413, message);
+    else {
+      res.cork(() => {
+        head413(res);
+        res.end(message, true);
+      });
+    }
     logged?.(413);
   };
   if (cl !== '' && Number(cl) > maxBody) {
-    tooLarge();
+    tooLarge(false);
     return;
   }
   const chunks: Buffer[] = [];
   let size = 0;
   res.onData((ab, isLast) => {
+    if (linger !== null) return linger.feed(ab, isLast);
     if (aborted) return;
     size += ab.byteLength;
-    if (size > maxBody) return tooLarge();
+    if (size > maxBody) return tooLarge(!isLast);
     chunks.push(Buffer.from(ab.slice(0)));
     if (isLast) done(Buffer.concat(chunks, size));
   });

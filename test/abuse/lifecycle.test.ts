@@ -301,6 +301,69 @@ describe('defect 13: a body read whole is capped when max_payload is unset', () 
     await assertSurvived(gw, pids);
   });
 
+  /**
+   * A client that keeps writing after the cap, 64 KiB every 5 ms, reading as it goes, for `ms`,
+   * then (if `finish`) ends its chunked body. Returns what it read, when the 413's status line
+   * arrived and when the connection closed (ms from the first byte sent), and whether it was
+   * still writing when the status came.
+   */
+  function steadyUploader(ms: number, finish: boolean): Promise<{ text: string; statusAt: number; closedAt: number; writingAtStatus: boolean }> {
+    return new Promise((resolve) => {
+      const s = net.connect({ host: HOST, port: gw.port });
+      const chunk = Buffer.concat([Buffer.from('10000\r\n'), Buffer.alloc(0x10000, 'w'), Buffer.from('\r\n')]);
+      let text = '';
+      let t0 = 0;
+      let statusAt = -1;
+      let writing = true;
+      let writingAtStatus = false;
+      let timer: NodeJS.Timeout | undefined;
+      s.on('connect', () => {
+        t0 = Date.now();
+        s.write('POST /merge HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n');
+        timer = setInterval(() => {
+          if (s.destroyed) return clearInterval(timer);
+          if (Date.now() - t0 < ms) return void s.write(chunk);
+          clearInterval(timer);
+          writing = false;
+          if (finish) s.write('0\r\n\r\n');
+        }, 5);
+      });
+      s.on('data', (d: Buffer) => {
+        text += d.toString('latin1');
+        if (statusAt < 0 && /^HTTP\/1\.1 \d{3}/.test(text)) {
+          statusAt = Date.now() - t0;
+          writingAtStatus = writing;
+        }
+      });
+      s.on('error', () => {});
+      s.on('close', () => {
+        clearInterval(timer);
+        resolve({ text, statusAt, closedAt: Date.now() - t0, writingAtStatus });
+      });
+    });
+  }
+
+  test('a client still writing after the cap reads the 413 while it writes; the connection is cut about 0.5 s later', async () => {
+    const before = backend.requests.length;
+    const r = await steadyUploader(5000, false);
+    assert.match(r.text, /^HTTP\/1\.1 413 Payload Too Large\r\n/, r.text.slice(0, 200));
+    assert.match(r.text, /\r\nConnection: close\r\n/i);
+    assert.match(r.text, /request body larger than 1048576 bytes/);
+    assert.ok(r.writingAtStatus, 'the 413 arrived while the client was still writing');
+    // Cut LINGER_MS (0.5 s) after the answer went out, long before the client would stop (5 s).
+    assert.ok(r.closedAt - r.statusAt >= 300 && r.closedAt < 3000, `status at ${r.statusAt} ms, closed at ${r.closedAt} ms`);
+    assert.equal(backend.requests.length, before);
+    await assertSurvived(gw, pids);
+  });
+
+  test('an upload that ends while the 413 is out gets the whole (chunked) answer', async () => {
+    const r = await steadyUploader(250, true);
+    assert.match(r.text, /^HTTP\/1\.1 413 Payload Too Large\r\n/, r.text.slice(0, 200));
+    assert.ok(r.writingAtStatus, 'the 413 arrived while the client was still writing');
+    assert.match(r.text, /\r\n\r\n26\r\nrequest body larger than 1048576 bytes\r\n0\r\n\r\n$/, JSON.stringify(r.text.slice(-120)));
+    await assertSurvived(gw, pids);
+  });
+
   test('/__echo reads its body whole: capped the same way', async () => {
     const declared = await rawRequest(gw.port, `POST /__echo/x HTTP/1.1\r\nHost: x\r\nContent-Length: ${2 * 1048576}\r\n\r\nabc`);
     assert.equal(declared.status, 413);
