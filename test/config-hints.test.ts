@@ -79,7 +79,7 @@ describe('configuration hints', () => {
       assert.match(r.output, /WARNING: extra_config: "telemetry\/opencensus" is not implemented by gw and is ignored/);
       assert.match(r.output, /WARNING: endpoints\[0\] \(\/private\): "auth\/basic" \(basic authentication\) is not implemented by gw; this endpoint answers 500/);
       assert.match(r.output, /WARNING: endpoints\[1\] \(\/private-noop\), backend 0: "security\/policies" \(security policies\) is not implemented/);
-      assert.match(r.output, /WARNING: endpoints\[2\] \(\/public\), backend 0: "modifier\/martian" is not implemented by gw and is ignored/);
+      assert.doesNotMatch(r.output, /martian/, 'modifier/martian is implemented');
 
       const gw = await startGateway(cfg, { args: ['--workers', '1'] });
       try {

@@ -34,6 +34,7 @@ const IMPLEMENTED: ReadonlyMap<string, readonly Level[]> = new Map<string, Level
   ['redis', ['service']],
   ['qos/circuit-breaker', ['backend']],
   ['qos/http-cache', ['backend']],
+  ['modifier/martian', ['backend']],
 ]);
 
 export type Level = 'service' | 'endpoint' | 'backend';

@@ -24,6 +24,7 @@ import { BREAKER_NS, CircuitBreaker, EXCLUDED, FAILURE, parseBreakerConfig, SUCC
 import { CACHE_NS, cacheFor, cachedClient, parseHttpCacheConfig } from '../qos/cache.js';
 import { ALLOW, DENY, type Limiter } from '../qos/limiter.js';
 import { LIMITED } from '../qos/ratelimit.js';
+import { compileMartian, martianClient, martianRequest, MARTIAN_NS } from './martian.js';
 
 export type Client = (r: OutboundRequest) => Promise<BackendResponse>;
 
@@ -163,6 +164,18 @@ export function buildBackendPipe(
     } else {
       client = cachedClient(client, cacheFor(cacheCfg, where, warn), mods !== null);
       cached = true;
+    }
+  }
+  // modifier/martian: around the client (the cache and any client plugin included), as KrakenD
+  // wraps its request executor. Request-only modifiers keep gw's receiver mode; response ones need
+  // the whole answer.
+  const martian = compileMartian(b.extraConfig[MARTIAN_NS], where);
+  if (martian !== null) {
+    client = martianClient(client, martian);
+    if (direct !== null) {
+      const rq = martian.response === null && martian.request !== null ? martianRequest(martian) : null;
+      const d = direct;
+      direct = rq === null ? null : (out, receiver) => d(rq(out), receiver);
     }
   }
   const guards = backendGuards(b, where, log, proxyLimit);
