@@ -6,6 +6,7 @@ declare module 'fengari' {
 
   export const lua: {
     LUA_OK: number;
+    LUA_YIELD: number;
     LUA_REGISTRYINDEX: number;
     LUA_MULTRET: number;
     LUA_TNIL: number;
@@ -46,6 +47,9 @@ declare module 'fengari' {
     lua_next(L: LuaState, i: number): number;
     lua_setmetatable(L: LuaState, i: number): void;
     lua_pcall(L: LuaState, nargs: number, nresults: number, errfunc: number): number;
+    lua_newthread(L: LuaState): LuaState;
+    lua_resume(L: LuaState, from: LuaState | null, nargs: number): number;
+    lua_yieldk(L: LuaState, nresults: number, ctx: number, k: ((L: LuaState, status: number, ctx: number) => number) | null): never;
     lua_error(L: LuaState): never;
     lua_setupvalue(L: LuaState, funcindex: number, n: number): LuaString | null;
     lua_pushglobaltable(L: LuaState): void;

@@ -24,7 +24,8 @@ import { canonicalHeader } from '../config/load.js';
 import type { Headers } from '../plugin/types.js';
 import { HOP_BY_HOP, validHeaderName, validHeaderValue } from '../proxy/request.js';
 import { OutboundRequest, ProxyRequest, StatusError, type ProxyResponse } from '../proxy/types.js';
-import { argBytes, argString, isNilArg, lua, LuaListRef, LuaTableRef, LuaVm, pushString, pushValue, ScriptHttpError, self, Sources, type ScriptObject } from './vm.js';
+import { argBytes, argString, isNilArg, lua, LuaListRef, LuaTableRef, LuaVm, pushString, pushValue, ScriptHttpError, self, Sources, type HttpCaller, type ScriptObject } from './vm.js';
+import { scriptHttpClient } from './http.js';
 
 
 export const LUA_PROXY = 'modifier/lua-proxy';
@@ -172,6 +173,8 @@ interface LuaConfig {
   /** A `live` reload that failed: requests fail until a later change loads. */
   reloadError: string | null;
   limitMs: number;
+  /** Serves the scripts' `http_response.new`, bounded by the endpoint timeout. */
+  http: HttpCaller;
 }
 
 export interface LuaLog {
@@ -211,7 +214,7 @@ function compile(extra: Readonly<Record<string, unknown>>, ns: string, where: st
     }
   }
   const vm = new LuaVm({ allowOpenLibs: c.allow_open_libs === true, label });
-  const cfg: LuaConfig = { vm, pre: null, post: null, skipNext: c.skip_next === true, sources, sourcesRef: null, label, broken, reloadError: null, limitMs };
+  const cfg: LuaConfig = { vm, pre: null, post: null, skipNext: c.skip_next === true, sources, sourcesRef: null, label, broken, reloadError: null, limitMs, http: scriptHttpClient(limitMs) };
   try {
     if (files.length > 0) loadSources(cfg);
     if (typeof c.pre === 'string' && c.pre.trim() !== '') cfg.pre = vm.compile(c.pre, 'pre-script');
@@ -227,7 +230,7 @@ function loadSources(cfg: LuaConfig): void {
   const vm = cfg.vm;
   const ref = vm.compile(cfg.sources.read(), cfg.sources.files.length === 1 ? cfg.sources.files[0]! : 'sources');
   const env = vm.newEnv();
-  const err = vm.run(ref, NO_SCRIPT_OBJECTS, 1000, env);
+  const err = vm.runNow(ref, NO_SCRIPT_OBJECTS, 1000, env);
   vm.releaseEnv(env);
   if (err !== null) {
     vm.unref(ref);
@@ -257,7 +260,7 @@ function begin(cfg: LuaConfig): number {
   const env = cfg.vm.newEnv();
   if (cfg.sourcesRef !== null) {
     try {
-      runScript(cfg, cfg.sourcesRef, null, null, env);
+      scriptOutcome(cfg.vm.runNow(cfg.sourcesRef, NO_SCRIPT_OBJECTS, cfg.limitMs, env));
     } catch (err) {
       cfg.vm.releaseEnv(env);
       throw err;
@@ -271,14 +274,27 @@ function usableStatus(s: number): boolean {
   return s >= 200 && s <= 599 && s !== 204 && s !== 205 && s !== 304;
 }
 
-/** Runs one script; a script error becomes the request's error (custom_error keeps its status). */
-function runScript(cfg: LuaConfig, ref: number, request: ScriptObject | null, response: ScriptObject | null, env: number): void {
-  const err = cfg.vm.run(ref, { request, response }, cfg.limitMs, env);
+/**
+ * Runs one script; a script error becomes the request's error (custom_error keeps its status).
+ * A promise when the script waits on an HTTP call (`http_response.new`).
+ */
+function runScript(cfg: LuaConfig, ref: number, request: ScriptObject | null, response: ScriptObject | null, env: number): void | Promise<void> {
+  const r = cfg.vm.run(ref, { request, response }, cfg.limitMs, env, cfg.http);
+  if (r instanceof Promise) return r.then(scriptOutcome);
+  scriptOutcome(r);
+}
+
+function scriptOutcome(err: Error | null): void {
   if (err === null) return;
   if (err instanceof ScriptHttpError && usableStatus(err.status)) {
     throw new StatusError(err.message, err.status, err.message, err.contentType, true);
   }
   throw new Error(err.message);
+}
+
+/** `then` for a value that is a promise only sometimes (a script that made an HTTP call). */
+function after<T, U>(v: T | Promise<T>, f: (v: T) => U | Promise<U>): U | Promise<U> {
+  return v instanceof Promise ? v.then(f) : f(v);
 }
 
 function headerMapFrom(h: Headers): HeaderMap {
@@ -322,8 +338,9 @@ function luaParams(names: readonly string[], values: readonly string[]): Record<
  * share an environment (kept by the request object).
  */
 export interface BackendLua {
-  pre(out: OutboundRequest): OutboundRequest;
-  finish(resp: ProxyResponse, out: OutboundRequest): ProxyResponse;
+  /** The request `pre` edited (a promise when the script made an HTTP call). */
+  pre(out: OutboundRequest): OutboundRequest | Promise<OutboundRequest>;
+  finish(resp: ProxyResponse, out: OutboundRequest): ProxyResponse | Promise<ProxyResponse>;
   release(out: OutboundRequest): void;
   readonly hasPost: boolean;
   readonly skipNext: boolean;
@@ -338,52 +355,78 @@ export function compileBackendLua(
   const postRef = cfg.post;
   const vm = cfg.vm;
   const envs = new WeakMap<OutboundRequest, number>();
-  const rewrite = (out: OutboundRequest, ref: number, env: number): OutboundRequest => {
+  const rewrite = (out: OutboundRequest, ref: number, env: number): OutboundRequest | Promise<OutboundRequest> => {
     const q = out.path.indexOf('?');
     const p = out.params;
     const r = new ScriptRequest(
       out.method, q < 0 ? out.path : out.path.slice(0, q), q < 0 ? '' : out.path.slice(q + 1), out.url,
       luaParams(Object.keys(p), Object.values(p)), headerMapFrom(out.headers), bodyBytes(out.body),
     );
-    runScript(cfg, ref, r, null, env);
-    out.method = r.method;
-    out.url = r.url;
-    if (r.bodyChanged) {
-      r.headers.delete('Content-Length'); // the new body's length is computed when it is sent
-      out.body = r.body;
-    }
-    out.headers = headersFrom(r.headers);
-    return out.urlChanged() ? out.rebased() : out;
+    return after(runScript(cfg, ref, r, null, env), () => {
+      out.method = r.method;
+      out.url = r.url;
+      if (r.bodyChanged) {
+        r.headers.delete('Content-Length'); // the new body's length is computed when it is sent
+        out.body = r.body;
+      }
+      out.headers = headersFrom(r.headers);
+      return out.urlChanged() ? out.rebased() : out;
+    });
   };
   return {
     skipNext: cfg.skipNext,
     hasPost: postRef !== null,
     pre(out) {
       const env = begin(cfg);
-      let sent = out;
+      const keep = (sent: OutboundRequest) => {
+        if (postRef !== null) envs.set(sent, env);
+        else vm.releaseEnv(env);
+        return sent;
+      };
+      let sent: OutboundRequest | Promise<OutboundRequest>;
       try {
-        if (preRef !== null) sent = rewrite(out, preRef, env);
+        sent = preRef !== null ? rewrite(out, preRef, env) : out;
       } catch (err) {
         vm.releaseEnv(env);
         throw err;
       }
-      if (postRef !== null) envs.set(sent, env);
-      else vm.releaseEnv(env);
-      return sent;
+      if (!(sent instanceof Promise)) return keep(sent);
+      return sent.then(keep, (err: Error) => {
+        vm.releaseEnv(env);
+        throw err;
+      });
     },
     finish(resp, out) {
       const env = envs.get(out);
       if (env === undefined) return resp;
       envs.delete(out);
-      try {
-        const r = new ScriptResponse(resp.data, resp.isComplete, 200, resp.headers !== undefined ? headerMapFrom(resp.headers) : new Map());
-        runScript(cfg, postRef!, null, r, env);
+      const r = new ScriptResponse(resp.data, resp.isComplete, 200, resp.headers !== undefined ? headerMapFrom(resp.headers) : new Map());
+      const apply = () => {
         resp.isComplete = r.isComplete;
         if (r.headersChanged) resp.headers = headersFrom(r.headers);
         return resp;
-      } finally {
+      };
+      let ran: void | Promise<void>;
+      try {
+        ran = runScript(cfg, postRef!, null, r, env);
+      } catch (err) {
         vm.releaseEnv(env);
+        throw err;
       }
+      if (!(ran instanceof Promise)) {
+        vm.releaseEnv(env);
+        return apply();
+      }
+      return ran.then(
+        () => {
+          vm.releaseEnv(env);
+          return apply();
+        },
+        (err: Error) => {
+          vm.releaseEnv(env);
+          throw err;
+        },
+      );
     },
     release(out) {
       const env = envs.get(out);
@@ -407,11 +450,13 @@ export function wrapProxyLua(
   const postRef = cfg.post;
   const skip = cfg.skipNext;
   const vm = cfg.vm;
-  const pre = (req: ProxyRequest, env: number): ProxyRequest => {
+  const pre = (req: ProxyRequest, env: number): ProxyRequest | Promise<ProxyRequest> => {
     if (preRef === null) return req;
     const r = new ScriptRequest(req.method, req.client.path, req.query, '', luaParams(req.paramNames, req.params), new Map(req.client.headers), bodyBytes(req.body));
     for (const [k, v] of r.headers) r.headers.set(k, v.slice());
-    runScript(cfg, preRef, r, null, env);
+    return after(runScript(cfg, preRef, r, null, env), () => preDone(req, r));
+  };
+  const preDone = (req: ProxyRequest, r: ScriptRequest): ProxyRequest => {
     if (r.bodyChanged) r.headers.delete('Content-Length');
     const params = req.paramNames.map((n, i) => r.params[n.length > 0 ? n[0]!.toUpperCase() + n.slice(1) : n] ?? req.params[i]!);
     const headers: HeaderMap = new Map();
@@ -420,14 +465,15 @@ export function wrapProxyLua(
     const body = r.bodyChanged ? r.body : req.body;
     return new ProxyRequest(params, req.paramNames, r.query, client, body, req.scope, r.method, req.extra);
   };
-  const post = (resp: ProxyResponse, env: number): ProxyResponse => {
+  const post = (resp: ProxyResponse, env: number): ProxyResponse | Promise<ProxyResponse> => {
     // As KrakenD: post runs only when the call returned no error (a partial merge carries one).
     if (postRef === null || resp.errors !== null) return resp;
     const r = new ScriptResponse(resp.data, resp.isComplete, 200, resp.headers !== undefined ? headerMapFrom(resp.headers) : new Map());
-    runScript(cfg, postRef, null, r, env);
-    resp.isComplete = r.isComplete;
-    if (r.headersChanged) resp.headers = headersFrom(r.headers);
-    return resp;
+    return after(runScript(cfg, postRef, null, r, env), () => {
+      resp.isComplete = r.isComplete;
+      if (r.headersChanged) resp.headers = headersFrom(r.headers);
+      return resp;
+    });
   };
   return (req) => {
     // One environment per request, shared by its pre and post; nothing is called when it fails.
@@ -437,21 +483,19 @@ export function wrapProxyLua(
     } catch (err) {
       return Promise.reject(err as Error);
     }
-    let sub: ProxyRequest;
+    let sub: ProxyRequest | Promise<ProxyRequest>;
     try {
       sub = pre(req, env);
     } catch (err) {
       vm.releaseEnv(env);
       return Promise.reject(err as Error);
     }
-    const p = skip ? Promise.resolve<ProxyResponse>({ data: Object.create(null), isComplete: false, errors: null }) : next(sub);
-    return p.then(
+    const call = (s: ProxyRequest) => (skip ? Promise.resolve<ProxyResponse>({ data: Object.create(null), isComplete: false, errors: null }) : next(s));
+    const p = sub instanceof Promise ? sub.then(call) : call(sub);
+    return p.then((r) => post(r, env)).then(
       (r) => {
-        try {
-          return post(r, env);
-        } finally {
-          vm.releaseEnv(env);
-        }
+        vm.releaseEnv(env);
+        return r;
       },
       (err: Error) => {
         vm.releaseEnv(env);

@@ -3,17 +3,20 @@
  *
  * KrakenD (krakend-lua on gopher-lua) builds a fresh state per request and re-runs the `sources`
  * each time. gw builds the state once at start-up: sources run once, `pre`/`post` are compiled
- * once, and a request only pays for the call itself. Scripts run to completion synchronously, so
- * two requests never interleave inside one state. Each request gets its own environment table
+ * once, and a request only pays for the call itself. Each run is a coroutine (a Lua thread, reused
+ * once it finishes): it runs synchronously to its end unless it calls `http_response.new`, which
+ * yields while gw makes the HTTP call and resumes it with the answer, so a script waiting on the
+ * network never blocks the worker. Runs interleave only at those calls. Each request gets its own environment table
  * (`_ENV`, falling back to the shared globals): a global that `pre` sets is seen by that request's
  * `post` and by no other request, as with KrakenD's state per request. Functions defined in `sources`
  * keep the shared globals (documented in docs/lua.md).
  *
  * The KrakenD script API is reproduced on top: `request.load()`, `response.load()`, `luaTable`,
- * `luaList`, `luaNil`, `json`, `custom_error`. Objects handed to scripts are JS objects pushed as
+ * `luaList`, `luaNil`, `json`, `custom_error`, `http_response`. Objects handed to scripts are JS objects pushed as
  * light userdata; one metatable dispatches their methods by class.
  */
 import { readFileSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import type { JsFunction, LuaState } from 'fengari';
 import { validHeaderValue } from '../proxy/request.js';
 
@@ -28,8 +31,33 @@ let to_luastring: Fengari['to_luastring'];
 
 export async function loadLua(): Promise<void> {
   if (lua !== undefined) return;
+  patchPcallk();
   const f = ((await import('fengari')) as { default: Fengari }).default;
   ({ lua, lauxlib, lualib, to_luastring } = f);
+}
+
+/**
+ * fengari 0.1.5 bug: `lua_pcallk` in a coroutine saves `allowhook` with `callstatus &= ~OAH | v`
+ * (C's setoah is `(st & ~OAH) | v`), so the bit is never set, and a `pcall` that catches an error
+ * inside a coroutine switches hooks off for the rest of the run — and with them gw's time limit
+ * (`pcall(error) while true do end` would hold the worker for ever). Setting the bit before the
+ * call makes fengari's `&=` keep it. Must run before fengari's lua.js copies the function, i.e.
+ * before fengari is first loaded.
+ */
+function patchPcallk(): void {
+  const require = createRequire(import.meta.url);
+  const lapi = require('fengari/src/lapi.js') as { lua_pcallk: (...a: unknown[]) => number; __gwPatched?: boolean };
+  if (lapi.__gwPatched === true) return;
+  const CIST_OAH = (require('fengari/src/lstate.js') as { CIST_OAH: number }).CIST_OAH;
+  const orig = lapi.lua_pcallk;
+  lapi.lua_pcallk = function (L: { nny: number; allowhook: number; ci: { callstatus: number } }, ...rest: unknown[]) {
+    if (L.nny === 0 && L.allowhook) L.ci.callstatus |= CIST_OAH;
+    return orig(L, ...rest);
+  } as (...a: unknown[]) => number;
+  lapi.__gwPatched = true;
+  if (require.cache[require.resolve('fengari/src/lua.js')] !== undefined) {
+    throw new Error('fengari was loaded before gw could patch it (core/lua/vm.ts loadLua)');
+  }
 }
 
 const S = (s: string) => to_luastring(s, true);
@@ -66,6 +94,35 @@ export class ScriptHttpError extends Error {
     super(message);
     this.name = 'ScriptHttpError';
   }
+}
+
+/** A script's HTTP call (`http_response.new(url, method, body, headers)`). */
+export interface HttpCall {
+  readonly url: string;
+  readonly method: string;
+  readonly body: Buffer | null;
+  readonly headers: readonly (readonly [string, string])[];
+}
+
+/** Makes a script's HTTP call; rejects with an Error whose message the script sees. */
+export type HttpCaller = (call: HttpCall) => Promise<ScriptHttpAnswer>;
+
+/** What `http_response.new` returns: `statusCode()`, `headers(name)`, `body()`, `close()`. */
+export class ScriptHttpAnswer implements ScriptObject {
+  constructor(
+    readonly status: number,
+    /** Lower-case names. */
+    readonly headers: Readonly<Record<string, readonly string[]>>,
+    readonly body: Buffer,
+  ) {}
+  get methods() {
+    return HTTP_ANSWER_METHODS;
+  }
+}
+
+/** A failed call, handed to the waiting script, which raises it as a Lua error. */
+class HttpCallFailure {
+  constructor(readonly message: string) {}
 }
 
 // ---- conversions ----
@@ -268,6 +325,25 @@ const LIST_METHODS: Record<string, JsFunction> = {
   },
 };
 
+const HTTP_ANSWER_METHODS: Record<string, JsFunction> = {
+  statusCode(L) {
+    lua.lua_pushinteger(L, self(L, ScriptHttpAnswer, 'http_response').status);
+    return 1;
+  },
+  /** The first value of a header ('' when absent), as Go's Header.Get. */
+  headers(L) {
+    const a = self(L, ScriptHttpAnswer, 'http_response');
+    return pushString(L, a.headers[argString(L, 2).toLowerCase()]?.[0] ?? '');
+  },
+  body(L) {
+    lua.lua_pushstring(L, self(L, ScriptHttpAnswer, 'http_response').body);
+    return 1;
+  },
+  close() {
+    return 0;
+  },
+};
+
 /** Sets an own key even when it is `__proto__` (the data objects come from JSON.parse). */
 function defineKey(o: Record<string, unknown>, k: string, v: unknown): void {
   if (k === '__proto__') Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
@@ -292,10 +368,24 @@ export interface RunBindings {
 /** Steps between two checks of the run's time limit. */
 const HOOK_EVERY = 10_000;
 
+/** A Lua thread a run executes in, anchored in the registry. */
+interface Thread {
+  readonly L: LuaState;
+  readonly ref: number;
+}
+
+/** Threads kept for reuse (a finished thread is clean); more are created when runs wait on calls. */
+const SPARE_THREADS = 16;
+
 export class LuaVm {
   private readonly L: LuaState;
   private current: RunBindings = { request: null, response: null };
   private deadline = 0;
+  /** How the running script's `http_response.new` is served; null: not here (sources loading). */
+  private http: HttpCaller | null = null;
+  /** The call the running script yielded for. */
+  private pending: HttpCall | null = null;
+  private readonly spare: Thread[] = [];
   /** Registry ref of `{ __index = _G }`, the metatable of per-request environments. */
   private readonly envMeta: number;
 
@@ -357,8 +447,28 @@ export class LuaVm {
       marshal: (L) => pushString(L, JSON.stringify(toValue(L, 1, true) ?? null, null, '\t')),
     });
     this.table('http_response', {
-      new: () => {
-        throw new Error('http_response.new is not supported by gw (scripts cannot make HTTP calls)');
+      new: (L) => {
+        if (this.http === null) throw new Error('http_response.new cannot run while the sources load');
+        const n = lua.lua_gettop(L);
+        if (n === 0) throw new Error('need arguments');
+        const url = argString(L, 1);
+        if (!/^https?:\/\/[^\s]+$/i.test(url)) throw new Error(`http_response.new: ${JSON.stringify(url)} is not an http(s) URL`);
+        const method = n >= 2 && !isNilArg(L, 2) ? argString(L, 2).toUpperCase() : 'GET';
+        if (!/^[A-Z]+$/.test(method)) throw new Error(`http_response.new: ${JSON.stringify(method)} is not a method`);
+        const body = n >= 3 && !isNilArg(L, 3) ? argBytes(L, 3) : null;
+        const headers: [string, string][] = [];
+        if (n >= 4 && lua.lua_type(L, 4) === lua.LUA_TTABLE) {
+          lua.lua_pushnil(L);
+          while (lua.lua_next(L, 4) !== 0) {
+            const k = argString(L, -2);
+            const v = argString(L, -1);
+            lua.lua_pop(L, 1);
+            if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(k) || !validHeaderValue(v)) throw new Error(`http_response.new: invalid header ${JSON.stringify(k)}`);
+            headers.push([k, v]);
+          }
+        }
+        this.pending = { url, method, body, headers };
+        return lua.lua_yieldk(L, 0, 0, afterCall);
       },
     });
     this.func('custom_error', (L) => {
@@ -385,7 +495,7 @@ export class LuaVm {
     if (opts.allowOpenLibs) {
       // debug.sethook would let a script remove its own time limit.
       const ref = this.compile('debug.sethook = function() error("debug.sethook is disabled in gw", 2) end', 'gw');
-      this.run(ref, NO_BINDINGS, 1000);
+      this.runNow(ref, NO_BINDINGS, 1000);
     }
   }
 
@@ -451,30 +561,90 @@ export class LuaVm {
 
   /**
    * Runs a compiled chunk with these bindings, in environment `env` (0: the shared globals, for
-   * `sources`); returns the script's error, if any.
+   * `sources`); returns the script's error, if any. Synchronous unless the script makes an HTTP
+   * call through `http` (then a promise of the same); with `http` null it always is.
    */
-  run(ref: number, bindings: RunBindings, limitMs: number, env = 0): Error | null {
-    const L = this.L;
-    this.current = bindings;
-    this.deadline = Date.now() + limitMs;
-    lua.lua_sethook(L, this.hook, lua.LUA_MASKCOUNT, HOOK_EVERY);
-    lua.lua_rawgeti(L, lua.LUA_REGISTRYINDEX, ref);
+  run(ref: number, bindings: RunBindings, limitMs: number, env = 0, http: HttpCaller | null = null): Error | null | Promise<Error | null> {
+    const th = this.spare.pop() ?? this.newThread();
+    const T = th.L;
+    lua.lua_rawgeti(T, lua.LUA_REGISTRYINDEX, ref);
     if (env !== 0) {
       // A main chunk's first upvalue is its _ENV.
-      lua.lua_rawgeti(L, lua.LUA_REGISTRYINDEX, env);
-      lua.lua_setupvalue(L, -2, 1);
+      lua.lua_rawgeti(T, lua.LUA_REGISTRYINDEX, env);
+      lua.lua_setupvalue(T, -2, 1);
     }
-    const status = lua.lua_pcall(L, 0, 0, 0);
-    let err: Error | null = null;
-    if (status !== lua.LUA_OK) {
-      const t = lua.lua_type(L, -1);
-      const u = t === lua.LUA_TLIGHTUSERDATA ? lua.lua_touserdata(L, -1) : null;
-      err = u instanceof ScriptHttpError ? u : new Error(t === lua.LUA_TSTRING || t === lua.LUA_TNUMBER ? lua.lua_tojsstring(L, -1) : 'lua error');
-    }
-    lua.lua_settop(L, 0);
+    return this.resume(th, bindings, limitMs, 0, http);
+  }
+
+  /** `run` for callers that cannot wait: a script that makes an HTTP call fails instead. */
+  runNow(ref: number, bindings: RunBindings, limitMs: number, env = 0): Error | null {
+    return this.run(ref, bindings, limitMs, env, null) as Error | null;
+  }
+
+  private newThread(): Thread {
+    const T = lua.lua_newthread(this.L);
+    return { L: T, ref: lauxlib.luaL_ref(this.L, lua.LUA_REGISTRYINDEX) };
+  }
+
+  private resume(th: Thread, bindings: RunBindings, limitMs: number, nargs: number, http: HttpCaller | null): Error | null | Promise<Error | null> {
+    const T = th.L;
+    this.current = bindings;
+    this.http = http;
+    this.pending = null;
+    const t0 = Date.now();
+    this.deadline = t0 + limitMs;
+    lua.lua_sethook(T, this.hook, lua.LUA_MASKCOUNT, HOOK_EVERY);
+    const status = lua.lua_resume(T, null, nargs);
     this.current = NO_BINDINGS;
+    this.http = null;
+    if (status === lua.LUA_YIELD) {
+      const call = this.pending;
+      this.pending = null;
+      if (call === null || http === null) {
+        // coroutine.yield at the top of the script (allow_open_libs): nothing to resume it with.
+        this.drop(th);
+        return new Error('attempt to yield from outside a coroutine');
+      }
+      // The time limit counts the script's own running time, not the wait.
+      const left = Math.max(1, limitMs - (Date.now() - t0));
+      return http(call).then(
+        (answer) => {
+          lua.lua_pushlightuserdata(T, answer);
+          return this.resume(th, bindings, left, 1, http);
+        },
+        (err: Error) => {
+          lua.lua_pushlightuserdata(T, new HttpCallFailure(err.message));
+          return this.resume(th, bindings, left, 1, http);
+        },
+      );
+    }
+    if (status === lua.LUA_OK) {
+      lua.lua_settop(T, 0);
+      if (this.spare.length < SPARE_THREADS) this.spare.push(th);
+      else this.drop(th);
+      return null;
+    }
+    const t = lua.lua_type(T, -1);
+    const u = t === lua.LUA_TLIGHTUSERDATA ? lua.lua_touserdata(T, -1) : null;
+    const err = u instanceof ScriptHttpError ? u : new Error(t === lua.LUA_TSTRING || t === lua.LUA_TNUMBER ? lua.lua_tojsstring(T, -1) : 'lua error');
+    this.drop(th); // a thread that raised an error is dead
     return err;
   }
+
+  private drop(th: Thread): void {
+    lauxlib.luaL_unref(this.L, lua.LUA_REGISTRYINDEX, th.ref);
+  }
+}
+
+/** Where `http_response.new` continues once resumed: the answer, or the call's error raised in the script. */
+function afterCall(L: LuaState): number {
+  const v = lua.lua_touserdata(L, -1);
+  if (v instanceof HttpCallFailure) {
+    lua.lua_pop(L, 1);
+    pushString(L, v.message);
+    return lua.lua_error(L);
+  }
+  return 1;
 }
 
 const NO_BINDINGS: RunBindings = { request: null, response: null };

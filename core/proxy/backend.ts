@@ -43,8 +43,11 @@ export type DirectClient = (r: OutboundRequest, receiver: Receiver) => FlowContr
 
 export interface BackendPipe {
   readonly config: BackendConfig;
-  /** Builds the backend request for one client request (host balanced round-robin). */
-  buildOutbound(req: ProxyRequest): OutboundRequest;
+  /**
+   * Builds the backend request for one client request (host balanced round-robin). A promise only
+   * when a lua-backend `pre` script made an HTTP call (`http_response.new`).
+   */
+  buildOutbound(req: ProxyRequest): OutboundRequest | Promise<OutboundRequest>;
   readonly client: Client;
   /** The same client in receiver mode, when it is gw's own (no client plugin); else null. */
   readonly direct: DirectClient | null;
@@ -142,15 +145,18 @@ export function buildBackendPipe(
   }
   const withLua = lua === null ? buildRequest : (req: ProxyRequest) => lua.pre(buildRequest(req));
   const celPre = cel !== null && cel.pre.length > 0 ? cel.pre : null;
-  const buildOutbound = celPre === null ? withLua : (req: ProxyRequest) => {
-    const out = withLua(req);
+  const checked = (req: ProxyRequest, out: OutboundRequest): OutboundRequest => {
     try {
-      runChecks(celPre, outboundActivation(out, req.client.headers.has('Accept-Encoding')));
+      runChecks(celPre!, outboundActivation(out, req.client.headers.has('Accept-Encoding')));
     } catch (err) {
       lua?.release(out);
       throw err;
     }
     return out;
+  };
+  const buildOutbound = celPre === null ? withLua : (req: ProxyRequest) => {
+    const out = withLua(req);
+    return out instanceof Promise ? out.then((o) => checked(req, o)) : checked(req, out);
   };
 
   // qos/http-cache: under everything that calls the client (decoding call, no-op stream,
@@ -358,14 +364,8 @@ function outboundActivation(out: OutboundRequest, clientSentAcceptEncoding: bool
 }
 
 /** Build the request (a throw becomes a rejection), call, and run lua-backend's skip_next/post. */
-function toProxy(buildOutbound: (req: ProxyRequest) => OutboundRequest, call: Call, lua: BackendLua | null) {
-  return (req: ProxyRequest): Promise<ProxyResponse> => {
-    let out: OutboundRequest;
-    try {
-      out = buildOutbound(req);
-    } catch (err) {
-      return Promise.reject(err as Error);
-    }
+function toProxy(buildOutbound: (req: ProxyRequest) => OutboundRequest | Promise<OutboundRequest>, call: Call, lua: BackendLua | null) {
+  const send = (out: OutboundRequest): Promise<ProxyResponse> => {
     if (lua === null) return call(out);
     const p = lua.skipNext ? Promise.resolve<ProxyResponse>({ data: Object.create(null), isComplete: false, errors: null }) : call(out);
     return p.then(
@@ -375,6 +375,15 @@ function toProxy(buildOutbound: (req: ProxyRequest) => OutboundRequest, call: Ca
         throw err;
       },
     );
+  };
+  return (req: ProxyRequest): Promise<ProxyResponse> => {
+    let out: OutboundRequest | Promise<OutboundRequest>;
+    try {
+      out = buildOutbound(req);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    return out instanceof Promise ? out.then(send) : send(out);
   };
 }
 

@@ -17,7 +17,7 @@ import type { BackendResponse } from '../plugin/types.js';
 import { modifyEndpointRequest, modifyStreamed, type Modifiers } from '../plugin/modifier.js';
 import type { BackendPipe } from '../proxy/backend.js';
 import type { AllowList } from '../config/types.js';
-import { ProxyRequest, withBackend, type Proxy, type ProxyResponse } from '../proxy/types.js';
+import { ProxyRequest, withBackend, type OutboundRequest, type Proxy, type ProxyResponse } from '../proxy/types.js';
 import { jwtActivation, runChecks, type CelChecks } from '../validation/cel.js';
 import type { BotCheck } from '../validation/guards.js';
 import type { RequestChecks } from '../validation/request.js';
@@ -228,14 +228,7 @@ export function noopPipe(pipe: BackendPipe, mods: Modifiers | null = null, endpo
   if (mods !== null) return modifiedNoopPipe(pipe, mods, endpointQuery);
   const direct = pipe.direct;
   const pattern = pipe.config.urlPattern;
-  return (x) => {
-    let out;
-    try {
-      out = pipe.buildOutbound(x.preq);
-    } catch (err) {
-      x.fail(err as Error);
-      return;
-    }
+  const send = (x: Exchange, out: OutboundRequest): void => {
     x.out = out;
     if (x.rt.noopMetrics !== null) x.tb = performance.now();
     if (direct !== null) {
@@ -245,6 +238,31 @@ export function noopPipe(pipe: BackendPipe, mods: Modifiers | null = null, endpo
     pipe.client(out).then(
       (r) => streamSafely(x, r),
       (err: Error) => failSafely(x, withBackend(err, out, pattern)),
+    );
+  };
+  return (x) => {
+    let out;
+    try {
+      out = pipe.buildOutbound(x.preq);
+    } catch (err) {
+      x.fail(err as Error);
+      return;
+    }
+    if (!(out instanceof Promise)) {
+      send(x, out);
+      return;
+    }
+    // A lua-backend pre script waited on an HTTP call: the client may have gone meanwhile.
+    out.then(
+      (o) => {
+        if (x.state !== OPEN || x.aborted) return;
+        try {
+          send(x, o);
+        } catch (err) {
+          x.crashed(err as Error);
+        }
+      },
+      (err: Error) => failSafely(x, err),
     );
   };
 }
@@ -260,7 +278,11 @@ function modifiedNoopPipe(pipe: BackendPipe, mods: Modifiers, endpointQuery: All
     pre(x.preq)
       .then(({ req, wrapper }) => {
         if (x.state !== OPEN) throw x.reason ?? new Error('the request ended');
-        const out = pipe.buildOutbound(req);
+        const built = pipe.buildOutbound(req);
+        return built instanceof Promise ? built.then((out) => ({ out, wrapper })) : { out: built, wrapper };
+      })
+      .then(({ out, wrapper }) => {
+        if (x.state !== OPEN) throw x.reason ?? new Error('the request ended');
         x.out = out;
         if (x.rt.noopMetrics !== null) x.tb = performance.now();
         return pipe.client(out).then(
