@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { type Backend, type Gateway, HOST, req, runCli, sendJSON, startBackend, startGateway, writeConfig } from './helpers/gw.ts';
+import { type Backend, type Gateway, HOST, req, runCli, sendJSON, sleep, startBackend, startGateway, writeConfig } from './helpers/gw.ts';
 
 const ONE_WORKER = { 'gw/server': { workers: 1 } };
 const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -21,15 +21,30 @@ describe('modifier/martian', () => {
   let gw: Gateway;
   /** A port nothing listens on: a backend host that only a url/port modifier makes reachable. */
   let deadPort: number;
+  /** The /reset backend connection was closed by gw before the backend reset it. */
+  let resetDroppedByGw = false;
 
   before(async () => {
     backend = await startBackend((r, res, rec) => {
       const u = new URL(rec.url, 'http://x');
       if (u.pathname === '/reset') {
-        // Headers, a few body bytes, then a reset: the body martian replaces is never read.
+        // Headers, a few body bytes, then (1 s later) a reset: the body martian replaces is never
+        // read, and gw lets the connection go at once instead of waiting for the rest.
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': '1000' });
         res.write('{"partial":');
-        setTimeout(() => r.socket.resetAndDestroy(), 20);
+        let reset = false;
+        r.socket.once('close', () => {
+          if (!reset) resetDroppedByGw = true;
+        });
+        setTimeout(() => {
+          reset = true;
+          r.socket.resetAndDestroy();
+        }, 1000);
+        return;
+      }
+      if (u.pathname === '/hop' || u.pathname === '/hop-rel') {
+        res.writeHead(302, { location: u.pathname === '/hop' ? `${backend.url}/landed` : '/landed-rel' });
+        res.end();
         return;
       }
       sendJSON(res, 200, { path: u.pathname, query: u.search, seen: rec.headers['x-seen'] ?? null }, {
@@ -157,7 +172,7 @@ describe('modifier/martian', () => {
                   },
                   {
                     'header.RegexFilter': {
-                      scope: ['request'], header: 'X-App-Version', regex: '.*-(alpha|beta|preview)$',
+                      scope: ['request'], header: 'X-App-Version', regex: '(?i).*-(ALPHA|beta|preview)$',
                       modifier: { 'querystring.Modifier': { scope: ['request'], name: 'testing', value: '1' } },
                     },
                   },
@@ -218,6 +233,16 @@ describe('modifier/martian', () => {
             },
           ],
         },
+        ...['/hop', '/hop-rel'].map((p) => ({
+          endpoint: p,
+          backend: [
+            {
+              host: [`http://127.0.0.1:${deadPort}`],
+              url_pattern: p,
+              extra_config: { 'modifier/martian': { 'port.Modifier': { scope: ['request'], port: backend.port } } },
+            },
+          ],
+        })),
         {
           endpoint: '/ported',
           backend: [
@@ -309,11 +334,24 @@ describe('modifier/martian', () => {
     assert.deepEqual(r.json(), { replaced: true });
   });
 
-  test('a backend that resets mid-body: the replaced body is answered, the worker lives on', async () => {
+  test('a backend body nobody reads (replaced by body.Modifier) is let go at once; a reset later costs nothing', async () => {
     const r = await req(gw.port, '/reset');
     assert.equal(r.status, 200, r.text);
     assert.deepEqual(r.json(), { replaced: 'after a reset' });
+    assert.ok(r.ms < 900, `answered after ${r.ms} ms: gw waited for the replaced body`);
+    for (let i = 0; i < 50 && !resetDroppedByGw; i++) await sleep(10);
+    assert.ok(resetDroppedByGw, 'gw kept the backend connection of a body it replaced');
     assert.equal((await req(gw.port, '/req')).status, 200);
+  });
+
+  test('redirects: a Host line set by martian follows a relative Location only (as Go)', async () => {
+    const r = await req(gw.port, '/hop');
+    assert.equal(r.status, 200, r.text);
+    assert.equal(last(backend, '/hop').headers['host'], `127.0.0.1:${deadPort}`);
+    assert.equal(last(backend, '/landed').headers['host'], `127.0.0.1:${backend.port}`);
+    const rel = await req(gw.port, '/hop-rel');
+    assert.equal(rel.status, 200, rel.text);
+    assert.equal(last(backend, '/landed-rel').headers['host'], `127.0.0.1:${deadPort}`);
   });
 
   test('no-op: response headers, a Set-Cookie, the stash and the status reach the client', async () => {
@@ -330,7 +368,7 @@ describe('modifier/martian', () => {
     assert.equal(seen.headers['x-martian'], 'true');
     assert.equal(seen.headers['x-stash'], `${backend.url}/noop?amount=1`);
     assert.equal(r.headers['x-stash'], `${backend.url}/noop?amount=1`);
-    assert.deepEqual(r.json(), { path: '/noop', query: '?amount=1', seen: null });
+    assert.deepEqual(r.json(), { path: '/noop', query: '?amount=1', seen: null }, 'the body streams through untouched');
   });
 
   test('no-op with request-only modifiers streams through gw’s own client and the backend sees the change', async () => {
@@ -406,6 +444,11 @@ describe('modifier/martian: bad blocks stop gw check and gw run, naming the plac
     ['a CRLF in a value', { 'header.Modifier': { name: 'X', value: 'a\r\nInjected: 1' } }, /"value" holds a character a header value cannot/],
     ['a bad regex', { 'url.RegexFilter': { regex: '(', modifier: { 'header.Modifier': { name: 'X', value: 'y' } } } }, /"regex" is not a valid regular expression/],
     ['a bad expires', { 'cookie.Modifier': { name: 'c', value: 'v', expires: 'tomorrow' } }, /"expires" "tomorrow" is not an RFC 3339 time/],
+    ['a url.Modifier host no URL can hold', { 'url.Modifier': { host: 'x:99999' } }, /\["url\.Modifier"\]: "host" "x:99999" is not a host\[:port\]/],
+    ['an RE2 escape JavaScript lacks', { 'url.RegexFilter': { regex: 'h\\z', modifier: { 'header.Modifier': { name: 'X', value: 'y' } } } }, /"regex" is not a valid regular expression/],
+    ['header.Copy into Host', { 'header.Copy': { from: 'X-Client', to: 'Host' } }, /"to" "Host": gw does not let a copied header/],
+    ['header.Append of Host', { 'header.Append': { name: 'Host', value: 'a' } }, /header\.Append cannot add a second Host/],
+    ['a Host that is not one', { 'header.Modifier': { name: 'Host', value: 'bad host/x' } }, /"value" "bad host\/x" is not a host\[:port\]/],
     ['port.Modifier with two choices', { 'port.Modifier': { port: 80, remove: true } }, /give exactly one of "port", "defaultForScheme": true or "remove": true/],
   ];
   for (const [what, martian, re] of cases) {

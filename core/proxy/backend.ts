@@ -181,7 +181,16 @@ export function buildBackendPipe(
     if (direct !== null) {
       const rq = martian.response === null && martian.request !== null ? martianRequest(martian) : null;
       const d = direct;
-      direct = rq === null ? null : (out, receiver) => d(rq(out), receiver);
+      direct = rq === null ? null : (out, receiver) => {
+        let o: OutboundRequest;
+        try {
+          o = rq(out);
+        } catch (err) {
+          receiver.failed(err as Error);
+          return null;
+        }
+        return d(o, receiver);
+      };
     }
   }
   const guards = backendGuards(b, where, log, proxyLimit);

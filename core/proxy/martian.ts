@@ -74,10 +74,7 @@ export class MartianRequest {
   /** The request to send: rebased when the URL changed; a Host header when the Host line is not the URL's host. */
   finish(): OutboundRequest {
     let out = this.out;
-    if (this.urlChanged) {
-      out.url = this.url();
-      out = out.rebased();
-    }
+    if (this.urlChanged) out = out.moved(`${this.scheme}://${this.host}`, this.path + (this.query === '' ? '' : '?' + this.query));
     const line = this.hostLine();
     if (line !== this.host) setHeader(out.headers, 'Host', 'host', line);
     return out;
@@ -222,7 +219,10 @@ class MartianError extends Error {}
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v);
-/** KrakenD's schema allows comment keys (`@comment`, `$x`, `_x`, `#x`) next to the modifier. */
+/**
+ * Comment keys (`@comment`, `$x`, `_x`, `#x`) are ignored next to the type, as gw ignores them
+ * everywhere (KrakenD's martian parser would count them as a second type and drop the block).
+ */
 const COMMENT = /^[@$_#]/;
 
 function fail(path: string, msg: string): never {
@@ -257,7 +257,10 @@ function int(o: Obj, k: string, path: string): number | null {
 function settableName(name: string, path: string, key: string, hostOk: boolean): string {
   if (!validHeaderName(name)) fail(path, `"${key}" ${JSON.stringify(name)} is not a valid header name`);
   const l = name.toLowerCase();
-  if (l === 'host' && hostOk) return l;
+  if (l === 'host') {
+    if (hostOk) return l;
+    fail(path, `"${key}" cannot be Host here; set the Host line with header.Modifier`);
+  }
   if (HOP_BY_HOP.has(l)) fail(path, `"${key}" ${JSON.stringify(name)} is a hop-by-hop header: gw never forwards those`);
   if (l === 'content-length') fail(path, `"${key}" "Content-Length" cannot be set: gw computes it from the body`);
   return l;
@@ -265,6 +268,22 @@ function settableName(name: string, path: string, key: string, hostOk: boolean):
 
 function headerValue(v: string, path: string, key: string): string {
   if (!validHeaderValue(v)) fail(path, `"${key}" holds a character a header value cannot (CR, LF or NUL)`);
+  return v;
+}
+
+const AUTHORITY = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(:\d{1,5})?$/;
+
+/** A host[:port] a URL (and a Host line) can carry. */
+function hostPort(v: string, path: string, key: string): string {
+  let ok = AUTHORITY.test(v);
+  if (ok) {
+    try {
+      new URL(`http://${v}/`);
+    } catch {
+      ok = false;
+    }
+  }
+  if (!ok) fail(path, `"${key}" ${JSON.stringify(v)} is not a host[:port]`);
   return v;
 }
 
@@ -278,7 +297,8 @@ function regex(src: string, path: string, key: string): RegExp {
     s = s.slice(m[0].length);
   }
   try {
-    return new RegExp(s, flags);
+    // 'u': escapes JavaScript does not know (RE2's \\z, \\A, \\Q…) are errors, not letters.
+    return new RegExp(s, flags + 'u');
   } catch (err) {
     return fail(path, `"${key}" is not a valid regular expression: ${(err as Error).message}`);
   }
@@ -346,13 +366,15 @@ function headerModifier(o: Obj, path: string): Built {
   const l = settableName(name, path, 'name', true);
   const cn = canonical(name);
   const value = headerValue(str(o, 'value', path, true), path, 'value');
+  if (l === 'host') hostPort(value, path, 'value');
+  const sent = bin(value); // the UTF-8 bytes, as Go sends them (undici writes header strings as latin1)
   return {
     req:
       l === 'host'
         ? (r) => {
             r.reqHost = value;
           }
-        : (r) => setHeader(r.headers, cn, l, value),
+        : (r) => setHeader(r.headers, cn, l, sent),
     // A response has no Host to set (martian's response header Set skips it).
     res: l === 'host' ? null : (r) => setHeader(r.headers, l, l, value),
   };
@@ -360,11 +382,13 @@ function headerModifier(o: Obj, path: string): Built {
 
 function headerAppend(o: Obj, path: string): Built {
   const name = str(o, 'name', path, true);
+  if (name.toLowerCase() === 'host') fail(path, 'header.Append cannot add a second Host (KrakenD fails every request with it); use header.Modifier');
   const l = settableName(name, path, 'name', false);
   const cn = canonical(name);
   const value = headerValue(str(o, 'value', path, true), path, 'value');
+  const sent = bin(value);
   return {
-    req: (r) => addHeader(r.headers, cn, l, value),
+    req: (r) => addHeader(r.headers, cn, l, sent),
     res: (r) => addHeader(r.headers, l, l, value),
   };
 }
@@ -391,16 +415,15 @@ function headerCopy(o: Obj, path: string): Built {
   const to = str(o, 'to', path, true);
   if (!validHeaderName(from)) fail(path, `"from" ${JSON.stringify(from)} is not a valid header name`);
   const lf = from.toLowerCase();
-  const lt = settableName(to, path, 'to', true);
+  if (to.toLowerCase() === 'host') fail(path, '"to" "Host": gw does not let a copied header (one a client may send) choose the Host line; set it with header.Modifier');
+  const lt = settableName(to, path, 'to', false);
   const ct = canonical(to);
   return {
     req: (r) => {
       // A missing source sets the target to "" (martian copies Get's empty answer).
-      const v = lf === 'host' ? r.hostLine() : first(r.headers, lf);
-      if (lt === 'host') r.reqHost = v;
-      else setHeader(r.headers, ct, lt, v);
+      setHeader(r.headers, ct, lt, lf === 'host' ? r.reqHost : first(r.headers, lf));
     },
-    res: lt === 'host' ? null : (r) => setHeader(r.headers, lt, lt, first(r.headers, lf)),
+    res: (r) => setHeader(r.headers, lt, lt, first(r.headers, lf)),
   };
 }
 
@@ -443,10 +466,11 @@ function bodyModifier(o: Obj, path: string): Built {
   if (!BASE64.test(b64)) fail(path, '"body" must be standard base64 (the body, uncompressed, base64-encoded)');
   const body = Buffer.from(b64, 'base64');
   const ct = headerValue(str(o, 'contentType', path, false), path, 'contentType');
+  const sentCt = bin(ct);
   return {
     req: (r) => {
       const h = r.headers;
-      setHeader(h, 'Content-Type', 'content-type', ct);
+      setHeader(h, 'Content-Type', 'content-type', sentCt);
       deleteHeader(h, 'content-encoding');
       deleteHeader(h, 'content-length'); // sent with the new body's length
       r.out.body = body;
@@ -506,13 +530,11 @@ function cookieModifier(o: Obj, path: string): Built {
   };
 }
 
-const AUTHORITY = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(:\d{1,5})?$/;
-
 function urlModifier(o: Obj, path: string): Built {
   const scheme = str(o, 'scheme', path, false).toLowerCase();
   if (scheme !== '' && scheme !== 'http' && scheme !== 'https') fail(path, `"scheme" ${JSON.stringify(scheme)}: gw's client speaks http and https`);
   const host = str(o, 'host', path, false);
-  if (host !== '' && !AUTHORITY.test(host)) fail(path, `"host" ${JSON.stringify(host)} is not a host[:port]`);
+  if (host !== '') hostPort(host, path, 'host');
   let p = str(o, 'path', path, false);
   if (p !== '') {
     if (!p.startsWith('/') || /[?#]/.test(p)) fail(path, `"path" ${JSON.stringify(p)} must start with "/" and hold no "?" or "#"`);
@@ -640,7 +662,7 @@ function headerFilter(o: Obj, path: string): Built {
   const value = str(o, 'value', path, false);
   const match = (vs: string[]) => (has ? vs.includes(value) : vs.length > 0);
   return filter(o, path, {
-    req: (r) => match(l === 'host' ? [r.hostLine()] : values(r.headers, l)),
+    req: (r) => match(l === 'host' ? (r.reqHost === '' ? [] : [r.reqHost]) : values(r.headers, l)),
     res: (r) => match(values(r.headers, l)),
   }, true);
 }
@@ -719,9 +741,11 @@ function urlRegexFilter(o: Obj, path: string): Built {
 function cookies(header: string[], set: boolean): Map<string, string[]> {
   const m = new Map<string, string[]>();
   const add = (pair: string) => {
-    const eq = pair.indexOf('=');
+    let eq = pair.indexOf('=');
+    if (eq < 0 && !set) eq = pair.length; // a bare `flag` in a Cookie header is flag=""
     if (eq <= 0) return;
     const k = pair.slice(0, eq).trim();
+    if (k === '') return;
     let v = pair.slice(eq + 1).trim();
     if (v.length >= 2 && v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1);
     const l = m.get(k);

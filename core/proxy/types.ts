@@ -184,6 +184,13 @@ export class OutboundRequest implements BackendRequest {
     return r;
   }
 
+  /** A copy sent to `origin` + `path` as given (no URL re-parsing: the raw query stays as it is). */
+  moved(origin: string, path: string): OutboundRequest {
+    const r = new OutboundRequest(this.method, origin, path, origin + path, this.headers, this.body, this.scope, this.paramValues, this.paramNames);
+    r.trace = this.trace;
+    return r;
+  }
+
   get params(): Readonly<Record<string, string>> {
     if (this.paramsObj === null) {
       const o: Record<string, string> = {};

@@ -288,8 +288,11 @@ function start(call: Call, slot: OriginSlot, origin: string, path: string, metho
     const stream = body as AsyncIterable<Uint8Array>;
     body = { [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator]() };
   }
+  // A Host line set for the call (modifier/martian) must not become the TLS server name, which
+  // undici takes from a Host header: Go verifies the URL's host.
+  const servername = headers['Host'] !== undefined || headers['host'] !== undefined ? tlsName(origin) : undefined;
   try {
-    slot.pool.dispatch({ origin, path, method, headers, body: body as Dispatcher.DispatchOptions['body'] }, call as unknown as Dispatcher.DispatchHandler);
+    slot.pool.dispatch({ origin, path, method, headers, body: body as Dispatcher.DispatchOptions['body'], servername } as Dispatcher.DispatchOptions, call as unknown as Dispatcher.DispatchHandler);
   } catch (err) {
     call.onError(err as Error);
   }
@@ -408,6 +411,11 @@ async function follow(
       delete nextHeaders['Content-Length'];
       delete nextHeaders['Content-Type'];
     }
+    if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(location)) {
+      // A Host line set for the call (modifier/martian) survives only a relative Location, as in Go.
+      delete nextHeaders['Host'];
+      delete nextHeaders['host'];
+    }
     if (prev.host !== next.host) {
       // Go drops credentials when the redirect leaves the original host.
       for (const k of ['Authorization', 'Www-Authenticate', 'Cookie', 'Cookie2']) delete nextHeaders[k];
@@ -422,6 +430,13 @@ async function follow(
     res = await dispatch(pools, next.origin, next.pathname + next.search, method, nextHeaders, body, scope);
   }
   return res;
+}
+
+/** The SNI name for an https origin: its host name (undefined for http and IP hosts, which send none). */
+function tlsName(origin: string): string | undefined {
+  if (!origin.startsWith('https:')) return undefined;
+  const h = new URL(origin).hostname;
+  return h.startsWith('[') || /^\d+\.\d+\.\d+\.\d+$/.test(h) ? undefined : h;
 }
 
 function isReplayable(body: RequestBody): boolean {
