@@ -266,10 +266,21 @@ export async function startGateway(config: Record<string, unknown>, opts: StartO
     exited,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (!hasExited) {
+        const workers = proc.pid === undefined ? [] : childPids(proc.pid);
         proc.kill(signal);
         const t = setTimeout(() => proc.kill('SIGKILL'), 4000);
         const r = await exited;
         clearTimeout(t);
+        // A worker a test wedged (a script in a loop) cannot see its supervisor go: never leave
+        // one behind to eat the CPU of the tests that follow.
+        for (const pid of workers) {
+          try {
+            // (only if that pid is still a gw worker, not a reused pid)
+            if (fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('worker.js')) process.kill(pid, 'SIGKILL');
+          } catch {
+            /* already gone */
+          }
+        }
         return r;
       }
       return exited;
