@@ -72,6 +72,9 @@ const WORKER_EXEC_ARGV = process.execArgv
   .filter((a) => !a.startsWith('--inspect-port'))
   .map((a) => (/^--inspect(-brk|-wait)?(=|$)/.test(a) ? '--inspect=127.0.0.1:0' : a));
 
+/** How long a reload waits for a retiring worker to report its listening socket closed. */
+const UNLISTEN_WAIT_MS = 2000;
+
 function forkWorker(): Forked {
   const child = fork(WORKER_FILE, [], { execArgv: WORKER_EXEC_ARGV, stdio: ['inherit', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
   const f: Forked = { child, hello: false };
@@ -127,6 +130,8 @@ export class Supervisor {
   private readonly children = new Set<ChildProcess>();
   /** Workers of a previous configuration, draining after a reload: their exit is not replaced. */
   private readonly retired = new Set<ChildProcess>();
+  /** Retiring workers a reload waits for until they have closed their listening socket. */
+  private readonly unlistening = new Map<ChildProcess, () => void>();
   /** The config text new workers (and replacements) run. */
   private rawConfig: string;
   /** Workers of the generation being started or serving (told to each worker: rate-limit lease sizes). */
@@ -223,13 +228,33 @@ export class Supervisor {
     // clients open new ones, and a listener that closes then resets those the kernel queued on it.
     await this.retiredGone(drainMs + lingerMs + CLOSE_GRACE_MS);
     if (this.closing) return;
+    const unlistened: Promise<void>[] = [];
     for (const s of previous) {
       if (s.timer !== null) clearTimeout(s.timer);
       s.timer = null;
       if (s.child === null || !this.children.has(s.child)) continue;
       this.retired.add(s.child);
+      unlistened.push(this.whenUnlistened(s.child, UNLISTEN_WAIT_MS));
       void this.stopChild(s.child, drainMs, lingerMs);
     }
+    // The reload is done (and logged) once the previous workers' listening sockets are closed:
+    // from then on a new connection can only reach the new workers.
+    await Promise.all(unlistened);
+  }
+
+  /** Resolves when `c` reports its listening socket closed, exits, or after `ms`. */
+  private whenUnlistened(c: ChildProcess, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(t);
+        this.unlistening.delete(c);
+        c.off('exit', done);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.unlistening.set(c, done);
+      c.once('exit', done);
+    });
   }
 
   /** Resolves once every retired worker has exited (or after `ms`). */
@@ -390,6 +415,9 @@ export class Supervisor {
             break;
           case 'metrics':
             this.scrapes.get(m.seq)?.(m.data);
+            break;
+          case 'unlistened':
+            this.unlistening.get(child)?.();
             break;
           case 'draining':
             slot.drainReason = m.reason;

@@ -46,6 +46,8 @@ export type FromWorker =
   | { type: 'crash'; message: string }
   /** The worker stops on its own (a signal sent to it): it drains, then exits 0. */
   | { type: 'draining'; reason: string }
+  /** After `shutdown`: the listening socket is closed (new connections reach the other workers). */
+  | { type: 'unlistened' }
   /** Rate limits: up to `want` tokens of bucket `key` of `spec`, answered by `grant` with the same seq. */
   | { type: 'lease'; seq: number; spec: LimitSpecMsg; key: string; want: number }
   /** Rate limits: leased tokens not spent, back to the bucket. */

@@ -83,7 +83,10 @@ function drain(): void {
   if (gw === null) process.exit(0); // still starting: nothing is in flight
   // Bounded even if closing hangs: the drain wait, then a grace for the pools.
   setTimeout(() => process.exit(1), waitMs + lingerMs + 5000).unref();
-  gw!.close(waitMs, lingerMs).then(
+  const closing = gw!.close(waitMs, lingerMs);
+  // close() shut the listening socket synchronously: a reload can now say it is done.
+  send({ type: 'unlistened' });
+  closing.then(
     () => process.exit(0),
     (err: Error) => {
       log('error', `${tag}: shutdown: ${err.message}`);

@@ -46,7 +46,7 @@ import type { AccessLog } from '../telemetry/access.js';
 import { Outcome } from '../telemetry/metrics.js';
 import type { BackendMetrics, EndpointMetrics, RequestMetrics } from '../telemetry/otel.js';
 import type { BackendTrace, RequestTrace, Tracing } from '../telemetry/tracing.js';
-import { Linger } from './linger.js';
+import { Linger, LINGER_MS } from './linger.js';
 
 export interface EndpointRuntime {
   readonly config: EndpointConfig;
@@ -780,6 +780,7 @@ export class RequestBody extends Readable {
   /** After a streamed answer: the rest of the upload is dropped, then `onComplete` runs. */
   private dropping = false;
   private dropped = 0;
+  private lingering = false;
   private onComplete: (() => void) | null = null;
   /** After a 413 mid-upload: the answer is out, the rest of the upload goes here (linger.ts). */
   linger: Linger | null = null;
@@ -836,8 +837,12 @@ export class RequestBody extends Readable {
         const done = this.onComplete!;
         this.onComplete = null;
         done();
-      } else if ((this.dropped += ab.byteLength) > DROP_BYTES) {
-        x.uploadTooLong();
+      } else if ((this.dropped += ab.byteLength) > DROP_BYTES && !this.lingering) {
+        // Cut now and the close sends RST over the unread upload: a client busy writing loses the
+        // answer it has not read yet. It gets LINGER_MS to read it (the rest is still dropped),
+        // as Go's server waits 500 ms; then the connection is cut.
+        this.lingering = true;
+        setTimeout(cutUpload, LINGER_MS, x);
       }
       return;
     }
