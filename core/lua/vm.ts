@@ -18,7 +18,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { JsFunction, LuaState } from 'fengari';
-import { validHeaderValue } from '../proxy/request.js';
+import { validHeaderName, validHeaderValue } from '../proxy/request.js';
 
 type Fengari = typeof import('fengari');
 
@@ -463,7 +463,7 @@ export class LuaVm {
             const k = argString(L, -2);
             const v = argString(L, -1);
             lua.lua_pop(L, 1);
-            if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(k) || !validHeaderValue(v)) throw new Error(`http_response.new: invalid header ${JSON.stringify(k)}`);
+            if (!validHeaderName(k) || !validHeaderValue(v)) throw new Error(`http_response.new: invalid header ${JSON.stringify(k)}`);
             headers.push([k, v]);
           }
         }

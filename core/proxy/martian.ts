@@ -19,11 +19,11 @@
  * - Regular expressions are JavaScript's (a leading `(?i)`/`(?s)` is read as a flag); martian's are RE2.
  */
 import { randomUUID } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { canonicalHeader as canonical } from '../plugin/checks.js';
 import type { BackendResponse, Headers } from '../plugin/types.js';
-import { isUpstreamBody } from '../transport/body.js';
+import { releaseBody } from '../transport/body.js';
 import { HOP_BY_HOP, validHeaderName, validHeaderValue } from './request.js';
-import { CanceledError, type OutboundRequest } from './types.js';
+import type { OutboundRequest } from './types.js';
 
 export const MARTIAN_NS = 'modifier/martian';
 
@@ -147,11 +147,6 @@ function addHeader(h: Headers, name: string, lname: string, v: string): void {
   const all = values(h, lname);
   deleteHeader(h, lname);
   h[name] = all.length === 0 ? v : [...all, v];
-}
-
-/** Go's http.CanonicalHeaderKey. */
-function canonical(name: string): string {
-  return name.toLowerCase().replace(/(^|-)([a-z])/g, (_m, d: string, c: string) => d + c.toUpperCase());
 }
 
 // ---------------------------------------------------------------------------
@@ -455,12 +450,6 @@ function queryModifier(o: Obj, path: string): Built {
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
-/** A response body nobody will read. */
-function release(b: unknown): void {
-  if (isUpstreamBody(b)) b.abort(new CanceledError());
-  else if (b instanceof Readable) b.destroy();
-}
-
 function bodyModifier(o: Obj, path: string): Built {
   const b64 = str(o, 'body', path, true).replace(/[\r\n]/g, '');
   if (!BASE64.test(b64)) fail(path, '"body" must be standard base64 (the body, uncompressed, base64-encoded)');
@@ -480,13 +469,12 @@ function bodyModifier(o: Obj, path: string): Built {
       setHeader(h, 'content-type', 'content-type', ct);
       deleteHeader(h, 'content-encoding');
       deleteHeader(h, 'content-length');
-      release(r.body);
+      releaseBody(r.body);
       r.body = body;
     },
   };
 }
 
-const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // cookie-octet, plus space and comma (Go quotes a value holding them)
 const COOKIE_VALUE = /^"?[\x20\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e,]*"?$/;
 const DOMAIN = /^\.?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
@@ -494,7 +482,7 @@ const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:
 
 function cookieModifier(o: Obj, path: string): Built {
   const name = str(o, 'name', path, true);
-  if (!COOKIE_NAME.test(name)) fail(path, `"name" ${JSON.stringify(name)} is not a valid cookie name`);
+  if (!validHeaderName(name)) fail(path, `"name" ${JSON.stringify(name)} is not a valid cookie name`);
   const raw = str(o, 'value', path, true);
   if (!COOKIE_VALUE.test(raw)) fail(path, '"value" holds a character a cookie value cannot (";", "\\", a quote inside, or a control character)');
   const unq = raw.length >= 2 && raw.startsWith('"') && raw.endsWith('"') ? raw.slice(1, -1) : raw;

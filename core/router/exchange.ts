@@ -31,7 +31,7 @@ import { AuthError, type JwtValidator } from '../auth/jwt.js';
 import { RateLimitError, type RouterLimit } from '../qos/ratelimit.js';
 import { HOP_BY_HOP, validHeaderName, validHeaderValue } from '../proxy/request.js';
 import { CanceledError, DeadlineError, Scope, StatusError, withBackend, type Proxy, type ProxyRequest, type ProxyResponse } from '../proxy/types.js';
-import { isUpstreamBody, type FlowControl, type UpstreamBody } from '../transport/body.js';
+import { isUpstreamBody, releaseBody, type FlowControl, type UpstreamBody } from '../transport/body.js';
 import { RawResponse, type Receiver } from '../transport/client.js';
 import type { DeadlineQueue, Timed } from './deadlines.js';
 import { gunzipLimited } from '../transport/inflate.js';
@@ -716,12 +716,6 @@ const DROP_MS = 1000;
 
 function cutUpload(x: Exchange): void {
   x.uploadTooLong();
-}
-
-/** A backend body nobody will read: a gw stream is aborted, a plugin's Readable destroyed. */
-function releaseBody(b: unknown): void {
-  if (isUpstreamBody(b)) b.abort(new CanceledError());
-  else if (b instanceof Readable) b.destroy();
 }
 
 function answerTimedOut(x: Exchange, err: DeadlineError): void {

@@ -13,6 +13,7 @@
  */
 import { Readable } from 'node:stream';
 import type { ResponseBody } from '../plugin/types.js';
+import { CanceledError } from '../proxy/types.js';
 
 export interface BodySink {
   /** Returns false when the sink is full; it then calls `body.resume()` once it drained. */
@@ -239,4 +240,10 @@ export class UpstreamBody implements ResponseBody {
 /** True for gw's own streamed bodies, which can take the zero-copy path. */
 export function isUpstreamBody(b: unknown): b is UpstreamBody {
   return b instanceof UpstreamBody;
+}
+
+/** A backend body nobody will read: a gw stream is aborted, a plugin's Readable destroyed. */
+export function releaseBody(b: unknown): void {
+  if (isUpstreamBody(b)) b.abort(new CanceledError());
+  else if (b instanceof Readable) b.destroy();
 }
