@@ -292,6 +292,31 @@ function scriptOutcome(err: Error | null): void {
   throw new Error(err.message);
 }
 
+/** Runs `f` and gives the request's environment back once it settled, at once when it is synchronous. */
+function releasing<T>(vm: LuaVm, env: number, f: () => T | Promise<T>): T | Promise<T> {
+  let v: T | Promise<T>;
+  try {
+    v = f();
+  } catch (err) {
+    vm.releaseEnv(env);
+    throw err;
+  }
+  if (!(v instanceof Promise)) {
+    vm.releaseEnv(env);
+    return v;
+  }
+  return v.then(
+    (x) => {
+      vm.releaseEnv(env);
+      return x;
+    },
+    (err: Error) => {
+      vm.releaseEnv(env);
+      throw err;
+    },
+  );
+}
+
 /** `then` for a value that is a promise only sometimes (a script that made an HTTP call). */
 function after<T, U>(v: T | Promise<T>, f: (v: T) => U | Promise<U>): U | Promise<U> {
   return v instanceof Promise ? v.then(f) : f(v);
@@ -406,27 +431,7 @@ export function compileBackendLua(
         if (r.headersChanged) resp.headers = headersFrom(r.headers);
         return resp;
       };
-      let ran: void | Promise<void>;
-      try {
-        ran = runScript(cfg, postRef!, null, r, env);
-      } catch (err) {
-        vm.releaseEnv(env);
-        throw err;
-      }
-      if (!(ran instanceof Promise)) {
-        vm.releaseEnv(env);
-        return apply();
-      }
-      return ran.then(
-        () => {
-          vm.releaseEnv(env);
-          return apply();
-        },
-        (err: Error) => {
-          vm.releaseEnv(env);
-          throw err;
-        },
-      );
+      return releasing(vm, env, () => after(runScript(cfg, postRef!, null, r, env), apply));
     },
     release(out) {
       const env = envs.get(out);
@@ -492,11 +497,8 @@ export function wrapProxyLua(
     }
     const call = (s: ProxyRequest) => (skip ? Promise.resolve<ProxyResponse>({ data: Object.create(null), isComplete: false, errors: null }) : next(s));
     const p = sub instanceof Promise ? sub.then(call) : call(sub);
-    return p.then((r) => post(r, env)).then(
-      (r) => {
-        vm.releaseEnv(env);
-        return r;
-      },
+    return p.then(
+      (r) => releasing(vm, env, () => post(r, env)),
       (err: Error) => {
         vm.releaseEnv(env);
         throw err;
