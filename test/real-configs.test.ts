@@ -296,7 +296,22 @@ describe('zero-downtime reload: SIGHUP and --watch', () => {
       await new Promise((r) => setTimeout(r, 1500));
       running = false;
       await Promise.all(loops);
-      assert.deepEqual(failures.slice(0, 10), [], `${failures.length} failed requests (${ok} ok)`);
+      // The one loss gw cannot prevent (README, "Reload without downtime"): a connection the kernel
+      // queued on a retiring worker's listener in the instant it closes is reset before any byte
+      // of a request is sent (`connect ECONNRESET`). Linux ≥ 5.14 moves such connections to a live
+      // listener when net.ipv4.tcp_migrate_req is 1; only where it is 0 is that reset tolerated,
+      // and only as rare as a race on a close is (a few in thousands). Anything else — a request
+      // sent and then lost, cut or answered wrongly — fails the test.
+      let migrate = '0';
+      try {
+        migrate = fs.readFileSync('/proc/sys/net/ipv4/tcp_migrate_req', 'utf8').trim();
+      } catch {
+        /* an older kernel: no migration */
+      }
+      const tolerated = migrate === '1' ? [] : failures.filter((f) => /^connect ECONNRESET /.test(f));
+      const lost = failures.filter((f) => !tolerated.includes(f));
+      assert.deepEqual(lost.slice(0, 10), [], `${lost.length} failed requests (${ok} ok)`);
+      assert.ok(tolerated.length <= 3, `${tolerated.length} connections reset while a listener closed (${ok} ok)`);
       assert.ok(ok > 500, `${ok} requests answered during the reloads`);
       assert.equal((await req(port, '/gen5')).status, 200);
       assert.equal(count(gw, /of the previous configuration drained and exited/g), 10, 'two workers retired per reload');
