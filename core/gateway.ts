@@ -15,7 +15,7 @@ import { processRegistry } from './telemetry/export.js';
 import type { Logger } from './log.js';
 import { loadPlugins } from './plugin/loader.js';
 import type { PluginRegistry } from './plugin/registry.js';
-import { pluginClient, resolveClientPlugin } from './plugin/client.js';
+import { pluginClient, pluginDirect, resolveClientPlugin } from './plugin/client.js';
 import { buildBackendPipe, type BackendPipe, type Client, type DirectClient } from './proxy/backend.js';
 import { composeEndpointProxy } from './proxy/compose.js';
 import { compileCors, CORS_NS } from './router/cors.js';
@@ -140,13 +140,15 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
         }
       }
       let client = defaultClient;
+      let direct: DirectClient | null = directClient;
       const plugin = await resolveClientPlugin(ep, b, registry, logger, shutdown.signal);
       const backendTag = `[BACKEND: ${b.method} ${ep.route} -> ${b.urlPattern}]`;
       if (plugin !== null) {
         client = pluginClient(plugin.name, plugin.handler, defaultClient, logger, backendTag);
+        direct = pluginDirect(plugin.name, plugin.handler, directClient, logger, backendTag);
       }
       const bMods = resolveModifiers(b.extraConfig, registry, logger, backendTag, `endpoint '${ep.method} ${ep.path}', backend ${b.index} (${b.urlPattern})`);
-      pipes.push(buildBackendPipe(ep, b, client, cfg.transport.disableCompression, logger, plugin === null ? directClient : null, bMods, traffic.proxyLimiter(ep, b), metrics?.backend(ep, b) ?? null, discovered));
+      pipes.push(buildBackendPipe(ep, b, client, cfg.transport.disableCompression, logger, direct, bMods, traffic.proxyLimiter(ep, b), metrics?.backend(ep, b) ?? null, discovered));
     }
     let proxy: Proxy | null = null;
     let noop: BackendPipe | null = null;

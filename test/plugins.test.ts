@@ -3,6 +3,7 @@
 // Run: npm run build && node --import tsx --test test/plugins.test.ts
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -77,6 +78,35 @@ const PLUGINS: Record<string, string> = {
       },
     };`,
 
+  // Handlers around next() on no-op endpoints, each taking another path through gw's client: the
+  // unread hand-over (receiver mode), a side read, a late read, async, two calls.
+  '25-receiver.mjs': `
+    export const ClientRegisterer = {
+      registerClients(register) {
+        register('side-read', () => (req, next) => {
+          const p = next();
+          p.then((r) => { r.headers['x-side'] = 'seen ' + r.status; }, () => {});
+          return p;
+        });
+        register('late-read', () => (req, next) => {
+          const p = next();
+          queueMicrotask(() => p.then(
+            (r) => console.log('late-read got ' + r.status + ' ' + r.headers['x-backend']),
+            (e) => console.log('late-read failed: ' + e.message),
+          ));
+          return p;
+        });
+        register('async-delegate', () => async (req, next) => next());
+        register('twice', () => (req, next) => {
+          next();
+          const u = new URL(req.url);
+          u.pathname += '-second';
+          req.url = u.toString();
+          return next(req);
+        });
+      },
+    };`,
+
   // registerLogger: logs at load time and per request, with an explicit plugin name.
   '30-logger.mjs': `
     let logger = null;
@@ -107,12 +137,15 @@ const PLUGINS: Record<string, string> = {
   '40-syntax-error.mjs': `export const ClientRegisterer = {{{ this is not javascript`,
   '41-throws-on-import.mjs': `throw new Error('kaboom while importing');\nexport const ClientRegisterer = {};`,
 };
-const GOOD_PLUGIN_FILES = 4; // 10, 20, 30, 35
+const GOOD_PLUGIN_FILES = 5; // 10, 20, 25, 30, 35
 
 let pluginDir: string;
 let backend: Backend; // records every request; JSON answer naming the path, or a stream on /big
 let untouched: Backend; // behind hijacked backends: must never receive a request
 let gw: Gateway;
+let deadPort: number; // nothing listens there
+/** A /big request, with how its response ended (set when it closed). */
+type BigRequest = RecordedRequest & { closedEarly?: boolean };
 
 /** extra_config for a backend using plugin `name` (with its own sub-config). */
 const usePlugin = (name: string, own?: unknown) => ({ [PLUGIN_NS]: own === undefined ? { name } : { name, [name]: own } });
@@ -150,6 +183,9 @@ before(async () => {
   backend = await startBackend(async (_req, res, rec) => {
     const u = new URL(rec.url, 'http://x');
     if (u.pathname === '/big') {
+      res.on('close', () => {
+        (rec as BigRequest).closedEarly = !res.writableFinished;
+      });
       const total = Number(u.searchParams.get('mb') ?? '1') * MB;
       res.writeHead(200, { 'content-type': 'application/octet-stream' });
       await streamBytes(res, total);
@@ -160,6 +196,7 @@ before(async () => {
   untouched = await startBackend((_req, res) => sendJSON(res, 200, { from: 'untouched backend' }));
 
   const host = [backend.url];
+  deadPort = await freePort();
   const deleg = {
     input_headers: ['X-Custom', 'Authorization', 'Content-Type'],
     input_query_strings: ['a', 'b'],
@@ -227,6 +264,19 @@ before(async () => {
           { host: [untouched.url], url_pattern: '/two/never', group: 'hijacked', extra_config: usePlugin('hijack', { body: { by: 'plugin' } }) },
         ],
       },
+      // 12. no-op delegation, each path of the plugin client in receiver mode; /dead-* have no backend
+      ...['delegate', 'side-read', 'late-read', 'async-delegate', 'twice'].flatMap((name) => [
+        {
+          endpoint: `/rcv/${name}`,
+          output_encoding: 'no-op',
+          backend: [{ host, url_pattern: `/rcv/${name}`, encoding: 'no-op', extra_config: usePlugin(name) }],
+        },
+        {
+          endpoint: `/dead/${name}`,
+          output_encoding: 'no-op',
+          backend: [{ host: [`http://${HOST}:${deadPort}`], url_pattern: '/nobody', encoding: 'no-op', extra_config: usePlugin(name) }],
+        },
+      ]),
       // 11. big delegated stream
       {
         endpoint: '/big',
@@ -335,6 +385,88 @@ describe('handler errors', () => {
     assert.equal(ok.status, 200);
     const line = await logLine(gw, /rejecter.*async boom|async boom.*rejecter/);
     assert.ok(line, `no log line naming the plugin "rejecter":\n${gw.stdout()}`);
+  });
+});
+
+describe('no-op delegation (the plugin client in receiver mode)', () => {
+  test('next() returned as it is: the backend\'s status, headers and body, as without the plugin', async () => {
+    const plain = await req(gw.port, '/plain-post?a=1', { method: 'POST', body: 'x' });
+    const { rec, out } = await oneRequest(backend, () => req(gw.port, '/rcv/delegate'));
+    assert.equal(rec.url, '/rcv/delegate');
+    assert.equal(out.status, 200);
+    assert.equal(h(out.headers, 'x-backend'), 'real');
+    assert.equal(h(out.headers, 'content-type'), h(plain.headers, 'content-type'));
+    assert.equal(h(out.headers, 'x-krakend-completed'), 'false');
+    assert.deepEqual(out.json(), { seen: '/rcv/delegate', query: '', method: 'GET', body: '' });
+  });
+
+  test('a handler that reads the answer beside returning it: its change reaches the client', async () => {
+    const r = await req(gw.port, '/rcv/side-read');
+    assert.equal(r.status, 200);
+    assert.equal(h(r.headers, 'x-side'), 'seen 200');
+    assert.equal(r.json().seen, '/rcv/side-read');
+  });
+
+  test('a handler that reads the answer after returning it: the read settles, the client gets the answer', async () => {
+    const r = await req(gw.port, '/rcv/late-read');
+    assert.equal(r.status, 200);
+    assert.equal(r.json().seen, '/rcv/late-read');
+    assert.ok(await logLine(gw, /late-read got 200 real/), `no "late-read got 200 real" line:\n${gw.stdout()}`);
+  });
+
+  test('async (req, next) => next(): the same answer', async () => {
+    const r = await req(gw.port, '/rcv/async-delegate');
+    assert.equal(r.status, 200);
+    assert.equal(h(r.headers, 'x-backend'), 'real');
+    assert.equal(r.json().seen, '/rcv/async-delegate');
+  });
+
+  test('two next() calls, the second returned: its answer; the first is released, the pool keeps serving', async () => {
+    const before = backend.requests.length;
+    for (let i = 0; i < 12; i++) {
+      const r = await req(gw.port, '/rcv/twice');
+      assert.equal(r.status, 200);
+      assert.equal(r.json().seen, '/rcv/twice-second');
+    }
+    assert.equal(backend.requests.length - before, 24, 'both calls reach the backend each time');
+  });
+
+  for (const name of ['delegate', 'side-read', 'late-read', 'async-delegate', 'twice']) {
+    test(`backend down behind '${name}': 500, logged as the plugin's error, the same on every path`, async () => {
+      const r = await req(gw.port, `/dead/${name}`);
+      assert.equal(r.status, 500);
+      assert.equal(h(r.headers, 'x-krakend-completed'), 'false');
+      const line = await logLine(gw, new RegExp(`\\[PLUGIN: ${name}\\].*ECONNREFUSED`));
+      assert.ok(line, `no "[PLUGIN: ${name}] ... ECONNREFUSED" line:\n${gw.stdout()}`);
+      if (name === 'late-read') assert.ok(await logLine(gw, /late-read failed: .*ECONNREFUSED/), 'the late read learns the failure');
+      assert.equal((await req(gw.port, `/rcv/${name}`)).status, 200);
+    });
+  }
+
+  test('a client that leaves mid-body of a handed-over answer: the backend transfer is cut, the gateway serves on', async () => {
+    const sock = net.connect(gw.port, HOST);
+    await new Promise<void>((resolve) => sock.once('connect', () => resolve()));
+    sock.write(`GET /big?mb=64 HTTP/1.1\r\nHost: x\r\n\r\n`);
+    let got = 0;
+    await new Promise<void>((resolve) => {
+      sock.on('data', (c: Buffer) => {
+        got += c.length;
+        if (got > 2 * MB) {
+          sock.destroy();
+          resolve();
+        }
+      });
+    });
+    const before = backend.requests.length;
+    const r = await req(gw.port, '/rcv/delegate');
+    assert.equal(r.status, 200);
+    assert.equal(backend.requests.length - before, 1);
+    // The 64 MB transfer stopped: the backend's response was closed long before its end.
+    const big = backend.requests.filter((q) => q.url.startsWith('/big?mb=64')).at(-1) as BigRequest | undefined;
+    assert.ok(big, 'the backend got the big request');
+    const deadline = Date.now() + 5000;
+    while (big!.closedEarly === undefined && Date.now() < deadline) await sleep(20);
+    assert.equal(big!.closedEarly, true, 'the backend kept sending 64 MB to nobody');
   });
 });
 

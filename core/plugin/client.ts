@@ -12,10 +12,12 @@ import { Readable } from 'node:stream';
 import type { BackendConfig, EndpointConfig } from '../config/types.js';
 import { ConfigError } from '../config/load.js';
 import type { Logger } from '../log.js';
-import type { Client } from '../proxy/backend.js';
+import type { Client, DirectClient } from '../proxy/backend.js';
 import { OutboundRequest, Scope } from '../proxy/types.js';
 import { isUpstreamBody } from '../transport/body.js';
-import { RawResponse } from '../transport/client.js';
+import { RawResponse, type Receiver, type UpstreamResponse } from '../transport/client.js';
+import type { FlowControl } from '../transport/body.js';
+import type { PluginSpan } from '../telemetry/span.js';
 import type { BackendRequest, BackendResponse, ClientFactory, ClientHandler, NextClient } from './types.js';
 import { pluginLogger } from './logger.js';
 import { responseProblem } from './checks.js';
@@ -114,44 +116,150 @@ function discardBody(b: unknown): void {
 export function pluginClient(name: string, handler: ClientHandler, next: Client, logger: Logger, tag: string): Client {
   const direct = directOf(handler);
   if (direct !== undefined) return direct(next);
-  const toOutbound = (orig: OutboundRequest, r: BackendRequest): OutboundRequest => {
-    if (r === orig) return orig.urlChanged() ? orig.rebased() : orig;
-    // A new request object from the plugin.
-    const u = new URL(r.url);
-    return new OutboundRequest(
-      r.method, u.origin, u.pathname + u.search, r.url, r.headers, r.body, r.signal ? Scope.of(r.signal) : orig.scope, [], [],
-    );
-  };
-  const fail = (err: unknown): never => {
-    const msg = err instanceof Error ? err.message : String(err);
-    logger.error(`${tag} [PLUGIN: ${name}] ${msg}`);
-    throw new PluginError(name, `plugin ${name}: ${msg}`, err);
-  };
-  return (r: OutboundRequest): Promise<BackendResponse> => {
-    // Responses from next() that the handler did not return (a retry, a probe) still hold a pool
-    // connection with an unread body: they are discarded once the handler settles.
-    let delegated: BackendResponse[] | null = null;
-    const nextFn: NextClient = (req) =>
-      next(toOutbound(r, req ?? r)).then((got) => {
-        // A plain object: the handler may copy it ({ ...res }) or change it.
-        const res = got instanceof RawResponse ? got.plain() : got;
-        (delegated ??= []).push(res);
-        return res;
-      });
-    const release = (kept: BackendResponse | null): void => {
-      if (delegated === null) return;
-      for (const d of delegated) if (d !== kept && d.body !== kept?.body && isUpstreamBody(d.body)) d.body.dump();
-    };
-    let out: BackendResponse | Promise<BackendResponse>;
-    // Traced: the handler's own span, under the backend call's.
-    const span = r.trace?.plugin('plugin/http-client', name) ?? null;
-    try {
-      out = handler(r, nextFn);
-    } catch (err) {
-      span?.end(err as Error);
-      return Promise.reject(fail(err));
+  const p = new PluginRun(name, handler, logger, tag);
+  return (r: OutboundRequest): Promise<BackendResponse> => p.promise(r, next);
+}
+
+/**
+ * The same client in receiver mode (a no-op endpoint's backend, proxy/backend.ts DirectClient).
+ * A handler that returns the promise of its one `next()` call as it is — `(req, next) => next()`,
+ * the shape of most delegating plugins — hands the answer over unchanged, so that call is switched
+ * to the receiver itself: the exchange gets the raw head synchronously from undici's parser, as
+ * without a plugin (no promise turn, no header object). Every other handler (async, awaiting,
+ * changing the answer, several calls, a traced request) takes the promise path, whose answers it
+ * may read and change. Null for built-ins, whose direct form is promise-based.
+ */
+export function pluginDirect(name: string, handler: ClientHandler, next: DirectClient, logger: Logger, tag: string): DirectClient | null {
+  if (directOf(handler) !== undefined) return null;
+  const p = new PluginRun(name, handler, logger, tag);
+  return (r: OutboundRequest, receiver: Receiver): FlowControl | null => p.direct(r, next, receiver);
+}
+
+/** A request rebuilt from what the handler passed to `next()`. */
+function toOutbound(orig: OutboundRequest, r: BackendRequest): OutboundRequest {
+  if (r === orig) return orig.urlChanged() ? orig.rebased() : orig;
+  // A new request object from the plugin.
+  const u = new URL(r.url);
+  return new OutboundRequest(
+    r.method, u.origin, u.pathname + u.search, r.url, r.headers, r.body, r.signal ? Scope.of(r.signal) : orig.scope, [], [],
+  );
+}
+
+// The resolve/reject pair of the Delegation being built (a Promise subclass cannot take them from
+// its executor before `super()` returns).
+let capturedResolve: ((v: BackendResponse) => void) | null = null;
+let capturedReject: ((e: unknown) => void) | null = null;
+function capture(res: (v: BackendResponse) => void, rej: (e: unknown) => void): void {
+  capturedResolve = res;
+  capturedReject = rej;
+}
+
+/**
+ * What one `next()` call of a handler in receiver mode returns: a promise that is also the call's
+ * receiver. It knows whether anybody read it (`then`, which `await`, `catch`, `finally` and
+ * Promise.resolve all go through): one nobody read when the handler returned it can be switched to
+ * the exchange. Promises derived from it are plain ones.
+ */
+class Delegation extends Promise<BackendResponse> implements Receiver {
+  static override get [Symbol.species](): PromiseConstructor {
+    return Promise;
+  }
+
+  /** Somebody asked for the answer (then / await / catch / finally). */
+  observed = false;
+  /** Head or failure arrived. */
+  settled = false;
+  /** Where the answer goes when the handler handed it over unread (the exchange), else null. */
+  target: Receiver | null = null;
+  /** The transport call, to cancel it. */
+  call: FlowControl | null = null;
+  /** Set with `target`: a failure then reaches the exchange as the plugin's error. */
+  run: PluginRun | null = null;
+  /** The handler settled without returning this call's answer nor reading it: a late answer is released. */
+  orphan = false;
+  /** Plain answers the handler got from next(), to release the ones it does not return. */
+  kept: BackendResponse | null = null;
+  private readonly res: ((v: BackendResponse) => void) | null;
+  private readonly rej: ((e: unknown) => void) | null;
+
+  constructor(executor?: (res: (v: BackendResponse) => void, rej: (e: unknown) => void) => void) {
+    super(executor ?? capture);
+    this.res = executor === undefined ? capturedResolve : null;
+    this.rej = executor === undefined ? capturedReject : null;
+    capturedResolve = capturedReject = null;
+  }
+
+  override then<A = BackendResponse, B = never>(
+    onOk?: ((v: BackendResponse) => A | PromiseLike<A>) | null,
+    onErr?: ((e: unknown) => B | PromiseLike<B>) | null,
+  ): Promise<A | B> {
+    this.observed = true;
+    return super.then(onOk, onErr);
+  }
+
+  head(r: UpstreamResponse): void {
+    this.settled = true;
+    const t = this.target;
+    if (t !== null) {
+      t.head(r);
+      // Read after the hand-over (a late `then`): it learns the head; the body is the client's.
+      if (this.observed) this.res!(r instanceof RawResponse ? r.plain() : r);
+      return;
     }
+    if (this.orphan && !this.observed) {
+      discardBody(r.body);
+      return;
+    }
+    // A plain object: the handler may copy it ({ ...res }) or change it.
+    const plain = r instanceof RawResponse ? r.plain() : r;
+    this.kept = plain;
+    this.res!(plain);
+  }
+
+  failed(err: Error): void {
+    this.settled = true;
+    const t = this.target;
+    if (t !== null) {
+      t.failed(this.run!.error(err));
+      if (!this.observed) return;
+    }
+    // Nobody read this call (yet): its failure is not an unhandled rejection that would take the
+    // worker down; whoever reads it later still gets it.
+    if (!this.observed) super.then(undefined, ignore);
+    this.rej!(err);
+  }
+}
+
+/**
+ * One client plugin on one backend: runs its handler per request, in promise mode (decoding
+ * endpoints, and the handlers that read or change the answer) or receiver mode (see pluginDirect).
+ */
+class PluginRun {
+  constructor(
+    private readonly name: string,
+    private readonly handler: ClientHandler,
+    private readonly logger: Logger,
+    private readonly tag: string,
+  ) {}
+
+  /** A handler's failure, logged and wrapped as the backend call's error. */
+  error(err: unknown): PluginError {
+    const msg = err instanceof Error ? err.message : String(err);
+    this.logger.error(`${this.tag} [PLUGIN: ${this.name}] ${msg}`);
+    return new PluginError(this.name, `plugin ${this.name}: ${msg}`, err);
+  }
+
+  /**
+   * The handler's answer once it settled, checked; the answers of next() calls it did not return
+   * (a retry, a probe) still hold a pool connection with an unread body and are released.
+   */
+  settle(
+    out: BackendResponse | Promise<BackendResponse>,
+    delegated: () => readonly BackendResponse[] | null,
+    span: PluginSpan | null,
+  ): Promise<BackendResponse> {
     if (span !== null) {
+      // Traced: the handler's own span, under the backend call's.
       out = Promise.resolve(out).then(
         (v) => {
           span.end(null);
@@ -166,23 +274,102 @@ export function pluginClient(name: string, handler: ClientHandler, next: Client,
     return Promise.resolve(out).then(
       (resp) => {
         if (resp === null || typeof resp !== 'object') {
-          release(null);
-          fail(new Error('the handler returned no response ({ status, headers, body })'));
+          release(delegated(), null);
+          throw this.error(new Error('the handler returned no response ({ status, headers, body })'));
         }
         const problem = responseProblem(resp);
         if (problem !== null) {
-          release(null);
+          release(delegated(), null);
           discardBody(resp.body);
-          fail(new Error(`the handler ${problem}`));
+          throw this.error(new Error(`the handler ${problem}`));
         }
         if (resp.headers === undefined || resp.headers === null) resp.headers = {};
-        release(resp);
+        release(delegated(), resp);
         return resp;
       },
       (err) => {
-        release(null);
-        return fail(err);
+        release(delegated(), null);
+        throw err instanceof PluginError ? err : this.error(err);
       },
     );
-  };
+  }
+
+  promise(r: OutboundRequest, next: Client): Promise<BackendResponse> {
+    let delegated: BackendResponse[] | null = null;
+    const nextFn: NextClient = (req) => {
+      const p = next(toOutbound(r, req ?? r)).then((got) => {
+        // A plain object: the handler may copy it ({ ...res }) or change it.
+        const res = got instanceof RawResponse ? got.plain() : got;
+        (delegated ??= []).push(res);
+        return res;
+      });
+      // A call the handler never reads (a probe, a retry it gave up) fails without taking the
+      // worker down as an unhandled rejection; a handler that reads it still gets the failure.
+      p.catch(ignore);
+      return p;
+    };
+    const span = r.trace?.plugin('plugin/http-client', this.name) ?? null;
+    let out: BackendResponse | Promise<BackendResponse>;
+    try {
+      out = this.handler(r, nextFn);
+    } catch (err) {
+      span?.end(err as Error);
+      return Promise.reject(this.error(err));
+    }
+    return this.settle(out, () => delegated, span);
+  }
+
+  direct(r: OutboundRequest, next: DirectClient, receiver: Receiver): FlowControl | null {
+    // The handler's next() calls: the first, then any others (rare: retries, probes).
+    let first: Delegation | null = null;
+    let more: Delegation[] | null = null;
+    const nextFn: NextClient = (req) => {
+      const d = new Delegation();
+      if (first === null) first = d;
+      else (more ??= []).push(d);
+      let out: OutboundRequest;
+      try {
+        out = toOutbound(r, req ?? r);
+      } catch (err) {
+        d.failed(err as Error);
+        return d;
+      }
+      d.call = next(out, d);
+      return d;
+    };
+    const span = r.trace?.plugin('plugin/http-client', this.name) ?? null;
+    let out: BackendResponse | Promise<BackendResponse>;
+    try {
+      out = this.handler(r, nextFn);
+    } catch (err) {
+      span?.end(err as Error);
+      receiver.failed(this.error(err));
+      return null;
+    }
+    const d = first as Delegation | null;
+    if (d !== null && out === d && more === null && span === null && !d.observed && !d.settled) {
+      // Handed over unread: the answer goes to the exchange, a failure as the handler's.
+      d.target = receiver;
+      d.run = this;
+      return d.call;
+    }
+    const answers = (): BackendResponse[] | null => {
+      if (d === null) return null;
+      const all = more === null ? [d] : [d, ...(more as Delegation[])];
+      for (const c of all) c.orphan = true;
+      return all.flatMap((c) => (c.kept === null ? [] : [c.kept]));
+    };
+    this.settle(out, answers, span).then(
+      (resp) => receiver.head(resp as UpstreamResponse),
+      (err: Error) => receiver.failed(err),
+    );
+    return null;
+  }
+}
+
+function ignore(): void {}
+
+function release(delegated: readonly BackendResponse[] | null, kept: BackendResponse | null): void {
+  if (delegated === null) return;
+  for (const d of delegated) if (d !== kept && d.body !== kept?.body && isUpstreamBody(d.body)) d.body.dump();
 }

@@ -49,7 +49,7 @@ export interface BackendPipe {
    */
   buildOutbound(req: ProxyRequest): OutboundRequest | Promise<OutboundRequest>;
   readonly client: Client;
-  /** The same client in receiver mode, when it is gw's own (no client plugin); else null. */
+  /** The same client in receiver mode (gw's own, or a client plugin's: plugin/client.ts pluginDirect), or null. */
   readonly direct: DirectClient | null;
   /** Decoding proxy (not composed for no-op backends). */
   readonly proxy: ((req: ProxyRequest) => Promise<ProxyResponse>) | null;

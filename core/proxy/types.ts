@@ -143,6 +143,8 @@ export class OutboundRequest implements BackendRequest {
   private paramsObj: Record<string, string> | null = null;
   /** The backend call's span when traces are on (ended by whoever ends the call). */
   trace: BackendTrace | null = null;
+  /** `url` as built: a plugin that assigns another URL makes them differ. */
+  private readonly builtUrl: string;
   constructor(
     public method: string,
     /** Origin and path+query kept apart for the pool; `url` joins them. */
@@ -155,7 +157,9 @@ export class OutboundRequest implements BackendRequest {
     readonly scope: Scope,
     private readonly paramValues: readonly string[],
     private readonly paramNames: readonly string[],
-  ) {}
+  ) {
+    this.builtUrl = url;
+  }
 
   get signal(): AbortSignal {
     return this.scope.signal;
@@ -163,7 +167,8 @@ export class OutboundRequest implements BackendRequest {
 
   /** True when a plugin replaced `url`. */
   urlChanged(): boolean {
-    return this.url.length !== this.origin.length + this.path.length || !this.url.startsWith(this.origin) || !this.url.endsWith(this.path);
+    // The same string object unless a plugin assigned one (then compared by content).
+    return this.url !== this.builtUrl;
   }
 
   /** The same call (scope, parameters) with another method, URL, headers or body. */
