@@ -527,33 +527,56 @@ function decodingCall(b: BackendConfig, client: Client): Call {
   const needBody = detailsAlias !== null || returnCode;
   const label = `[${b.method} ${b.urlPattern}]`;
 
-  const call = async (out: OutboundRequest): Promise<ProxyResponse> => {
-    const res = await client(out);
-    if (res.status !== 200 && res.status !== 201) {
-      let body: string | null = null;
-      if (needBody) body = (await readBody(res, MAX_DECODE_BYTES)).toString('utf8');
-      else discard(res.body);
-      const ct = responseHeader(res, 'content-type');
-      if (detailsAlias !== null) {
-        const data: Record<string, unknown> = Object.create(null);
-        data['error_' + detailsAlias] = { http_status_code: res.status, http_body: body, http_body_encoding: ct ?? '' };
-        return { data, isComplete: false, errors: null };
-      }
-      const err = new StatusError('invalid status code', res.status, body, ct, returnCode);
-      (err as { detail?: string }).detail = `invalid status code ${res.status} ${label}: ${out.url}`;
-      throw err;
+  const statusAnswer = async (res: BackendResponse, out: OutboundRequest): Promise<ProxyResponse> => {
+    let body: string | null = null;
+    if (needBody) body = (await readBody(res, MAX_DECODE_BYTES)).toString('utf8');
+    else discard(res.body);
+    const ct = responseHeader(res, 'content-type');
+    if (detailsAlias !== null) {
+      const data: Record<string, unknown> = Object.create(null);
+      data['error_' + detailsAlias] = { http_status_code: res.status, http_body: body, http_body_encoding: ct ?? '' };
+      return { data, isComplete: false, errors: null };
     }
-    const buf = await readBody(res, MAX_DECODE_BYTES);
+    const err = new StatusError('invalid status code', res.status, body, ct, returnCode);
+    (err as { detail?: string }).detail = `invalid status code ${res.status} ${label}: ${out.url}`;
+    throw err;
+  };
+  const decoded = (buf: Buffer): ProxyResponse => {
     let data = decode(buf);
     if (format !== null) data = format(data);
     return { data, isComplete: true, errors: null };
   };
+  const pattern = b.urlPattern;
+  /**
+   * The answer decoded, errors naming the backend. A small body has usually arrived whole by the
+   * time the head's promise turn runs (undici parses a packet in one go): it is then taken as it
+   * is, without the promise turns of a read.
+   */
+  const call = (out: OutboundRequest): Promise<ProxyResponse> =>
+    client(out).then(
+      (res) => {
+        let later: Promise<ProxyResponse>;
+        try {
+          if (res.status !== 200 && res.status !== 201) later = statusAnswer(res, out);
+          else {
+            const body = res.body;
+            const whole = isUpstreamBody(body) && plainEncoding(res) ? body.takeWhole(MAX_DECODE_BYTES) : null;
+            if (whole !== null) return decoded(whole);
+            later = readBody(res, MAX_DECODE_BYTES).then(decoded);
+          }
+        } catch (err) {
+          throw withBackend(err as Error, out, pattern);
+        }
+        return later.catch((err: Error) => {
+          throw withBackend(err, out, pattern);
+        });
+      },
+      (err: Error) => {
+        throw withBackend(err, out, pattern);
+      },
+    );
   return (out) => {
-    if (out.trace === null) {
-      return call(out).catch((err: Error) => {
-        throw withBackend(err, out, b.urlPattern);
-      });
-    }
+    if (out.trace === null) return call(out);
     // Traced: the backend span ends with the call.
     const span = out.trace;
     return call(out).then(
@@ -561,13 +584,18 @@ function decodingCall(b: BackendConfig, client: Client): Call {
         span.end(200, null);
         return r;
       },
-      (err: Error) => {
-        const e = withBackend(err, out, b.urlPattern);
+      (e: Error) => {
         span.end(e instanceof StatusError ? e.status : 0, e);
         throw e;
       },
     );
   };
+}
+
+/** True when the answer needs no decompression (no Content-Encoding, or identity). */
+function plainEncoding(res: BackendResponse): boolean {
+  const enc = responseHeader(res, 'content-encoding');
+  return enc === null || enc === '' || enc === 'identity';
 }
 
 /** A response header by lower-case name; a raw head from gw's client is read without building its object. */

@@ -42,6 +42,8 @@ const DUMP_LIMIT = 256 * 1024;
  */
 const DUMP_MS = 1000;
 
+const EMPTY = Buffer.alloc(0);
+
 export class UpstreamBody implements ResponseBody {
   /** Chunks that arrived before a consumer attached, or that the sink could not take yet. */
   private queue: Buffer[] | null = null;
@@ -139,6 +141,20 @@ export class UpstreamBody implements ResponseBody {
     this.queue = null;
     this.flow.abort(reason);
     this.settle();
+  }
+
+  /**
+   * The whole body at once when it has all arrived (≤ `limit` bytes) and nobody read it yet, else
+   * null (then read it with bytes()). Small answers usually have by the time their head is handled.
+   */
+  takeWhole(limit: number): Buffer | null {
+    if (!this.ended || this.consumed || this.failed !== null || this.received > limit) return null;
+    this.consumed = true;
+    this.settled = true;
+    const q = this.queue;
+    this.queue = null;
+    if (q === null) return EMPTY;
+    return q.length === 1 ? q[0]! : Buffer.concat(q, this.received);
   }
 
   bytes(limit = Infinity): Promise<Buffer> {
