@@ -36,7 +36,7 @@ import { RawResponse, type Receiver } from '../transport/client.js';
 import type { DeadlineQueue, Timed } from './deadlines.js';
 import { gunzipLimited } from '../transport/inflate.js';
 import { VERSION_HEADER_VALUE } from '../version.js';
-import { goJson } from './json.js';
+import { goJsonBytes } from './json.js';
 import type { Render } from './render.js';
 import { statusLine } from './status.js';
 import { ClientSink, pumpIterable, type StreamOwner } from './stream.js';
@@ -528,8 +528,8 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
       (b !== null && typeof b === 'object' && !(b instanceof Readable) && typeof (b as AsyncIterable<unknown>)[Symbol.asyncIterator] !== 'function')
     ) {
       // A JSON value a plugin returned (an object, an array, a number, a boolean).
-      source = goJson(b);
-      total = Buffer.byteLength(source as string);
+      source = goJsonBytes(b);
+      total = (source as Buffer).length;
       this.headJson = true;
     }
     if (gunzip) total = -1;

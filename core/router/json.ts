@@ -7,9 +7,11 @@
  * small serializer that sorts each object shape's keys once: JSON.parse interns keys, so objects of
  * one shape (the 9 items of a list, the same backend answer request after request) find their
  * sorted order and pre-quoted `"key":` prefixes in a shape cache after comparing their
- * Object.keys by identity. About as fast as a plain JSON.stringify, where the property-list form
- * below costs 2.5× (V8's slow path). Anything else (toJSON, class instances, boxed primitives,
- * nesting deeper than MAX_FAST_DEPTH) goes to the general path for that subtree.
+ * Object.keys by identity. It writes UTF-8 bytes straight into one scratch buffer (no string
+ * rope to flatten and encode on the way out), which makes it about as fast as a plain
+ * JSON.stringify followed by the encoding every answer needs; the property-list form below costs
+ * 2.5× (V8's slow path). Anything else (toJSON, class instances, boxed primitives, nesting deeper
+ * than MAX_FAST_DEPTH) goes to the general path for that subtree.
  */
 const HTML_UNSAFE = /[<>&\u2028\u2029]/g;
 const ESCAPES: Record<string, string> = {
@@ -102,10 +104,10 @@ interface Shape {
   readonly keys: string[];
   /** The same keys sorted. */
   readonly order: string[];
-  /** `"key":` for order[i]: first written. */
-  readonly first: string[];
-  /** `,"key":` for order[i]: written after another member. */
-  readonly next: string[];
+  /** `"key":` for order[i], UTF-8: first written. */
+  readonly first: Buffer[];
+  /** `,"key":` for order[i], UTF-8: written after another member. */
+  readonly next: Buffer[];
 }
 
 /** Shapes by first key; bounded (cleared when full), and wide objects are never cached. */
@@ -114,21 +116,18 @@ const MAX_SHAPES = 512;
 const MAX_CACHED_KEYS = 64;
 /** Deeper than this, a subtree goes to the general path (which detects cycles, and throws RangeError on absurd depth). */
 const MAX_FAST_DEPTH = 64;
-/**
- * A string JSON.stringify would escape (quote, backslash, control char, any surrogate: lone ones
- * are escaped) or Go would (`<>&`, U+2028/9).
- */
-const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff<>&\u2028\u2029]/;
 
 function htmlSafe(s: string): string {
   HTML_UNSAFE.lastIndex = 0;
   return HTML_UNSAFE.test(s) ? s.replace(HTML_UNSAFE, (c) => ESCAPES[c]!) : s;
 }
 
+const COMMA = Buffer.from(',');
+
 function makeShape(keys: string[]): Shape {
   const order = keys.slice().sort();
-  const first = order.map((k) => htmlSafe(JSON.stringify(k)) + ':');
-  return { keys, order, first, next: first.map((q) => ',' + q) };
+  const first = order.map((k) => Buffer.from(htmlSafe(JSON.stringify(k)) + ':', 'utf8'));
+  return { keys, order, first, next: first.map((q) => Buffer.concat([COMMA, q])) };
 }
 
 function shapeOf(keys: string[]): Shape {
@@ -150,48 +149,170 @@ function shapeOf(keys: string[]): Shape {
 
 const objectProto = Object.prototype;
 
-/** JSON text of `v` (HTML-safe), or undefined where JSON.stringify gives undefined (functions, symbols, undefined). */
-function write(v: unknown, depth: number): string | undefined {
+// ---- the output: bytes written straight into one scratch buffer per worker ----
+// Building the text with `+=` makes a rope of hundreds of pieces that uWS (or Buffer.from) must
+// flatten before sending: writing the bytes as they are produced costs what JSON.stringify does.
+
+const INITIAL = 16 * 1024;
+/** A scratch buffer grown past this is dropped after use rather than kept for the worker's life. */
+const KEEP = 1024 * 1024;
+let out = Buffer.allocUnsafeSlow(INITIAL);
+let pos = 0;
+/** A goJson call is running (a toJSON calling goJson gets a scratch buffer of its own). */
+let busy = false;
+
+function grow(n: number): void {
+  const bigger = Buffer.allocUnsafeSlow(Math.max(out.length * 2, pos + n));
+  out.copy(bigger, 0, 0, pos);
+  out = bigger;
+}
+
+/** An ASCII string (numbers, literals, punctuation). */
+function putAscii(s: string): void {
+  const n = s.length;
+  if (pos + n > out.length) grow(n);
+  const o = out;
+  let p = pos;
+  for (let i = 0; i < n; i++) o[p++] = s.charCodeAt(i);
+  pos = p;
+}
+
+function putByte(c: number): void {
+  if (pos === out.length) grow(1);
+  out[pos++] = c;
+}
+
+function putBytes(b: Buffer): void {
+  const n = b.length;
+  if (pos + n > out.length) grow(n);
+  const o = out;
+  let p = pos;
+  for (let i = 0; i < n; i++) o[p++] = b[i]!;
+  pos = p;
+}
+
+/** Any text, as UTF-8. */
+function putText(s: string): void {
+  const max = s.length * 3;
+  if (pos + max > out.length) grow(max);
+  pos += out.write(s, pos, 'utf8');
+}
+
+/**
+ * A JSON string. Printable ASCII without `"`, `\\`, `<`, `>`, `&` is copied byte by byte; anything
+ * else (escapes, non-ASCII, lone surrogates, U+2028/9) is written as JSON.stringify + Go's HTML
+ * escaping would.
+ */
+function putString(v: string): void {
+  const n = v.length;
+  if (pos + n + 2 > out.length) grow(n + 2);
+  const o = out;
+  let p = pos;
+  o[p++] = 0x22;
+  for (let i = 0; i < n; i++) {
+    const c = v.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c || c === 0x3c || c === 0x3e || c === 0x26) {
+      putText(htmlSafe(JSON.stringify(v)));
+      return;
+    }
+    o[p++] = c;
+  }
+  o[p++] = 0x22;
+  pos = p;
+}
+
+/** Writes the JSON of `v` (HTML-safe); false, writing nothing, where JSON.stringify gives undefined (functions, symbols, undefined). */
+function write(v: unknown, depth: number): boolean {
   switch (typeof v) {
     case 'string':
-      return NEEDS_ESCAPE.test(v) ? htmlSafe(JSON.stringify(v)) : '"' + v + '"';
+      putString(v);
+      return true;
     case 'number':
-      return Number.isFinite(v) ? '' + v : 'null';
+      putAscii(Number.isFinite(v) ? '' + v : 'null');
+      return true;
     case 'boolean':
-      return v ? 'true' : 'false';
+      putAscii(v ? 'true' : 'false');
+      return true;
     case 'object': {
-      if (v === null) return 'null';
-      if (depth > MAX_FAST_DEPTH) return general(v);
+      if (v === null) {
+        putAscii('null');
+        return true;
+      }
+      if (depth > MAX_FAST_DEPTH) return putGeneral(v);
       if (Array.isArray(v)) {
         const n = v.length;
-        if (n === 0) return '[]';
-        let s = '[';
+        putByte(0x5b);
         for (let i = 0; i < n; i++) {
-          if (i !== 0) s += ',';
-          s += write(v[i], depth + 1) ?? 'null';
+          if (i !== 0) putByte(0x2c);
+          if (!write(v[i], depth + 1)) putAscii('null');
         }
-        return s + ']';
+        putByte(0x5d);
+        return true;
       }
+      const toJSON = (v as { toJSON?: unknown }).toJSON;
+      // What toJSON gives is written like any value (an object it returns is sorted too).
+      if (typeof toJSON === 'function') return write((toJSON as (k: string) => unknown).call(v, ''), depth + 1);
       const proto: unknown = Object.getPrototypeOf(v);
-      if ((proto !== objectProto && proto !== null) || typeof (v as { toJSON?: unknown }).toJSON === 'function') return general(v);
+      if (proto !== objectProto && proto !== null) return putGeneral(v);
       const keys = Object.keys(v);
-      if (keys.length === 0) return '{}';
+      if (keys.length === 0) {
+        putAscii('{}');
+        return true;
+      }
       const { order, first, next } = shapeOf(keys);
       const o = v as Record<string, unknown>;
-      let s = '{';
+      putByte(0x7b);
       let any = false;
       for (let i = 0; i < order.length; i++) {
-        const w = write(o[order[i]!], depth + 1);
-        if (w === undefined) continue;
-        s += any ? next[i]! : first[i]!;
-        s += w;
-        any = true;
+        const val = o[order[i]!];
+        const mark = pos;
+        putBytes(any ? next[i]! : first[i]!);
+        if (write(val, depth + 1)) any = true;
+        else pos = mark; // no member for undefined, functions, symbols
       }
-      return s + '}';
+      putByte(0x7d);
+      return true;
     }
+    case 'bigint':
+      JSON.stringify(v); // throws TypeError, as JSON.stringify does
+      return false;
     default:
-      // undefined, function, symbol → undefined; bigint throws as JSON.stringify does.
-      return JSON.stringify(v);
+      // undefined, function, symbol
+      return false;
+  }
+}
+
+function putGeneral(v: unknown): boolean {
+  const s = general(v);
+  if (s === undefined) return false;
+  putText(s);
+  return true;
+}
+
+/** Runs the writer over `v` and hands its bytes (a view of the scratch buffer) to `use`. */
+function render<T>(v: unknown, use: (bytes: Buffer) => T): T {
+  if (busy) {
+    // Re-entered (a toJSON that renders JSON itself): the outer call's bytes stay where they are.
+    const savedOut = out;
+    const savedPos = pos;
+    out = Buffer.allocUnsafeSlow(INITIAL);
+    pos = 0;
+    try {
+      if (!write(v, 0)) putAscii('null');
+      return use(out.subarray(0, pos));
+    } finally {
+      out = savedOut;
+      pos = savedPos;
+    }
+  }
+  busy = true;
+  pos = 0;
+  try {
+    if (!write(v, 0)) putAscii('null');
+    return use(out.subarray(0, pos));
+  } finally {
+    busy = false;
+    if (out.length > KEEP) out = Buffer.allocUnsafeSlow(INITIAL);
   }
 }
 
@@ -216,6 +337,28 @@ function general(v: unknown): string | undefined {
   return s === undefined ? s : htmlSafe(s);
 }
 
+function toText(b: Buffer): string {
+  return b.toString('utf8');
+}
+
+function copied(b: Buffer): Buffer {
+  return Buffer.from(b);
+}
+
+/** KrakenD's JSON of `v`, as a string. */
 export function goJson(v: unknown): string {
-  return write(v, 0) ?? 'null';
+  return render(v, toText);
+}
+
+/**
+ * The same JSON as UTF-8 bytes in a buffer of its own (for a response body: no string to flatten
+ * and encode on the way out).
+ */
+export function goJsonBytes(v: unknown): Buffer {
+  return render(v, copied);
+}
+
+/** The same JSON handed to `use` as a view that is valid only during the call (no copy at all). */
+export function withGoJson<T>(v: unknown, use: (bytes: Buffer) => T): T {
+  return render(v, use);
 }

@@ -5,13 +5,14 @@
  */
 import YAML from 'yaml';
 import type { EndpointConfig } from '../config/types.js';
-import { goJson } from './json.js';
+import { goJson, goJsonBytes } from './json.js';
 
 type Obj = Record<string, unknown>;
 
 export interface Rendered {
   readonly contentType: string;
-  readonly body: string;
+  /** JSON comes as UTF-8 bytes (goJsonBytes), the other encodings as text. */
+  readonly body: string | Buffer;
 }
 
 export type Render = (data: Obj, accept: string) => Rendered;
@@ -27,11 +28,11 @@ export const TEXT_PLAIN = 'text/plain; charset=utf-8';
 export const APPLICATION_XML = 'application/xml';
 export const APPLICATION_YAML = 'application/x-yaml; charset=utf-8';
 
-const renderJson: Render = (data) => ({ contentType: APPLICATION_JSON, body: goJson(data) });
+const renderJson: Render = (data) => ({ contentType: APPLICATION_JSON, body: goJsonBytes(data) });
 
 const renderCollection: Render = (data) => ({
   contentType: APPLICATION_JSON,
-  body: Array.isArray(data.collection) ? goJson(data.collection) : '[]',
+  body: Array.isArray(data.collection) ? goJsonBytes(data.collection) : '[]',
 });
 
 const renderString: Render = (data) => {
