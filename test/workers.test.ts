@@ -298,6 +298,26 @@ describe('worker count', () => {
     }
   });
 
+  test('workers run without V8\'s memory reducer (its post-idle GC storm), unless node\'s flags name it', async () => {
+    const cmdline = (pid: number) => fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const plain = await startGateway(config(), { args: ['--workers', '1'] });
+    try {
+      const [pid] = await plain.waitWorkers(1);
+      assert.ok(cmdline(pid!).includes('--no-memory-reducer'), `worker flags: ${cmdline(pid!).join(' ')}`);
+    } finally {
+      await plain.stop('SIGKILL');
+    }
+    const chosen = await startGateway(config(), { args: ['--workers', '1'], nodeArgs: ['--memory-reducer'] });
+    try {
+      const [pid] = await chosen.waitWorkers(1);
+      assert.ok(!cmdline(pid!).includes('--no-memory-reducer'), 'the user\'s choice stands');
+      assert.ok(cmdline(pid!).includes('--memory-reducer'), 'and reaches the worker');
+      assert.equal((await req(chosen.port, '/__health')).status, 200);
+    } finally {
+      await chosen.stop('SIGKILL');
+    }
+  });
+
   test('config errors with workers: "ERROR parsing the configuration file", exit 255', async () => {
     // found by the supervisor (schema: an object where a url_pattern goes, which no loose decoding reads)
     const schema = writeConfig({ version: 3, port: await freePort(), endpoints: [{ endpoint: '/x', backend: [{ host: [backend.url], url_pattern: { p: '/x' } }] }] });

@@ -331,6 +331,8 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
       this.fail(err as Error);
       return;
     }
+    // A JSON body is a view of the JSON writer's scratch buffer: it is written below, before
+    // anything else can render JSON.
     const { body, contentType } = rendered;
     const res = this.res;
     const cors = this.server.cors;

@@ -358,6 +358,19 @@ export function goJsonBytes(v: unknown): Buffer {
   return render(v, copied);
 }
 
+/**
+ * The same JSON as a view of the writer's scratch buffer, without a copy: valid only until the next
+ * goJson call in this worker, so for a body that is written out at once (a decoding endpoint's
+ * answer, exchange.ts `answer`).
+ */
+export function goJsonView(v: unknown): Buffer {
+  return render(v, view);
+}
+
+function view(b: Buffer): Buffer {
+  return b;
+}
+
 /** The same JSON handed to `use` as a view that is valid only during the call (no copy at all). */
 export function withGoJson<T>(v: unknown, use: (bytes: Buffer) => T): T {
   return render(v, use);

@@ -5,13 +5,16 @@
  */
 import YAML from 'yaml';
 import type { EndpointConfig } from '../config/types.js';
-import { goJson, goJsonBytes } from './json.js';
+import { goJson, goJsonView } from './json.js';
 
 type Obj = Record<string, unknown>;
 
 export interface Rendered {
   readonly contentType: string;
-  /** JSON comes as UTF-8 bytes (goJsonBytes), the other encodings as text. */
+  /**
+   * JSON comes as UTF-8 bytes, a view of goJson's scratch buffer (goJsonView): write it before
+   * anything else renders JSON. The other encodings come as text.
+   */
   readonly body: string | Buffer;
 }
 
@@ -28,11 +31,11 @@ export const TEXT_PLAIN = 'text/plain; charset=utf-8';
 export const APPLICATION_XML = 'application/xml';
 export const APPLICATION_YAML = 'application/x-yaml; charset=utf-8';
 
-const renderJson: Render = (data) => ({ contentType: APPLICATION_JSON, body: goJsonBytes(data) });
+const renderJson: Render = (data) => ({ contentType: APPLICATION_JSON, body: goJsonView(data) });
 
 const renderCollection: Render = (data) => ({
   contentType: APPLICATION_JSON,
-  body: Array.isArray(data.collection) ? goJsonBytes(data.collection) : '[]',
+  body: Array.isArray(data.collection) ? goJsonView(data.collection) : '[]',
 });
 
 const renderString: Render = (data) => {

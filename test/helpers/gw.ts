@@ -221,6 +221,8 @@ export interface StartOptions {
   listenPort?: number;
   /** Own process group (`detached`), so that a test can signal the group as Ctrl-C does. */
   detached?: boolean;
+  /** node's own flags, before gw's script (e.g. a V8 flag). */
+  nodeArgs?: string[];
 }
 
 /**
@@ -235,7 +237,7 @@ export async function startGateway(config: Record<string, unknown>, opts: StartO
   if (cfg.port === undefined) cfg.port = await freePort();
   const port = opts.listenPort ?? (cfg.port as number);
   const configPath = writeConfig(cfg);
-  const proc = spawn(process.execPath, [GW_BIN, 'run', '-c', configPath, ...(opts.args ?? [])], {
+  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), GW_BIN, 'run', '-c', configPath, ...(opts.args ?? [])], {
     cwd: ROOT,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
