@@ -95,6 +95,9 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   }
   const defaultClient: Client = (r: OutboundRequest) => send(pools, r.origin, r.path, r.method, r.headers, r.body as never, r.scope);
   const directClient: DirectClient = (r, receiver) => stream(pools, r.origin, r.path, r.method, r.headers, r.body as never, receiver, r.scope);
+  // A client plugin's next() in receiver mode: its request's scope may be the plugin's own signal,
+  // and a call the handler did not hand over is not the exchange's to cancel.
+  const watchedDirect: DirectClient = (r, receiver) => stream(pools, r.origin, r.path, r.method, r.headers, r.body as never, receiver, r.scope, true);
 
   // Script and expression engines are loaded only when the config uses them.
   const uses = (ns: string) => cfg.endpoints.some((e) => e.extraConfig[ns] !== undefined || e.backends.some((b) => b.extraConfig[ns] !== undefined));
@@ -145,7 +148,7 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
       const backendTag = `[BACKEND: ${b.method} ${ep.route} -> ${b.urlPattern}]`;
       if (plugin !== null) {
         client = pluginClient(plugin.name, plugin.handler, defaultClient, logger, backendTag);
-        direct = pluginDirect(plugin.name, plugin.handler, directClient, logger, backendTag);
+        direct = pluginDirect(plugin.name, plugin.handler, watchedDirect, logger, backendTag);
       }
       const bMods = resolveModifiers(b.extraConfig, registry, logger, backendTag, `endpoint '${ep.method} ${ep.path}', backend ${b.index} (${b.urlPattern})`);
       pipes.push(buildBackendPipe(ep, b, client, cfg.transport.disableCompression, logger, direct, bMods, traffic.proxyLimiter(ep, b), metrics?.backend(ep, b) ?? null, discovered));

@@ -212,6 +212,11 @@ describe('plugins and cancellation scopes: an AbortSignal only when asked for, a
           // Sends a request object of its own with its own, shorter signal.
           register('own-signal', () => (req, next) =>
             next({ method: req.method, url: req.url, headers: req.headers, body: req.body, signal: AbortSignal.timeout(100) }));
+          // Awaits the answer (the promise path on a no-op endpoint): gw must still cancel the call.
+          register('awaits', () => async (req, next) => {
+            const res = await next();
+            return res;
+          });
           register('seen', () => () => ({ status: 200, headers: {}, body: { seen } }));
         },
       };`,
@@ -225,6 +230,7 @@ describe('plugins and cancellation scopes: an AbortSignal only when asked for, a
       endpoints: [
         { endpoint: '/watch', timeout: '300ms', output_encoding: 'no-op', backend: [{ host, url_pattern: '/hang', encoding: 'no-op', extra_config: use('watch-signal') }] },
         { endpoint: '/own', output_encoding: 'no-op', backend: [{ host, url_pattern: '/hang', encoding: 'no-op', extra_config: use('own-signal') }] },
+        { endpoint: '/awaits', timeout: '300ms', output_encoding: 'no-op', backend: [{ host, url_pattern: '/hang', encoding: 'no-op', extra_config: use('awaits') }] },
         { endpoint: '/seen', backend: [{ host, url_pattern: '/x', extra_config: use('seen') }] },
       ],
     }, { args: ['--workers', '1'] }); // /seen must reach the worker whose plugin saw the abort
@@ -244,6 +250,16 @@ describe('plugins and cancellation scopes: an AbortSignal only when asked for, a
     assert.equal(cancelled - before, 1);
     const seen = (await req(pgw.port, '/seen')).json<{ seen: string[] }>().seen;
     assert.deepEqual(seen, ['context deadline exceeded']);
+  });
+
+  test('a plugin that awaits next() on a no-op endpoint: the endpoint timeout answers and cancels the call', async () => {
+    await allHangCancelled();
+    const before = cancelled;
+    const r = await req(pgw.port, '/awaits');
+    assert.equal(r.status, 500);
+    assert.ok(r.ms >= 290 && r.ms < 1500, `answered after ${r.ms} ms`);
+    await allHangCancelled();
+    assert.equal(cancelled - before, 1, 'the backend call was left running');
   });
 
   test('a request with the plugin\'s own signal is cancelled by that signal', async () => {

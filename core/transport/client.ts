@@ -359,14 +359,16 @@ export function stream(
   body: RequestBody,
   receiver: Receiver,
   scope: Scope,
+  /** The call follows `scope`'s cancellation too (else the caller cancels it through the return value). */
+  watch = false,
 ): FlowControl | null {
   const slot = admit(pools, origin);
   if (slot instanceof Error) {
     receiver.failed(slot);
     return null;
   }
-  // The caller cancels the call itself (the return value): the scope serves redirects only.
-  const call = new Call(null, receiver, (first) => follow(pools, first, origin, path, method, headers, body, scope));
+  // Without `watch`, the scope serves redirects only.
+  const call = new Call(watch ? scope : null, receiver, (first) => follow(pools, first, origin, path, method, headers, body, scope));
   start(call, slot, origin, path, method, headers, body);
   return call;
 }
