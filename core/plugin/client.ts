@@ -294,6 +294,16 @@ class PluginRun {
     );
   }
 
+  /** The handler's result; a throw ends the handler's span and is thrown as the plugin's error. */
+  private call(r: OutboundRequest, nextFn: NextClient, span: PluginSpan | null): BackendResponse | Promise<BackendResponse> {
+    try {
+      return this.handler(r, nextFn);
+    } catch (err) {
+      span?.end(err as Error);
+      throw this.error(err);
+    }
+  }
+
   promise(r: OutboundRequest, next: Client): Promise<BackendResponse> {
     let delegated: BackendResponse[] | null = null;
     const nextFn: NextClient = (req) => {
@@ -311,10 +321,9 @@ class PluginRun {
     const span = r.trace?.plugin('plugin/http-client', this.name) ?? null;
     let out: BackendResponse | Promise<BackendResponse>;
     try {
-      out = this.handler(r, nextFn);
+      out = this.call(r, nextFn, span);
     } catch (err) {
-      span?.end(err as Error);
-      return Promise.reject(this.error(err));
+      return Promise.reject(err as PluginError);
     }
     return this.settle(out, () => delegated, span);
   }
@@ -340,10 +349,9 @@ class PluginRun {
     const span = r.trace?.plugin('plugin/http-client', this.name) ?? null;
     let out: BackendResponse | Promise<BackendResponse>;
     try {
-      out = this.handler(r, nextFn);
+      out = this.call(r, nextFn, span);
     } catch (err) {
-      span?.end(err as Error);
-      receiver.failed(this.error(err));
+      receiver.failed(err as PluginError);
       return null;
     }
     const d = first as Delegation | null;

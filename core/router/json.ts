@@ -291,28 +291,25 @@ function putGeneral(v: unknown): boolean {
 
 /** Runs the writer over `v` and hands its bytes (a view of the scratch buffer) to `use`. */
 function render<T>(v: unknown, use: (bytes: Buffer) => T): T {
-  if (busy) {
-    // Re-entered (a toJSON that renders JSON itself): the outer call's bytes stay where they are.
-    const savedOut = out;
-    const savedPos = pos;
-    out = Buffer.allocUnsafeSlow(INITIAL);
-    pos = 0;
-    try {
-      if (!write(v, 0)) putAscii('null');
-      return use(out.subarray(0, pos));
-    } finally {
-      out = savedOut;
-      pos = savedPos;
-    }
-  }
+  // Re-entered (a toJSON or `use` that renders JSON itself): the outer call's bytes stay where
+  // they are, the inner one writes into a buffer of its own.
+  const outer = busy;
+  const savedOut = out;
+  const savedPos = pos;
+  if (outer) out = Buffer.allocUnsafeSlow(INITIAL);
   busy = true;
   pos = 0;
   try {
     if (!write(v, 0)) putAscii('null');
     return use(out.subarray(0, pos));
   } finally {
-    busy = false;
-    if (out.length > KEEP) out = Buffer.allocUnsafeSlow(INITIAL);
+    if (outer) {
+      out = savedOut;
+      pos = savedPos;
+    } else {
+      busy = false;
+      if (out.length > KEEP) out = Buffer.allocUnsafeSlow(INITIAL);
+    }
   }
 }
 
