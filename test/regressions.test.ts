@@ -93,6 +93,9 @@ async function uploadWhileAnswered(port: number, p: string, total: number) {
       if (r === 'stall') break;
     }
   }
+  // Like a real client, read the answer once the request is sent: gw may relay it after the whole
+  // upload went out (32 MB cross loopback in ~20 ms while gw drops it).
+  for (let i = 0; i < 100 && resp === '' && !sock.destroyed; i++) await sleep(20);
   sock.destroy();
   return { resp, sent };
 }
