@@ -238,23 +238,30 @@ export class Supervisor {
     // clients open new ones, and a listener that closes then resets those the kernel queued on it.
     await this.retiredGone(drainMs + lingerMs + CLOSE_GRACE_MS);
     if (this.closing) return;
-    const unlistened: Promise<void>[] = [];
+    // Two steps. 1: every previous worker closes its listening socket and goes on serving its
+    // open connections as before. 2: only once all of them stopped listening do they start
+    // closing connections (each answer ends its connection during the linger). In one step, the
+    // clients of the first worker to close reconnect at once, the kernel queues some of those
+    // connections on a previous worker still listening, and that worker's close resets them
+    // after the client had sent its request (`read ECONNRESET`, a request lost).
+    const retiring: ChildProcess[] = [];
     for (const s of previous) {
       if (s.timer !== null) clearTimeout(s.timer);
       s.timer = null;
       if (s.child === null || !this.children.has(s.child)) continue;
       this.retired.add(s.child);
-      unlistened.push(this.whenUnlistened(s.child, UNLISTEN_WAIT_MS));
-      void this.stopChild(s.child, drainMs, lingerMs);
+      retiring.push(s.child);
     }
     // The reload is done (and logged) once the previous workers' listening sockets are closed:
     // from then on a new connection can only reach the new workers.
-    await Promise.all(unlistened);
+    await Promise.all(retiring.map((c) => this.whenUnlistened(c, UNLISTEN_WAIT_MS)));
+    for (const c of retiring) void this.stopChild(c, drainMs, lingerMs);
   }
 
-  /** Resolves when `c` reports its listening socket closed, exits, or after `ms`. */
+  /** Asks `c` to close its listening socket; resolves when it reports it closed, exits, or after `ms`. */
   private whenUnlistened(c: ChildProcess, ms: number): Promise<void> {
     return new Promise((resolve) => {
+      if (c.exitCode !== null || c.signalCode !== null || !c.connected) return resolve();
       const done = () => {
         clearTimeout(t);
         this.unlistening.delete(c);
@@ -264,6 +271,7 @@ export class Supervisor {
       const t = setTimeout(done, ms);
       this.unlistening.set(c, done);
       c.once('exit', done);
+      c.send({ type: 'unlisten' } satisfies ToWorker, () => {});
     });
   }
 

@@ -64,7 +64,11 @@ export interface Gateway {
   readonly buildWarnings: readonly string[];
   /** Resolves with the bound port. */
   listen(): Promise<number>;
-  /** Stops accepting, waits for in-flight requests up to `waitMs`, closes the pools. */
+  /**
+   * Closes the listening socket (synchronously) and nothing else: open connections keep being
+   * served as before. A reload's first step (core/cluster.ts). Idempotent.
+   */
+  unlisten(): void;
   /**
    * Stops accepting, waits for in-flight requests up to `waitMs`. With `lingerMs` (a reload), the
    * connections already open keep being answered for that long (each answer closes its
@@ -223,6 +227,12 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
   let app: TemplatedApp | null = null;
   const port = opts.port || cfg.port;
 
+  const unlisten = (): void => {
+    if (listenSocket !== null) {
+      loadUws().uws.us_listen_socket_close(listenSocket);
+      listenSocket = null;
+    }
+  };
   return {
     endpoints,
     plugins: registry,
@@ -270,14 +280,12 @@ export async function buildGateway(cfg: ServiceConfig, opts: GatewayOptions): Pr
         else app!.listen(port, onListen);
       });
     },
+    unlisten,
     async close(waitMs = 10_000, lingerMs = 0) {
       shutdown.abort();
       // From now on every answer ends its connection; idle ones are closed with the app below.
       state.draining = true;
-      if (listenSocket !== null) {
-        loadUws().uws.us_listen_socket_close(listenSocket);
-        listenSocket = null;
-      }
+      unlisten();
       const until = Date.now() + (waitMs || 2_147_000_000);
       const idle = (): Promise<void> =>
         state.inflight === 0

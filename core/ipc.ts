@@ -29,6 +29,8 @@ export interface LimitSpecMsg {
 /** Supervisor → worker. */
 export type ToWorker =
   | { type: 'init'; init: WorkerInit }
+  /** A reload's first step: close the listening socket, keep serving open connections as before; answered by `unlistened`. */
+  | { type: 'unlisten' }
   /** Stop listening and drain; `lingerMs` (a reload): keep answering existing connections that long, each answer closing its connection. */
   | { type: 'shutdown'; waitMs: number; lingerMs?: number }
   /** Answer to `lease`: n tokens granted (0: none; a token is back in retryMs). */
@@ -46,7 +48,7 @@ export type FromWorker =
   | { type: 'crash'; message: string }
   /** The worker stops on its own (a signal sent to it): it drains, then exits 0. */
   | { type: 'draining'; reason: string }
-  /** After `shutdown`: the listening socket is closed (new connections reach the other workers). */
+  /** After `unlisten` or `shutdown`: the listening socket is closed (new connections reach the other workers). */
   | { type: 'unlistened' }
   /** Rate limits: up to `want` tokens of bucket `key` of `spec`, answered by `grant` with the same seq. */
   | { type: 'lease'; seq: number; spec: LimitSpecMsg; key: string; want: number }

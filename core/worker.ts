@@ -7,9 +7,10 @@
  * - SIGTERM / SIGINT (sent to this worker alone, or to the whole process group by Ctrl-C) or the
  *   supervisor's `shutdown`: close the listen socket at once, drain the requests in flight (up to
  *   max_shutdown_wait_time), close the pools, exit 0. A second signal exits at once.
- * - A reload (the supervisor's `shutdown` with `lingerMs`): the same, but connections already open
- *   keep being answered for `lingerMs`, each answer closing its connection, so keep-alive clients
- *   move to the new workers between requests.
+ * - A reload: first the supervisor's `unlisten` (close the listen socket, serve open connections as
+ *   before), then, once every previous worker stopped listening, `shutdown` with `lingerMs`: the
+ *   same drain, but connections already open keep being answered for `lingerMs`, each answer
+ *   closing its connection, so keep-alive clients move to the new workers between requests.
  * - SIGHUP: logged (the supervisor reloads). IPC channel closed (the supervisor is gone): drain and exit, so no
  *   worker outlives its supervisor holding the port.
  * - Last resort: an uncaught exception or unhandled rejection is a gw bug after which this
@@ -131,6 +132,9 @@ process.on('message', (m: ToWorker) => {
       (data) => send({ type: 'metrics', seq, data }),
       () => send({ type: 'metrics', seq, data: null }),
     );
+  } else if (m.type === 'unlisten') {
+    gw?.unlisten();
+    send({ type: 'unlistened' });
   } else if (m.type === 'shutdown') {
     waitMs = m.waitMs;
     lingerMs = m.lingerMs ?? 0;

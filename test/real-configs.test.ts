@@ -297,11 +297,12 @@ describe('zero-downtime reload: SIGHUP and --watch', () => {
       running = false;
       await Promise.all(loops);
       // The one loss gw cannot prevent (README, "Reload without downtime"): a connection the kernel
-      // queued on a retiring worker's listener in the instant it closes is reset before any byte
-      // of a request is sent (`connect ECONNRESET`). Linux ≥ 5.14 moves such connections to a live
-      // listener when net.ipv4.tcp_migrate_req is 1; only where it is 0 is that reset tolerated,
-      // and only as rare as a race on a close is (a few in thousands). Anything else — a request
-      // sent and then lost, cut or answered wrongly — fails the test.
+      // queued on a retiring worker's listener in the instant it closes is reset. Here the clients
+      // only open connections when gw sends them away, and the previous workers do that only once
+      // all of them stopped listening, so the only reset tolerated (where
+      // net.ipv4.tcp_migrate_req is 0, and a few at most) is one during connect. A request sent
+      // and then reset (`read ECONNRESET`: a reconnect queued on a listener that then closed),
+      // lost, cut or answered wrongly fails the test.
       let migrate = '0';
       try {
         migrate = fs.readFileSync('/proc/sys/net/ipv4/tcp_migrate_req', 'utf8').trim();

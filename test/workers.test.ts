@@ -173,9 +173,9 @@ async function pidOn(c: Client): Promise<number> {
 }
 
 /** Opens keep-alive connections until each of `workers` serves `perWorker` of them (bounded). */
-async function pinClients(port: number, workers: number[], perWorker: number): Promise<Pinned[]> {
+async function pinClients(port: number, workers: number[], perWorker: number, attempts = 60): Promise<Pinned[]> {
   const pinned: Pinned[] = [];
-  for (let i = 0; i < 60 && workers.some((w) => pinned.filter((p) => p.pid === w).length < perWorker); i++) {
+  for (let i = 0; i < attempts && workers.some((w) => pinned.filter((p) => p.pid === w).length < perWorker); i++) {
     const client = new Client(`http://${HOST}:${port}`, { pipelining: 1, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 60_000 });
     const p: Pinned = { client, pid: 0, connects: 0, disconnects: 0, ok: 0, errors: [], seen: new Set() };
     client.on('connect', () => p.connects++);
@@ -697,6 +697,47 @@ describe('signals (defect 19)', () => {
       assert.equal(gw.proc.exitCode, null, gw.output());
       assert.equal(await health(gw.port), 200);
     } finally {
+      await gw.stop('SIGKILL');
+    }
+  });
+
+  test('reload: no previous worker closes a connection while another still listens (its kernel queue would reset the reconnects)', async () => {
+    // Worker B is frozen (SIGSTOP) across the reload, so its listening socket stays open in the
+    // port's group while the kernel keeps queueing connections on it. If worker A started closing
+    // its keep-alive connections then, its clients would reconnect, some connections would land in
+    // B's queue, and B's close would reset them after their request was sent. So A must keep
+    // serving as before until every previous worker has stopped listening.
+    const gw = await startGateway(config(), { args: ['--workers', '2'] });
+    let pinned: Pinned[] = [];
+    let stopped = 0;
+    let running = true;
+    try {
+      const pids = await gw.waitWorkers(2);
+      pinned = await pinClients(gw.port, pids, 8, 120);
+      const b = pinned[0]!;
+      const onA = pinned.filter((p) => p.pid !== b.pid);
+      const connects = () => onA.reduce((n, p) => n + p.connects, 0);
+      const loading = Promise.all(onA.map((p) => load(p, () => !running)));
+      const before = connects();
+      process.kill(b.pid, 'SIGSTOP');
+      stopped = b.pid;
+      gw.proc.kill('SIGHUP');
+      await logLine(gw, /listening on port \d+ \(new configuration\)[\s\S]*listening on port \d+ \(new configuration\)/, 15000);
+      await sleep(800); // the previous workers were asked to stop listening; B cannot answer yet
+      assert.equal(connects(), before, 'A kept its connections while B still listened');
+      process.kill(b.pid, 'SIGCONT');
+      stopped = 0;
+      await logLine(gw, /\[SERVICE: Config\] reloaded: 2 workers serving the new configuration/, 15000);
+      await sleep(1500); // A's linger: its connections close, the clients move to the new workers
+      running = false;
+      await loading;
+      assert.deepEqual(onA.flatMap((p) => p.errors), [], `${onA.reduce((n, p) => n + p.ok, 0)} ok`);
+      assert.equal(connects(), before + onA.length, 'each client moved once, to a new worker');
+      for (const p of onA) assert.ok([...p.seen].some((pid) => !pids.includes(pid)), 'a new worker answered');
+    } finally {
+      running = false;
+      if (stopped) process.kill(stopped, 'SIGCONT');
+      await closeAll(pinned);
       await gw.stop('SIGKILL');
     }
   });
