@@ -82,6 +82,17 @@ const PLUGINS: Record<string, string> = {
         // One name registered once per direction (KrakenD keeps the two apart): a request modifier.
         register('twice', () => (req) => { req.headers['X-Twice'] = ['req']; }, true, false);
         register('twice', () => (res) => { res.data.twice = 'resp'; }, false, true);
+        // Headers by any spelling, hop-by-hop ones, and the method.
+        register('reheader', () => (req) => {
+          req.headers['x-client'] = ['by-modifier'];
+          req.headers['x-added'] = ['1'];
+          req.headers['Connection'] = ['close'];
+          req.headers['transfer-encoding'] = ['chunked'];
+          req.headers['host'] = ['elsewhere.example'];
+          req.headers['keep-alive'] = ['timeout=5'];
+          if (req.params.how === 'post') req.method = 'post';
+          if (req.params.how === 'bad') req.method = 'GE T';
+        }, true, false);
       },
     };`,
 };
@@ -101,6 +112,13 @@ describe('modifier plugins', () => {
   before(async () => {
     backend = await startBackend((_rq, res, rec) => {
       if (rec.url.startsWith('/fail')) return sendJSON(res, 500, { error: true });
+      if (rec.url.startsWith('/hdrs')) {
+        const pick = (n: string) => rec.headers[n] ?? null;
+        return sendJSON(res, 200, {
+          method: rec.method, client: pick('x-client'), other: pick('x-other'), added: pick('x-added'), host: pick('host'),
+          te: pick('transfer-encoding'), keepAlive: pick('keep-alive'), connection: pick('connection'),
+        });
+      }
       if (rec.url.startsWith('/raw')) {
         res.writeHead(200, { 'content-type': 'text/plain', 'x-drop-me': '1', 'x-keep': '1' });
         return res.end('streamed body');
@@ -151,6 +169,13 @@ describe('modifier plugins', () => {
           { endpoint: '/resp-error', extra_config: mods(['reject-resp']), backend: [{ host: [backend.url], url_pattern: '/x' }] },
           { endpoint: '/both', extra_config: mods(['both']), backend: [{ host: [backend.url], url_pattern: '/both' }] },
           { endpoint: '/twice', extra_config: mods(['twice']), backend: [{ host: [backend.url], url_pattern: '/twice' }] },
+          ...['/reheader/{how}', '/reheader-noop/{how}'].map((endpoint) => ({
+            endpoint,
+            input_headers: ['X-Client', 'X-Other'],
+            ...(endpoint.includes('noop') ? { output_encoding: 'no-op' } : {}),
+            extra_config: mods(['reheader']),
+            backend: [{ host: [backend.url], url_pattern: '/hdrs', ...(endpoint.includes('noop') ? { encoding: 'no-op' } : {}) }],
+          })),
           {
             endpoint: '/probe',
             input_query_strings: ['q'],
@@ -254,6 +279,30 @@ describe('modifier plugins', () => {
       const u = new URL(d.url, 'http://x');
       assert.deepEqual([u.searchParams.get('q'), u.searchParams.get('x'), u.searchParams.get('y')], ['1', null, '3'], p);
     }
+  });
+
+  test('endpoint request modifier: any spelling of a client header replaces it; hop-by-hop ones never go; the backend keeps its method (as lura); a broken method is a 500', async () => {
+    for (const base of ['/reheader', '/reheader-noop']) {
+      const r = await req(gw.port, `${base}/get`, { headers: { 'x-client': 'from-client', 'x-other': 'kept' } });
+      assert.equal(r.status, 200, base);
+      const d = r.json();
+      assert.equal(d.method, 'GET', base);
+      assert.equal(d.client, 'by-modifier', `${base}: one X-Client, the modifier's`);
+      assert.equal(d.other, 'kept', base);
+      assert.equal(d.added, '1', base);
+      assert.notEqual(d.host, 'elsewhere.example', base);
+      assert.equal(d.te, null, base);
+      assert.equal(d.keepAlive, null, base);
+      assert.notEqual(d.connection, 'close', `${base}: the modifier's Connection is not forwarded`);
+      const post = await req(gw.port, `${base}/post`);
+      assert.equal(post.status, 200, base);
+      assert.equal(post.json().method, 'GET', `${base}: lura's request builder sets the backend's method`);
+      const before = backend.requests.length;
+      const bad = await req(gw.port, `${base}/bad`);
+      assert.equal(bad.status, 500, base);
+      assert.equal(backend.requests.length, before, `${base}: nothing sent with a broken method`);
+    }
+    await logged(gw, /modifier set the method to "GE T", not an HTTP token/);
   });
 
   test('one name registered once per direction by the same plugin: a request modifier, no warning', async () => {

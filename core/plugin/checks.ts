@@ -17,6 +17,18 @@ export function canonicalHeader(name: string): string {
   return out;
 }
 
+const canonicalCache = new Map<string, string>();
+
+/** canonicalHeader for names seen per request: a bounded cache of the names met so far. */
+export function canonicalHeaderCached(name: string): string {
+  let c = canonicalCache.get(name);
+  if (c === undefined) {
+    c = canonicalHeader(name);
+    if (canonicalCache.size < 4096) canonicalCache.set(name, c);
+  }
+  return c;
+}
+
 const SCALAR: Readonly<Record<string, boolean>> = { string: true, number: true, boolean: true };
 
 /**

@@ -13,11 +13,12 @@
  * {@link HTTPResponseError} (or any error with a numeric `statusCode`) carries.
  */
 import { URLSearchParams } from 'node:url';
-import { ConfigError, canonicalHeader } from '../config/load.js';
+import { ConfigError } from '../config/load.js';
 import type { Logger } from '../log.js';
-import { compileQueryFilter, HOP_BY_HOP, type QueryFilter } from '../proxy/request.js';
+import { compileQueryFilter, HOP_BY_HOP, type CapturedHeaders, type ClientInfo, type QueryFilter } from '../proxy/request.js';
 import type { AllowList } from '../config/types.js';
 import { OutboundRequest, ProxyRequest, StatusError, type ProxyResponse } from '../proxy/types.js';
+import { canonicalHeaderCached } from './checks.js';
 import { pluginLogger } from './logger.js';
 import type { PluginRegistry } from './registry.js';
 import type {
@@ -237,7 +238,15 @@ function checkMethod(m: unknown): string {
 
 // ---- endpoint level ----
 
-function endpointWrapper(req: ProxyRequest, filter: QueryFilter): { w: RequestWrapper; query: MultiMap; raw: string } {
+/** What endpointWrapper hands the modifiers, and what applyEndpoint compares their result with. */
+interface EndpointView {
+  w: RequestWrapper;
+  /** The query as the modifiers got it (a separate copy: they may change `w.query` in place). */
+  query: MultiMap;
+  raw: string;
+}
+
+function endpointWrapper(req: ProxyRequest, filter: QueryFilter): EndpointView {
   const params: Record<string, string> = {};
   for (let i = 0; i < req.paramNames.length; i++) params[req.paramNames[i]!] = req.params[i] ?? '';
   const headers: MultiMap = {};
@@ -245,8 +254,10 @@ function endpointWrapper(req: ProxyRequest, filter: QueryFilter): { w: RequestWr
   // As in KrakenD, the modifier sees the query the endpoint lets through (input_query_strings).
   const raw = filter(req.query);
   const w: RequestWrapper = { params, headers, body: req.body, method: req.method, url: null, query: parseQuery(raw), path: req.client.path };
-  return { w, query: parseQuery(raw), raw };
+  return { w, query: raw === '' ? EMPTY_QUERY : parseQuery(raw), raw };
 }
+
+const EMPTY_QUERY: MultiMap = Object.freeze({}) as MultiMap;
 
 function applyEndpoint(req: ProxyRequest, w: RequestWrapper, query0: MultiMap, raw0: string): ProxyRequest {
   const params = req.paramNames.map((n, i) => {
@@ -255,19 +266,32 @@ function applyEndpoint(req: ProxyRequest, w: RequestWrapper, query0: MultiMap, r
   });
   const headers = new Map<string, string[]>();
   const hs = w.headers ?? {};
+  const captured = req.client.headers;
   for (const k in hs) {
     const v = hs[k] as unknown;
     if (v === undefined || v === null) continue;
-    const name = canonicalHeader(k);
-    if (HOP_BY_HOP.has(name.toLowerCase())) continue;
+    // A name the client sent is canonical and not hop-by-hop already (router/capture.ts).
+    let name = k;
+    if (!captured.has(k)) {
+      name = canonicalHeaderCached(k);
+      if (HOP_BY_HOP.has(name.toLowerCase())) continue;
+    }
     headers.set(name, Array.isArray(v) ? v.map(String) : [String(v)]);
   }
   const query = w.query === undefined || w.query === null || sameQuery(w.query, query0) ? raw0 : formatQuery(w.query);
   const body = (w.body ?? null) as ProxyRequest['body'];
-  const out = new ProxyRequest(params, req.paramNames, query, { ...req.client, headers }, body, req.scope, checkMethod(w.method), req.extra);
+  const method = w.method === req.method ? req.method : checkMethod(w.method);
+  const out = new ProxyRequest(params, req.paramNames, query, withHeaders(req.client, headers), body, req.scope, method, req.extra);
   // Filtered by the endpoint's list already: what the modifier added goes on (backends apply their own list).
   out.endpointFiltered = true;
   return out;
+}
+
+/** The client with other headers, in the shapes router/endpoint.ts builds (one shape per call site downstream). */
+function withHeaders(c: ClientInfo, headers: CapturedHeaders): ClientInfo {
+  return c.trace === undefined
+    ? { headers, host: c.host, path: c.path, ip: c.ip }
+    : { headers, host: c.host, path: c.path, ip: c.ip, trace: c.trace };
 }
 
 /** Endpoint-level modifiers around a decoding endpoint's proxy. */
@@ -281,15 +305,19 @@ export function modifyProxy(next: (r: ProxyRequest) => Promise<ProxyResponse>, m
   if (reqMods.length === 0) return (req) => next(req).then((r) => after(r, null, req.client.trace));
   return (req) => {
     let r: RequestWrapper | Promise<RequestWrapper>;
-    let e: ReturnType<typeof endpointWrapper>;
+    let e: EndpointView;
     const spans = req.client.trace;
+    let call: Promise<ProxyResponse>;
     try {
       e = endpointWrapper(req, filter);
       r = run(reqMods, e.w, spans);
+      if (isThenable<RequestWrapper>(r)) return Promise.resolve(r).then((out) => next(applyEndpoint(req, out, e.query, e.raw)).then((resp) => after(resp, out, spans)));
+      call = next(applyEndpoint(req, r, e.query, e.raw));
     } catch (err) {
       return Promise.reject(err as Error);
     }
-    return Promise.resolve(r).then((out) => next(applyEndpoint(req, out, e.query, e.raw)).then((resp) => after(resp, out, spans)));
+    const out = r;
+    return call.then((resp) => after(resp, out, spans));
   };
 }
 
@@ -305,11 +333,12 @@ export function modifyEndpointRequest(
   const filter = compileQueryFilter(endpointQuery, null);
   return (req) => {
     if (reqMods.length === 0) return Promise.resolve({ req, wrapper: null });
-    let e: ReturnType<typeof endpointWrapper>;
+    let e: EndpointView;
     let r: RequestWrapper | Promise<RequestWrapper>;
     try {
       e = endpointWrapper(req, filter);
       r = run(reqMods, e.w, req.client.trace);
+      if (!isThenable<RequestWrapper>(r)) return Promise.resolve({ req: applyEndpoint(req, r, e.query, e.raw), wrapper: r });
     } catch (err) {
       return Promise.reject(err as Error);
     }

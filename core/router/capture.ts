@@ -4,6 +4,7 @@
  * the per-request work is a few lookups.
  */
 import { canonicalHeader } from '../config/load.js';
+import { canonicalHeaderCached } from '../plugin/checks.js';
 import type { EndpointConfig } from '../config/types.js';
 import { HOP_BY_HOP, type CapturedHeaders } from '../proxy/request.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
@@ -19,7 +20,7 @@ export function compileCapture(list: EndpointConfig['inputHeaders']): (req: Http
           if (k === 'connection') connection += (connection ? ',' : '') + v;
           return;
         }
-        const name = canonicalCached(k);
+        const name = canonicalHeaderCached(k);
         const prev = m.get(name);
         if (prev) prev.push(v);
         else m.set(name, [v]);
@@ -42,16 +43,6 @@ export function compileCapture(list: EndpointConfig['inputHeaders']): (req: Http
     }
     return m;
   };
-}
-
-const canonicalCache = new Map<string, string>();
-function canonicalCached(lower: string): string {
-  let c = canonicalCache.get(lower);
-  if (c === undefined) {
-    c = canonicalHeader(lower);
-    if (canonicalCache.size < 4096) canonicalCache.set(lower, c);
-  }
-  return c;
 }
 
 const textDecoder = new TextDecoder();
