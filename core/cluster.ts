@@ -255,6 +255,7 @@ export class Supervisor {
     // The reload is done (and logged) once the previous workers' listening sockets are closed:
     // from then on a new connection can only reach the new workers.
     await Promise.all(retiring.map((c) => this.whenUnlistened(c, UNLISTEN_WAIT_MS)));
+    if (this.closing) return; // close() stops every worker, these too
     for (const c of retiring) void this.stopChild(c, drainMs, lingerMs);
   }
 

@@ -31,6 +31,8 @@ let logger: Logger | null = null;
 let tag = `[SERVICE: Workers] worker (pid ${process.pid})`;
 let waitMs = 10_000;
 let draining = false;
+/** A reload retires this worker: it must not listen (again), even if it was still starting. */
+let unlistenAsked = false;
 /** How long a retired worker (a reload) keeps answering its open connections before closing them. */
 let lingerMs = 0;
 let signals = 0;
@@ -133,6 +135,7 @@ process.on('message', (m: ToWorker) => {
       () => send({ type: 'metrics', seq, data: null }),
     );
   } else if (m.type === 'unlisten') {
+    unlistenAsked = true;
     gw?.unlisten();
     send({ type: 'unlistened' });
   } else if (m.type === 'shutdown') {
@@ -156,6 +159,7 @@ async function start(i: WorkerInit): Promise<void> {
     if (draining) process.exit(0);
     listening = true;
     const bound = await gw.listen();
+    if (unlistenAsked) gw.unlisten(); // retired while it started: its shutdown follows
     logger.level = toPinoLevel(level);
     if (draining) return; // a stop arrived while binding: drain() already runs
     send({ type: 'ready', port: bound });
