@@ -9,7 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { HOST, agent, h, req, sendJSON, sleep, startBackend, startGateway, streamBytes, type Backend, type Gateway } from './helpers/gw.ts';
+import { HOST, agent, freePort, h, req, sendJSON, sleep, startBackend, startGateway, streamBytes, type Backend, type Gateway } from './helpers/gw.ts';
 
 const MB = 1024 * 1024;
 const PLUGIN_NS = 'plugin/http-client';
@@ -135,6 +135,32 @@ describe('request body still arriving when the response is done', () => {
     assert.match(resp, /^HTTP\/1\.1 200 OK/);
     await sleep(300);
     assert.equal(gw.proc.exitCode, null, `the gateway process died:\n${gw.stderr().slice(-800)}`);
+  });
+});
+
+describe('gw refuses or fails a request while its upload is still arriving', () => {
+  test('401, 503 (router rate limit) and 500 (backend refused) reach a client still writing its 32 MB body, instead of a reset', async () => {
+    // Closing right after such an answer sends RST over the unread upload, and a client busy
+    // writing can lose the answer before it reads it. gw drops the rest first (linger.ts).
+    const closed = `http://${HOST}:${await freePort()}`;
+    const gw = await gateway({
+      version: 3,
+      timeout: '3s',
+      endpoints: [
+        { endpoint: '/auth', method: 'POST', extra_config: { 'auth/validator': { alg: 'RS256', audience: ['x'] } }, backend: [{ host: [closed], url_pattern: '/x' }] },
+        { endpoint: '/limited', method: 'POST', extra_config: { 'qos/ratelimit/router': { max_rate: 1, every: '1h' } }, backend: [{ host: [closed], url_pattern: '/x' }] },
+        { endpoint: '/down', method: 'POST', backend: [{ host: [closed], url_pattern: '/x' }] },
+      ],
+    });
+    assert.equal((await req(gw.port, '/limited', { method: 'POST', body: 'x' })).status, 500, 'the one token: the backend is down');
+    for (let round = 0; round < 3; round++) {
+      for (const [p, status] of [['/auth', 401], ['/limited', 503], ['/down', 500]] as const) {
+        const { resp, sent } = await uploadWhileAnswered(gw.port, p, 32 * MB);
+        assert.match(resp, new RegExp(`^HTTP/1\\.1 ${status} `), `${p}, round ${round}: the client got its answer (${sent} bytes sent): ${JSON.stringify(resp.slice(0, 300))}`);
+      }
+    }
+    assert.equal(gw.proc.exitCode, null, `the gateway process died:\n${gw.stderr().slice(-800)}`);
+    assert.equal((await req(gw.port, '/__health', { timeoutMs: 2000 })).status, 200);
   });
 });
 

@@ -383,20 +383,17 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     } else if (router.returnErrorMsg) {
       body = e.message;
     }
-    const res = this.res;
     const cors = this.server.cors;
     this.status = status;
     this.complete = false;
     if (this.rt.metrics !== null) this.bytes = Buffer.byteLength(body);
-    res.cork(() => {
-      this.releaseBody();
+    this.endOwn((res) => {
       res.writeStatus(statusLine(status));
       res.writeHeader('X-Krakend-Completed', 'false');
       if (body !== '') res.writeHeader('Content-Type', contentType);
       if (extra !== null) writeExtraHeaders(res, extra, cors !== null);
       this.writeCommon(cors);
-      res.end(body, this.closing());
-    });
+    }, body);
     this.settle(timedOut ? e : null);
   }
 
@@ -409,17 +406,35 @@ export class Exchange extends Scope implements StreamOwner, Timed, Receiver {
     if (err instanceof RateLimitError) this.server.logger.debug(msg);
     else if (!(err instanceof AuthError) || err.fault) this.server.logger.error(msg);
     else this.server.logger.debug(msg);
-    const res = this.res;
     const cors = this.server.cors;
     this.status = status;
     this.refused = true;
-    res.cork(() => {
-      this.releaseBody();
+    this.endOwn((res) => {
       res.writeStatus(statusLine(status));
       if (cors !== null) cors.write(res, this.corsOrigin);
-      res.end('', this.closing());
-    });
+    }, '');
     this.settle(null);
+  }
+
+  /**
+   * Ends an answer gw wrote itself (an error status, a refusal). With the client's upload still
+   * arriving, a close right after the answer would send RST over the unread upload and could wipe
+   * the answer before the client read it: the rest is read and dropped first (linger.ts), as for
+   * a 413 mid-upload. Otherwise the answer goes out at once.
+   */
+  private endOwn(head: (res: HttpResponse) => void, body: string): void {
+    const res = this.res;
+    const b = this.body;
+    if (b !== null && !b.complete && b.linger === null) {
+      b.linger = new Linger(res, head, body);
+      this.releaseBody(); // a paused upload must flow for the linger to see it
+      return;
+    }
+    res.cork(() => {
+      this.releaseBody();
+      head(res);
+      res.end(body, this.closing());
+    });
   }
 
   /** Ends the exchange early with `status` (413 mid-upload) and closes the connection. */

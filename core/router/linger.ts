@@ -1,5 +1,7 @@
 /**
- * Answering a client that is still uploading (a 413 once the body passed its cap mid-upload).
+ * Answering a client that is still uploading: a 413 once the body passed its cap mid-upload, and
+ * any answer gw writes itself before the upload ended (a guard's refusal, a failed call's error;
+ * exchange.ts `endOwn`).
  *
  * uWS ends a `closeConnection` answer with FIN and an immediate close(). With upload bytes still
  * unread in the kernel that close() sends RST, and a client busy writing its body can lose the
