@@ -9,7 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { HOST, agent, freePort, h, req, sendJSON, sleep, startBackend, startGateway, streamBytes, type Backend, type Gateway } from './helpers/gw.ts';
+import { HOST, agent, freePort, h, req, uploadWhileAnswered, sendJSON, sleep, startBackend, startGateway, streamBytes, type Backend, type Gateway } from './helpers/gw.ts';
 
 const MB = 1024 * 1024;
 const PLUGIN_NS = 'plugin/http-client';
@@ -70,35 +70,6 @@ function pluginFolder(files: Record<string, string>): string {
 }
 
 const usePlugin = (name: string, own: Record<string, unknown> = {}) => ({ [PLUGIN_NS]: { name, ...own } });
-
-/**
- * Uploads `total` bytes with Content-Length over a raw socket, keeps writing after the response
- * arrived (as a real client does while its upload is in flight), and reports what happened.
- */
-async function uploadWhileAnswered(port: number, p: string, total: number) {
-  const sock = net.connect({ host: HOST, port });
-  sock.on('error', () => {});
-  let resp = '';
-  sock.on('data', (d) => (resp += d.toString('latin1')));
-  await new Promise<void>((r) => sock.once('connect', () => r()));
-  sock.write(`POST ${p} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: ${total}\r\n\r\n`);
-  const chunk = Buffer.alloc(64 * 1024, 97);
-  let sent = 0;
-  const t0 = Date.now();
-  while (sent < total && !sock.destroyed && Date.now() - t0 < 5000) {
-    const ok = sock.write(chunk);
-    sent += chunk.length;
-    if (!ok) {
-      const r = await Promise.race([new Promise((res) => sock.once('drain', () => res('drain'))), sleep(1000).then(() => 'stall')]);
-      if (r === 'stall') break;
-    }
-  }
-  // Like a real client, read the answer once the request is sent: gw may relay it after the whole
-  // upload went out (32 MB cross loopback in ~20 ms while gw drops it).
-  for (let i = 0; i < 100 && resp === '' && !sock.destroyed; i++) await sleep(20);
-  sock.destroy();
-  return { resp, sent };
-}
 
 // ---------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import type { Cors } from './cors.js';
 import { TEXT_PLAIN } from './edge.js';
 import { NOT_COPIED, writeHeaderValues, type ServerState } from './exchange.js';
 import { goJson } from './json.js';
+import { Linger } from './linger.js';
 import { statusLine } from './status.js';
 import { ClientSink, type StreamOwner } from './stream.js';
 import type { HttpRequest, HttpResponse } from './uws.js';
@@ -96,6 +97,8 @@ class EntryRequest implements ServerRequest {
 /** The client's upload as a Readable, fed by uWS onData with backpressure (res.pause/resume). */
 class UploadBody extends Readable {
   complete = false;
+  /** After an answer sent while the upload still arrives: the rest goes here (linger.ts). */
+  linger: Linger | null = null;
   private paused = false;
   private dropping = false;
   private dropped = 0;
@@ -114,6 +117,10 @@ class UploadBody extends Readable {
   }
 
   feed(ab: ArrayBuffer, last: boolean): void {
+    if (this.linger !== null) {
+      this.linger.feed(ab, last);
+      return;
+    }
     if (this.dropping) {
       if (last) {
         this.complete = true;
@@ -136,6 +143,16 @@ class UploadBody extends Readable {
     if (last) {
       this.complete = true;
       this.push(null);
+    }
+  }
+
+  /** The rest of the upload goes to `l` (which sends the answer); nobody reads it any more. */
+  lingerWith(l: Linger): void {
+    this.linger = l;
+    if (!this.destroyed) this.destroy();
+    if (this.paused) {
+      this.paused = false;
+      this.x.res.resume();
     }
   }
 
@@ -187,6 +204,7 @@ class PluginExchange implements StreamOwner {
     this.aborted = true;
     this.conn.abort();
     this.ac?.abort(new Error('the client went away'));
+    this.upload?.linger?.gone();
     this.upload?.destroy();
     this.settle();
   }
@@ -241,9 +259,17 @@ class PluginExchange implements StreamOwner {
     const noBody = status === 204 || status === 304 || this.request?.method === 'HEAD';
     if (noBody || b === null || b === undefined || typeof b === 'string' || b instanceof Uint8Array) {
       if (noBody) release(b);
-      // An upload still arriving is read and dropped, and the connection closes after this answer
-      // (as the router's own answers do): the client gets its answer at once.
       const u = this.upload;
+      if (!noBody && u !== null && !u.complete && !this.aborted) {
+        // The upload is still arriving: closing right after the answer would send RST over the
+        // unread rest and could wipe the answer before the client read it. The rest is read and
+        // dropped first, as for the router's own answers (linger.ts).
+        u.lingerWith(new Linger(res, () => this.writeHead(), (b ?? '') as string | Uint8Array));
+        this.settle();
+        return;
+      }
+      // A 204/304/HEAD answer (no body: it cannot be sent in pieces) to an upload still arriving:
+      // the rest is read and dropped, and the connection closes after this answer.
       const close = this.state.draining || (u !== null && !u.complete);
       if (u !== null && !u.complete) u.discardRest(null);
       if (u !== null && u.destroyed === false && u.complete === false) u.destroy();

@@ -685,3 +685,32 @@ export function jsonLogLines(text: string): JsonLogLine[] {
   }
   return out;
 }
+
+/**
+ * Uploads `total` bytes with Content-Length over a raw socket, keeps writing after the response
+ * arrived (as a real client does while its upload is in flight), and reports what happened.
+ */
+export async function uploadWhileAnswered(port: number, p: string, total: number): Promise<{ resp: string; sent: number }> {
+  const sock = net.connect({ host: HOST, port });
+  sock.on('error', () => {});
+  let resp = '';
+  sock.on('data', (d) => (resp += d.toString('latin1')));
+  await new Promise<void>((r) => sock.once('connect', () => r()));
+  sock.write(`POST ${p} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: ${total}\r\n\r\n`);
+  const chunk = Buffer.alloc(64 * 1024, 97);
+  let sent = 0;
+  const t0 = Date.now();
+  while (sent < total && !sock.destroyed && Date.now() - t0 < 5000) {
+    const ok = sock.write(chunk);
+    sent += chunk.length;
+    if (!ok) {
+      const r = await Promise.race([new Promise((res) => sock.once('drain', () => res('drain'))), sleep(1000).then(() => 'stall')]);
+      if (r === 'stall') break;
+    }
+  }
+  // Like a real client, read the answer once the request is sent: gw may relay it after the whole
+  // upload went out (32 MB cross loopback in ~20 ms while gw drops it).
+  for (let i = 0; i < 100 && resp === '' && !sock.destroyed; i++) await sleep(20);
+  sock.destroy();
+  return { resp, sent };
+}
