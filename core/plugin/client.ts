@@ -177,7 +177,7 @@ class Delegation extends Promise<BackendResponse> implements Receiver {
   run: PluginRun | null = null;
   /** The handler settled without returning this call's answer nor reading it: a late answer is released. */
   orphan = false;
-  /** Plain answers the handler got from next(), to release the ones it does not return. */
+  /** The plain answer this call gave the handler: released if the handler does not return it. */
   kept: BackendResponse | null = null;
   private readonly res: ((v: BackendResponse) => void) | null;
   private readonly rej: ((e: unknown) => void) | null;
